@@ -1,0 +1,209 @@
+"""Shared building blocks for the LeMON models.
+
+Every learnable affine map is an ``nn.Linear`` (never a fused/opaque module
+such as ``nn.MultiheadAttention``) so that a LoRA wrapper can later replace any
+of them by module path.  Nothing here stores tensors on ``self`` during
+``forward`` and there is no Python control flow on tensor *values*, so all of
+it works under ``torch.func.functional_call`` / ``torch.func.grad`` (MAML).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "MLP",
+    "Attention",
+    "FeedForward",
+    "EncoderLayer",
+    "CrossAttentionLayer",
+    "TransformerEncoder",
+    "sinusoidal_positions",
+    "key_padding_to_attn_mask",
+    "as_batched_times",
+    "get_activation",
+]
+
+
+def get_activation(name: str) -> nn.Module:
+    name = name.lower()
+    if name == "gelu":
+        return nn.GELU()
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "relu":
+        return nn.ReLU()
+    if name in ("silu", "swish"):
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class MLP(nn.Module):
+    """``in -> hidden -> ... -> hidden -> out`` with ``n_hidden`` hidden layers.
+
+    The activation is applied after every hidden layer but not after the output
+    layer.  Layers are kept in an ``nn.Sequential`` named ``net`` so the
+    Linear submodules get stable names (``net.0``, ``net.2``, ...).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        n_hidden: int = 1,
+        activation: str = "gelu",
+    ) -> None:
+        super().__init__()
+        if n_hidden < 1:
+            raise ValueError("MLP needs at least one hidden layer")
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), get_activation(activation)]
+        for _ in range(n_hidden - 1):
+            layers += [nn.Linear(hidden_dim, hidden_dim), get_activation(activation)]
+        layers.append(nn.Linear(hidden_dim, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Multi-head (self or cross) attention on top of PyTorch's fused SDPA.
+
+    ``attn_mask`` is a boolean tensor broadcastable to ``(B, H, Lq, Lk)`` where
+    ``True`` means *attend* (the SDPA convention), typically ``(B, 1, 1, Lk)``
+    built by :func:`key_padding_to_attn_mask`.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.dropout = float(dropout)
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        # (B, L, D) -> (B, H, L, Dh)
+        return x.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(self, x: Tensor, memory: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None) -> Tensor:
+        kv = x if memory is None else memory
+        q = self._heads(self.q_proj(x))
+        k = self._heads(self.k_proj(kv))
+        v = self._heads(self.v_proj(kv))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        out = out.transpose(1, 2).flatten(2)  # (B, Lq, D)
+        return self.out_proj(out)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, dim_ffn: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, dim_ffn)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(dim_ffn, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.drop(self.act(self.fc1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LayerNorm transformer encoder layer: self-attention + FFN."""
+
+    def __init__(self, d_model: int, n_heads: int, dim_ffn: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.self_attn = Attention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, dim_ffn, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        x = x + self.drop(self.self_attn(self.norm1(x), attn_mask=attn_mask))
+        x = x + self.drop(self.ffn(self.norm2(x)))
+        return x
+
+
+class CrossAttentionLayer(nn.Module):
+    """Pre-LayerNorm decoder layer *without* self-attention: cross-attn + FFN.
+
+    The memory is expected to be already normalised (every encoder stack ends
+    with a LayerNorm), so only the queries are normalised here.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dim_ffn: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.cross_attn = Attention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, dim_ffn, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        x = x + self.drop(self.cross_attn(self.norm1(x), memory=memory, attn_mask=attn_mask))
+        x = x + self.drop(self.ffn(self.norm2(x)))
+        return x
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of :class:`EncoderLayer` followed by a final LayerNorm."""
+
+    def __init__(self, d_model: int, n_heads: int, dim_ffn: int, n_layers: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, dim_ffn, dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, attn_mask)
+        return self.norm(x)
+
+
+def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> Tensor:
+    """Fixed sinusoidal positional encoding of shape ``(length, dim)``."""
+    pos = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    half = (dim + 1) // 2
+    freq = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * (-math.log(10000.0) * 2.0 / dim))
+    ang = pos * freq  # (length, half)
+    pe = torch.stack((torch.sin(ang), torch.cos(ang)), dim=-1).flatten(1)[:, :dim]
+    return pe.to(dtype)
+
+
+def key_padding_to_attn_mask(key_pad_mask: Tensor, ensure_one_valid: bool = False) -> Tensor:
+    """Turn a ``(B, Lk)`` padding mask (True = padding) into an SDPA mask.
+
+    Returns a boolean ``(B, 1, 1, Lk)`` tensor with True = attend.  With
+    ``ensure_one_valid`` a row that is entirely padding gets its first key
+    un-masked, so the softmax never sees an all ``-inf`` row (which would give
+    NaN).  This is done with tensor ops only (no data-dependent branching).
+    """
+    valid = ~key_pad_mask.bool()
+    if ensure_one_valid:
+        first = torch.zeros_like(valid)
+        first[:, 0] = True
+        valid = valid | (first & ~valid.any(dim=-1, keepdim=True))
+    return valid[:, None, None, :]
+
+
+def as_batched_times(t: Tensor, batch: int, n: int, like: Tensor) -> Tensor:
+    """Broadcast times given as ``(n,)`` or ``(B, n)`` to ``(B, n, 1)``."""
+    t = torch.as_tensor(t, device=like.device)
+    if t.dim() == 1:
+        t = t.unsqueeze(0)
+    if t.dim() != 2 or t.shape[-1] != n:
+        raise ValueError(f"expected times of shape ({n},) or (B, {n}), got {tuple(t.shape)}")
+    return t.to(like.dtype).expand(batch, n).unsqueeze(-1)
