@@ -317,3 +317,13 @@ def test_bf16_autocast_forward(name):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(u_in, t_in, t_out, tokens, mask)
     assert out.shape == (3, 5, NX) and torch.isfinite(out.float()).all()
+
+
+def test_key_padding_mask_never_fully_masks_a_row():
+    from lemon_pl.models.layers import key_padding_to_attn_mask
+
+    pad = torch.tensor([[False, True, True], [True, True, True], [False, False, False]])
+    m = key_padding_to_attn_mask(pad, ensure_one_valid=True)
+    assert m.shape == (3, 1, 1, 3) and m.dtype == torch.bool
+    assert m[:, 0, 0].tolist() == [[True, False, False], [True, False, False], [True, True, True]]
+    assert key_padding_to_attn_mask(pad)[1].sum() == 0  # without the guard the row is empty
