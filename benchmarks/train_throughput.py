@@ -3,7 +3,7 @@
 
 One training step = forward (random equation tokens of length ~20, 32 query
 times), MSE loss, backward, AdamW step.  Warm-up steps are excluded from the
-timing.  Each configuration runs in a fresh subprocess so that the peak memory
+timing; ms/step is the median over the timed steps (the mean is shown too).  Each configuration runs in a fresh subprocess so that the peak memory
 figure (CPU: peak RSS from ``resource.getrusage``; CUDA:
 ``torch.cuda.max_memory_allocated``) belongs to that configuration alone and
 ``torch.compile`` caches don't leak between rows.
@@ -145,17 +145,23 @@ def run_one(spec: dict) -> dict:
         raise RuntimeError(f"non-finite loss {loss.item()}")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
+    times = []
+    t_all = time.perf_counter()
     for _ in range(spec["steps"]):
+        t0 = time.perf_counter()
         step()
-    sync()
-    dt = (time.perf_counter() - t0) / spec["steps"]
+        sync()
+        times.append(time.perf_counter() - t0)
+    mean_dt = (time.perf_counter() - t_all) / spec["steps"]
+    # median per-step time: robust to transient contention on a shared machine
+    dt = sorted(times)[len(times) // 2]
     return {
         **spec,
         "batch": batch,
         "params": n_params,
         "samples_per_s": batch / dt,
         "ms_per_step": dt * 1000.0,
+        "mean_ms_per_step": mean_dt * 1000.0,
         "peak_mb": _peak_memory_mb(device),
         "warmup_s": warmup_s,
         "threads": torch.get_num_threads(),
@@ -222,6 +228,11 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__} | device {device} | threads "
           f"{args.threads or torch.get_num_threads()} | AdamW {'fused' if args.fused_adamw else 'default'} | "
           f"{len(rows)} rows", flush=True)
+    if hasattr(os, "getloadavg") and device == "cpu":
+        load = os.getloadavg()[0]
+        if load > 0.5:
+            print(f"note: 1-min load average is {load:.1f} before starting; CPU timings may be perturbed "
+                  "(per-step medians are reported to limit the effect)", flush=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     results = []
@@ -246,7 +257,7 @@ def main(argv=None) -> None:
             print(f"  {label:32s} SKIPPED: {res['error']}", flush=True)
         else:
             print(f"  {label:32s} {res['samples_per_s']:9.1f} samples/s {res['ms_per_step']:9.1f} ms/step "
-                  f"(warm-up {res['warmup_s']:.1f}s)", flush=True)
+                  f"(mean {res['mean_ms_per_step']:.1f} ms; warm-up {res['warmup_s']:.1f}s)", flush=True)
 
     # ---------------------------------------------------------------- table
     mem_name = "peak MB (RSS)" if device == "cpu" else "peak MB (alloc)"

@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if argv[0] in TOOLS:
         return TOOLS[argv[0]][0](argv[1:])
-    from lemon_pl.training.cli import run_lightning_cli
+    from lemon_pl.app import run_lightning_cli
 
     return run_lightning_cli(argv)
 

@@ -1,0 +1,88 @@
+"""The Lightning CLI behind ``lemon-pl fit|validate|test|predict``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from lemon_pl.data.datamodule import OperatorFamilyDataModule
+from lemon_pl.modules.base import OperatorModule
+
+
+def _run_dir(trainer: Trainer) -> Path:
+    """The run's own folder: the W&B run's files folder, else the logger's versioned log_dir."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            exp = lg.experiment
+            folder = getattr(exp, "dir", None)
+            if folder:
+                return Path(folder)
+    return Path(trainer.log_dir or "runs")
+
+
+class LemonSaveConfig(SaveConfigCallback):
+    """Write the resolved config into the run's own folder (never a shared root) and to W&B."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        folder = _run_dir(trainer)
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, folder / self.config_filename, skip_none=False,
+                             overwrite=True, multifile=self.multifile)
+            self.save_config(trainer, pl_module, stage)
+        self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for lg in trainer.loggers:
+            if isinstance(lg, WandbLogger):
+                cfg = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+                lg.experiment.config.update(cfg, allow_val_change=True)
+
+
+class LemonCLI(LightningCLI):
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True):
+        super().__init__(
+            OperatorModule,
+            OperatorFamilyDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=LemonSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "yaml"},
+            auto_configure_optimizers=True,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # Values that come from the data reach the model only through these links.
+        net = "model.init_args.net.init_args"
+        parser.link_arguments("data.init_args.nx", f"{net}.nx", apply_on="parse")
+        parser.link_arguments("data.init_args.input_len", f"{net}.input_len", apply_on="parse")
+        parser.link_arguments("data", f"{net}.output_len", compute_fn=lambda d: d.output_len,
+                              apply_on="instantiate")
+        parser.link_arguments("data", f"{net}.vocab_size", compute_fn=lambda d: d.vocab_size,
+                              apply_on="instantiate")
+        parser.link_arguments("data", f"{net}.pad_id", compute_fn=lambda d: d.pad_id, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.train_family_names",
+                              compute_fn=lambda d: d.train_family_names, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.eval_family_names",
+                              compute_fn=lambda d: d.eval_family_names, apply_on="instantiate")
+
+
+def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    LemonCLI(args=argv)
+    return 0

@@ -1,0 +1,236 @@
+"""Shared LightningModule machinery: prediction, metrics per family, figures, optimiser.
+
+Metrics (LeMON's protocol): relative L2 per sample, ``||u_hat - u|| / (||u|| + 1e-7)`` over all
+predicted frames and grid points after de-normalisation, also over the first and second
+half of the predicted frames; the persistence baseline (repeat the last input frame) is
+scored the same way. Each family's value is the mean over its samples; ``overall`` pools
+all samples (sample-weighted), as the paper reports it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+METRICS = ("rel_l2", "rel_l2_first", "rel_l2_second", "rel_l2_persistence", "mse")
+
+
+def relative_l2(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Per-sample ||pred - true|| / (||true|| + eps) over every dimension but the first."""
+    diff = (pred - true).flatten(1).float()
+    return diff.norm(dim=1) / (true.flatten(1).float().norm(dim=1) + eps)
+
+
+class _FamilyMetrics(nn.Module):
+    """MeanMetric per (family or 'overall', metric); synchronised across DDP ranks on compute."""
+
+    def __init__(self, families: list[str]):
+        super().__init__()
+        self.families = list(families)
+        self.store = nn.ModuleDict({
+            f"{g}__{m}": MeanMetric() for g in [*self.families, "overall"] for m in METRICS
+        })
+
+    def update(self, family: str, values: dict[str, torch.Tensor]) -> None:
+        for m, v in values.items():
+            self.store[f"{family}__{m}"].update(v)
+            self.store[f"overall__{m}"].update(v)
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for g in [*self.families, "overall"]:
+            row = {}
+            for m in METRICS:
+                metric = self.store[f"{g}__{m}"]
+                row[m] = float(metric.compute()) if metric.update_count else math.nan
+            out[g] = row
+        return out
+
+    def reset(self) -> None:
+        for metric in self.store.values():
+            metric.reset()
+
+
+class OperatorModule(pl.LightningModule):
+    """Base class of every stage: a network ``net`` mapping input frames (+ equation) to outputs.
+
+    Args:
+        net: the network (``lemon_pl.models.Prose``, ``DeepONet``, ``FNO``), chosen by class_path.
+        lr, weight_decay, betas, eps: AdamW settings.
+        warmup_ratio: fraction of the total optimiser steps with linear warm-up.
+        min_lr_ratio: the cosine schedule decays to ``lr * min_lr_ratio``.
+        train_family_names, eval_family_names: linked from the data module (the evaluation
+            loaders come in the order of ``eval_family_names``).
+        log_figures: log truth / prediction / error images per family at validation end.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        warmup_ratio: float = 0.1,
+        min_lr_ratio: float = 0.0,
+        train_family_names: list[str] | None = None,
+        eval_family_names: list[str] | None = None,
+        log_figures: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.train_families = list(train_family_names or [])
+        self.eval_families = list(eval_family_names or self.train_families)
+        self.val_metrics = _FamilyMetrics(self.eval_families)
+        self.test_metrics = _FamilyMetrics(self.eval_families)
+        self._figure_samples: dict[str, dict[str, torch.Tensor]] = {}
+        self._test_started = 0.0
+        self.last_test_table: dict[str, dict[str, float]] | None = None
+
+    # ------------------------------------------------------------------ prediction
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        uses_eq = getattr(self.net, "uses_equation", False)
+        return self.net(batch["u_in"], batch["t_in"], batch["t_out"],
+                        batch["tokens"] if uses_eq else None,
+                        batch["token_pad_mask"] if uses_eq else None)
+
+    def batch_family_names(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        """Names of the families in a batch (ids index the data module's ``all_families``)."""
+        names = getattr(getattr(self.trainer, "datamodule", None), "all_families", None) or []
+        ids = sorted(set(batch["family"].reshape(-1).tolist()))
+        return [names[i] if i < len(names) else str(i) for i in ids]
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(pred.float(), target.float())
+
+    @staticmethod
+    def denormalise(u: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return u.float() * batch["std"][:, None, None] + batch["mean"][:, None, None]
+
+    def sample_metrics(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        true = self.denormalise(batch["u_out"], batch)
+        phys = self.denormalise(pred, batch)
+        half = true.shape[1] // 2
+        persistence = self.denormalise(batch["u_in"][:, -1:], batch).expand_as(true)
+        return {
+            "rel_l2": relative_l2(phys, true),
+            "rel_l2_first": relative_l2(phys[:, :half], true[:, :half]),
+            "rel_l2_second": relative_l2(phys[:, half:], true[:, half:]),
+            "rel_l2_persistence": relative_l2(persistence, true),
+            "mse": ((pred.float() - batch["u_out"].float()) ** 2).flatten(1).mean(1),
+        }
+
+    # ------------------------------------------------------------------ evaluation
+    def _family(self, dataloader_idx: int) -> str:
+        return self.eval_families[dataloader_idx]
+
+    def _eval_step(self, batch, dataloader_idx: int, metrics: _FamilyMetrics, keep_figure: bool) -> None:
+        family = self._family(dataloader_idx)
+        pred = self.predict_batch(batch)
+        metrics.update(family, self.sample_metrics(pred, batch))
+        if keep_figure and family not in self._figure_samples:
+            self._figure_samples[family] = {
+                "true": self.denormalise(batch["u_out"][:1], batch).cpu()[0],
+                "pred": self.denormalise(pred[:1].float(), {k: v[:1] for k, v in batch.items()}).cpu()[0],
+                "input": self.denormalise(batch["u_in"][:1], batch).cpu()[0],
+            }
+
+    def predict_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Prediction used for evaluation (subclasses may adapt first)."""
+        return self(batch)
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx, self.val_metrics, keep_figure=batch_idx == 0)
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx, self.test_metrics, keep_figure=False)
+
+    def _log_table(self, stage: str, table: dict[str, dict[str, float]]) -> None:
+        flat = {}
+        for group, row in table.items():
+            for m, v in row.items():
+                if math.isfinite(v):
+                    name = f"{stage}/{m}" if group == "overall" else f"{stage}/{m}/{group}"
+                    flat[name] = v
+        self.log_dict(flat, sync_dist=False, add_dataloader_idx=False)
+
+    def on_validation_epoch_end(self) -> None:
+        table = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self._log_table("val", table)
+        if (self.hparams.log_figures and not self.trainer.sanity_checking and not self.trainer.fast_dev_run
+                and self.trainer.is_global_zero):
+            from lemon_pl.plotting import log_prediction_figures
+
+            log_prediction_figures(self, self._figure_samples)
+        self._figure_samples = {}
+
+    def on_test_epoch_start(self) -> None:
+        self._test_started = time.perf_counter()
+
+    def on_test_epoch_end(self) -> None:
+        table = self.test_metrics.compute()
+        self.test_metrics.reset()
+        self._log_table("test", table)
+        self.last_test_table = table
+        if self.trainer.is_global_zero:
+            self.write_table(table, "test", time.perf_counter() - self._test_started)
+
+    def table_extra_columns(self) -> dict[str, Any]:
+        return {}
+
+    def write_table(self, table: dict[str, dict[str, float]], stage: str, seconds: float) -> None:
+        """Print a per-family table and write it as CSV and JSON into the run folder."""
+        extra = self.table_extra_columns()
+        header = ["family", "rel_l2", "rel_l2_first", "rel_l2_second", "rel_l2_persistence", *extra]
+        rows = [[g, *(table[g][m] for m in header[1:5]), *extra.values()] for g in table]
+        widths = [max(len(header[0]), *(len(r[0]) for r in rows))] + [12] * (len(header) - 1)
+        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+        for r in rows:
+            cells = [r[0].ljust(widths[0])] + [
+                (f"{v:.4g}" if isinstance(v, float) else str(v)).ljust(w) for v, w in zip(r[1:], widths[1:])]
+            lines.append("  ".join(cells))
+        print(f"\n{stage} results ({seconds:.1f} s):\n" + "\n".join(lines))
+        folder = Path(self.trainer.log_dir or ".")
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{stage}_metrics.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header + ["seconds"])
+            for r in rows:
+                w.writerow(r + [f"{seconds:.3f}"])
+        payload = {"stage": stage, "seconds": seconds, **extra, "families": table}
+        (folder / f"{stage}_metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=True))
+
+    # ------------------------------------------------------------------ optimisation
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for p in self.trainable_parameters():
+            (no_decay if p.ndim < 2 else decay).append(p)  # no decay on biases and norm scales
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(hp.warmup_ratio * total)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
