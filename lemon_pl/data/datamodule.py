@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from lemon_pl.data.datasets import FrameLayout, OperatorTaskDataset, TrajectoryDataset, collate
 from lemon_pl.data.families import resolve_families
@@ -187,21 +187,28 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
                                    in_memory=self._in_memory(splits), n_operators=n_operators)
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, ds, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, ds, batch_size: int, sampler=None) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                           collate_fn=collate, persistent_workers=workers > 0, drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
         if len(self.train_set) == 0:
             raise DataFileError("the training set is empty")
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        # The shuffle depends only on (seed, epoch) - Lightning calls set_epoch - so a resumed run
+        # sees exactly the batches an uninterrupted one would; under DDP each rank gets its shard.
+        trainer = self.trainer
+        world = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=self.hparams.seed, drop_last=False)
+        return self._loader(self.train_set, self.hparams.batch_size, sampler)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(ds, self.hparams.eval_batch_size, False) for ds in self.val_sets]
+        return [self._loader(ds, self.hparams.eval_batch_size) for ds in self.val_sets]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(ds, self.hparams.eval_batch_size, False) for ds in self.test_sets]
+        return [self._loader(ds, self.hparams.eval_batch_size) for ds in self.test_sets]
 
     def teardown(self, stage: str | None = None) -> None:
         if stage in (None, "test"):

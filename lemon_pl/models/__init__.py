@@ -10,9 +10,10 @@ from torch import nn
 
 from .deeponet import DeepONet
 from .fno import FNO
+from .layers import differentiable_attention
 from .prose import Prose
 
-__all__ = ["Prose", "DeepONet", "FNO", "count_parameters"]
+__all__ = ["Prose", "DeepONet", "FNO", "count_parameters", "differentiable_attention"]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

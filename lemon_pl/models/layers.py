@@ -9,8 +9,9 @@ it works under ``torch.func.functional_call`` / ``torch.func.grad`` (MAML).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,28 @@ __all__ = [
     "key_padding_to_attn_mask",
     "as_batched_times",
     "get_activation",
+    "differentiable_attention",
 ]
+
+
+@contextlib.contextmanager
+def differentiable_attention() -> Iterator[None]:
+    """Force the composite ("math") SDPA backend inside this block.
+
+    The fused SDPA kernels (flash / memory-efficient, CPU and CUDA) have no
+    double-backward and no vmap batching rule, so *second-order* MAML
+    (``torch.func.grad`` of a loss that itself contains a ``grad``, or
+    ``autograd.grad(..., create_graph=True)``) and ``torch.func.vmap`` over
+    tasks fail or crawl with them.  Run such inner/outer loops under this
+    context manager; first-order training needs nothing special::
+
+        with differentiable_attention():
+            meta_grads = torch.func.grad(outer_loss)(params)
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
 
 
 def get_activation(name: str) -> nn.Module:
@@ -193,8 +215,7 @@ def key_padding_to_attn_mask(key_pad_mask: Tensor, ensure_one_valid: bool = Fals
     """
     valid = ~key_pad_mask.bool()
     if ensure_one_valid:
-        first = torch.zeros_like(valid)
-        first[:, 0] = True
+        first = torch.arange(valid.shape[-1], device=valid.device) == 0  # (Lk,)
         valid = valid | (first & ~valid.any(dim=-1, keepdim=True))
     return valid[:, None, None, :]
 

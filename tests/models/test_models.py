@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
 
-from lemon_pl.models import FNO, DeepONet, Prose, count_parameters
+from lemon_pl.models import FNO, DeepONet, Prose, count_parameters, differentiable_attention
 from lemon_pl.models.fno import SpectralConv1d
 
 NX = 32
@@ -276,9 +276,35 @@ def test_functional_grad_matches_backward(name):
     assert grads.keys() == ref.keys()
     for n in ref:
         torch.testing.assert_close(grads[n], ref[n], atol=1e-6, rtol=1e-4, msg=n)
-    # a second-order (MAML-style) step also runs and is finite
-    inner = {n: params[n] - 0.1 * grads[n] for n in params}
-    assert torch.isfinite(loss_fn(inner))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_second_order_maml_gradient(name):
+    """grad of a post-inner-step loss (true second-order MAML) matches finite differences."""
+    torch.manual_seed(0)
+    model = make_model(name).double()
+    u_in, t_in, t_out, tokens, mask = make_batch()
+    u_in = u_in.double()
+    target = torch.randn(3, 5, NX, dtype=torch.float64)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def loss_fn(p):
+        out = functional_call(model, p, (u_in, t_in, t_out), {"tokens": tokens, "token_pad_mask": mask})
+        return F.mse_loss(out, target)
+
+    def outer(p):
+        g = grad(loss_fn)(p)
+        return loss_fn({n: p[n] - 0.1 * g[n] for n in p})
+
+    with differentiable_attention():
+        meta = grad(outer)(params)
+        direction = {n: torch.randn_like(v) for n, v in params.items()}
+        eps = 1e-6
+        plus = outer({n: params[n] + eps * direction[n] for n in params})
+        minus = outer({n: params[n] - eps * direction[n] for n in params})
+    fd = (plus - minus) / (2 * eps)
+    analytic = sum((meta[n] * direction[n]).sum() for n in params)
+    torch.testing.assert_close(analytic, fd, rtol=1e-5, atol=1e-8)
 
 
 # ------------------------------------------------------------------- training

@@ -1,0 +1,37 @@
+"""Callbacks used by tests that run the CLI in subprocesses."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+
+
+class RecordRankBatches(Callback):
+    """Records which samples each rank trained on and its final weights (for the DDP test)."""
+
+    def __init__(self):
+        self.indices: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.indices += batch["index"].tolist()
+
+    def on_train_end(self, trainer, pl_module):
+        out = Path(os.environ["LEMON_RECORD_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        torch.save({"indices": self.indices, "state": state, "world_size": trainer.world_size},
+                   out / f"rank{trainer.global_rank}.pt")
+
+
+class StopAfterEpochs(Callback):
+    """Ends fit cleanly after ``epochs`` epochs, as if the job had been stopped there."""
+
+    def __init__(self, epochs: int = 1):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True

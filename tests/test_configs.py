@@ -1,0 +1,86 @@
+"""Every YAML under configs/ parses, composes with the stage configs and links data -> model."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+import pytest
+import yaml
+
+from tests.conftest import CONFIGS
+from lemon_pl.cli import main
+
+STAGES = sorted(p for p in CONFIGS.glob("*.yaml"))
+OVERLAYS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "experiments")
+
+
+def print_config(*configs) -> dict:
+    args = ["fit"]
+    for c in configs:
+        args += ["--config", str(c)]
+    buf = io.StringIO()
+    with redirect_stdout(buf), pytest.raises(SystemExit) as exit_:
+        main(args + ["--print_config"])
+    assert exit_.value.code in (0, None)
+    return yaml.safe_load(buf.getvalue())
+
+
+@pytest.mark.parametrize("path", STAGES, ids=lambda p: p.name)
+def test_stage_config_parses(path):
+    cfg = print_config(path)
+    assert cfg["model"]["class_path"].startswith("lemon_pl.modules.")
+    assert cfg["data"]["class_path"] == "lemon_pl.data.datamodule.OperatorFamilyDataModule"
+
+
+@pytest.mark.parametrize("path", OVERLAYS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_overlay_composes_with_pretrain(path):
+    cfg = print_config(CONFIGS / "pretrain.yaml", path)
+    overlay = yaml.safe_load(path.read_text())
+    for section, body in overlay.items():  # every key of the overlay wins
+        if section == "trainer":
+            for key, value in body.items():
+                if key == "logger":
+                    assert cfg["trainer"]["logger"]["class_path"] == value["class_path"]
+                else:
+                    assert cfg["trainer"][key] == value
+        elif section == "model":
+            net = body["init_args"]["net"]
+            assert cfg["model"]["init_args"]["net"]["class_path"] == net["class_path"]
+            for key, value in net.get("init_args", {}).items():
+                assert cfg["model"]["init_args"]["net"]["init_args"][key] == value
+        elif section == "data":
+            for key, value in body["init_args"].items():
+                assert cfg["data"]["init_args"][key] == value
+
+
+def test_data_values_are_linked_into_the_model(tmp_path):
+    from lemon_pl.app import LemonCLI
+
+    cli = LemonCLI(args=["--config", str(CONFIGS / "pretrain.yaml"), "--config", str(CONFIGS / "model/fno.yaml"),
+                         "--data.init_args.root", str(tmp_path), "--data.init_args.nx", "64",
+                         "--data.init_args.input_len", "2", "--data.init_args.eval_families", "[heat,kdv]"],
+                   run=False)
+    net = cli.model.net
+    assert type(net).__name__ == "FNO"
+    assert net.nx == 64 and net.input_len == 2 and net.output_len == 31
+    assert cli.model.eval_families == ["heat", "kdv"] and len(cli.model.train_families) == 7
+
+
+def test_paper_size_prose_has_71m_parameters(tmp_path):
+    from lemon_pl.app import LemonCLI
+    from lemon_pl.models import count_parameters
+
+    cli = LemonCLI(args=["--config", str(CONFIGS / "pretrain.yaml"), "--config", str(CONFIGS / "model/prose_paper.yaml"),
+                         "--data.init_args.root", str(tmp_path)], run=False)
+    n = count_parameters(cli.model.net)
+    assert abs(n - 71.10e6) / 71.10e6 < 0.03, n
+
+
+def test_bad_config_is_rejected(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  class_path: lemon_pl.modules.NoSuchModule\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(CONFIGS / "pretrain.yaml"), "--config", str(bad)])
+    assert exit_.value.code != 0
+    assert "NoSuchModule" in capsys.readouterr().err
