@@ -10,7 +10,8 @@ figure (CPU: peak RSS from ``resource.getrusage``; CUDA:
 
 Examples::
 
-    python benchmarks/train_throughput.py --quick             # ~3-5 min on 2 CPU cores
+    python benchmarks/train_throughput.py --quick             # ~2-3 min on 2 CPU cores
+    python benchmarks/train_throughput.py --quick --repeat 2  # best of 2 runs per row (noisy machine)
     python benchmarks/train_throughput.py --device cuda --steps 50
     python benchmarks/train_throughput.py --only prose_small --modes eager --precisions fp32
 
@@ -195,6 +196,8 @@ def main(argv=None) -> None:
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     p.add_argument("--fused-adamw", action="store_true", help="use AdamW(fused=True) (default: PyTorch default)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave default)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run each row N times in fresh processes and keep the fastest (noisy shared machines)")
     p.add_argument("--timeout", type=int, default=900, help="per-row subprocess timeout in seconds")
     p.add_argument("--json", type=str, default=None, help="also write all results to this JSON file")
     p.add_argument("--_worker", type=str, default=None, help=argparse.SUPPRESS)
@@ -237,21 +240,28 @@ def main(argv=None) -> None:
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     results = []
     t_start = time.perf_counter()
-    for spec in rows:
-        label = f"{spec['config']}/{spec['mode']}/{spec['precision']}"
+    def run_worker(spec: dict) -> dict:
         try:
             proc = subprocess.run(
                 [sys.executable, str(Path(__file__).resolve()), "--_worker", json.dumps(spec)],
                 capture_output=True, text=True, env=env, timeout=args.timeout,
             )
-            line = [l for l in proc.stdout.splitlines() if l.startswith("@@RESULT@@")]
-            if line:
-                res = json.loads(line[-1][len("@@RESULT@@"):])
-            else:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                res = {**spec, "error": f"worker exited with {proc.returncode}: {tail[0]}"}
         except subprocess.TimeoutExpired:
-            res = {**spec, "error": f"timed out after {args.timeout}s"}
+            return {**spec, "error": f"timed out after {args.timeout}s"}
+        line = [l for l in proc.stdout.splitlines() if l.startswith("@@RESULT@@")]
+        if line:
+            return json.loads(line[-1][len("@@RESULT@@"):])
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {**spec, "error": f"worker exited with {proc.returncode}: {tail[0]}"}
+
+    for spec in rows:
+        label = f"{spec['config']}/{spec['mode']}/{spec['precision']}"
+        # best of --repeat fresh runs (a shared CPU can be briefly oversubscribed)
+        tries = [run_worker(spec) for _ in range(max(1, args.repeat))]
+        ok = [r for r in tries if "error" not in r]
+        res = max(ok, key=lambda r: r["samples_per_s"]) if ok else tries[-1]
+        if ok:
+            res["all_samples_per_s"] = [round(r["samples_per_s"], 2) for r in ok]
         results.append(res)
         if "error" in res:
             print(f"  {label:32s} SKIPPED: {res['error']}", flush=True)

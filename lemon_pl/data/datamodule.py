@@ -40,7 +40,10 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
         batch_size, eval_batch_size, num_workers: DataLoader settings.
         in_memory: hold the needed frames in RAM; None decides by size (< 4 GiB).
         noise: relative Gaussian noise level added to training inputs (0 = none).
-        seed: seed of the noise realisations.
+        seed: seed of the noise realisations and of the shuffle.
+        unit: ``sample`` (batches of trajectories) or ``task`` (batches of whole operators,
+            each with all K trajectories: meta-learning and few-shot evaluation).
+        tasks_per_batch, eval_tasks_per_batch: operators per batch when ``unit`` is ``task``.
     """
 
     def __init__(
@@ -66,6 +69,9 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
         in_memory: bool | None = None,
         noise: float = 0.0,
         seed: int = DEFAULT_SEED,
+        unit: str = "sample",
+        tasks_per_batch: int = 5,
+        eval_tasks_per_batch: int = 4,
     ):
         super().__init__()
         if preset not in PRESETS:
@@ -75,6 +81,8 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
                 raise ValueError(f"{name} must be positive, got {value}")
         if num_train_samples is not None and num_train_samples < 1:
             raise ValueError(f"num_train_samples must be positive, got {num_train_samples}")
+        if unit not in ("sample", "task"):
+            raise ValueError(f"unit must be 'sample' or 'task', got {unit!r}")
         if noise < 0:
             raise ValueError(f"noise must be non-negative, got {noise}")
         self.save_hyperparameters()
@@ -85,7 +93,7 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
         self.layout = FrameLayout(nt, input_len, output_start, output_step)
         self.nx, self.nt = nx, nt
         self._splits: dict[tuple[str, str], FamilySplit] = {}
-        self.train_set: TrajectoryDataset | None = None
+        self.train_set: TrajectoryDataset | OperatorTaskDataset | None = None
 
     # ------------------------------------------------------------------ linked values
     @property
@@ -166,14 +174,19 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         if stage in (None, "fit") and self.train_set is None:
-            ids = [self.all_families.index(f) for f in self.train_family_names]
-            self.train_set = self._trajectories(self.train_family_names, hp.train_split, ids, train=True)
+            if hp.unit == "task":
+                self.train_set = self.task_dataset(hp.train_split, self.train_family_names)
+            else:
+                ids = [self.all_families.index(f) for f in self.train_family_names]
+                self.train_set = self._trajectories(self.train_family_names, hp.train_split, ids, train=True)
         if stage in (None, "fit", "validate"):
             self.val_sets = self._eval_sets(hp.val_split)
         if stage in (None, "test", "predict"):
             self.test_sets = self._eval_sets(hp.test_split)
 
-    def _eval_sets(self, split: str) -> list[TrajectoryDataset]:
+    def _eval_sets(self, split: str) -> list:
+        if self.hparams.unit == "task":
+            return [self.task_dataset(split, [f]) for f in self.eval_family_names]
         return [self._trajectories([f], split, [self.all_families.index(f)], train=False)
                 for f in self.eval_family_names]
 
@@ -202,13 +215,17 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
         rank = trainer.global_rank if trainer is not None else 0
         sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True,
                                      seed=self.hparams.seed, drop_last=False)
-        return self._loader(self.train_set, self.hparams.batch_size, sampler)
+        batch = self.hparams.tasks_per_batch if self.hparams.unit == "task" else self.hparams.batch_size
+        return self._loader(self.train_set, batch, sampler)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(ds, self.hparams.eval_batch_size) for ds in self.val_sets]
+        return [self._loader(ds, self._eval_batch()) for ds in self.val_sets]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(ds, self.hparams.eval_batch_size) for ds in self.test_sets]
+        return [self._loader(ds, self._eval_batch()) for ds in self.test_sets]
+
+    def _eval_batch(self) -> int:
+        return self.hparams.eval_tasks_per_batch if self.hparams.unit == "task" else self.hparams.eval_batch_size
 
     def teardown(self, stage: str | None = None) -> None:
         if stage in (None, "test"):

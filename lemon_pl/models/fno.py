@@ -45,11 +45,14 @@ class SpectralConv1d(nn.Module):
         self.weight = nn.Parameter(scale * torch.rand(in_channels, out_channels, modes, 2))
 
     def forward(self, x: Tensor) -> Tensor:
-        # x: (B, nx, C_in) real -> (B, nx, C_out) real (float32: FFTs don't take bf16 on CPU)
+        # x: (B, nx, C_in) real -> (B, nx, C_out) real.  Half/bf16 inputs (autocast)
+        # are upcast to float32: FFTs don't support bf16 and lose accuracy in fp16.
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
         n = x.shape[1]
         m = min(self.modes, n // 2 + 1)
-        x_ft = torch.fft.rfft(x.float(), dim=1)[:, :m]  # (B, m, C_in) complex
-        w = torch.view_as_complex(self.weight.float())[:, :, :m]  # (C_in, C_out, m)
+        x_ft = torch.fft.rfft(x, dim=1)[:, :m]  # (B, m, C_in) complex
+        w = torch.view_as_complex(self.weight.to(x.dtype))[:, :, :m]  # (C_in, C_out, m)
         out_ft = torch.einsum("bmi,iom->bmo", x_ft, w)
         # irfft zero-pads the spectrum up to n // 2 + 1 frequencies
         return torch.fft.irfft(out_ft, n=n, dim=1)
