@@ -76,7 +76,7 @@ def encode_float(value: float) -> list[str]:
     if digits == 0:
         exponent = 0
     if not -10 <= exponent <= 10:
-        raise TokenError(f"coefficient {value!r} is outside the tokenizer's range (1e-10 .. 1e12)")
+        raise TokenError(f"coefficient {value!r} is outside the tokenizer's range (1e-8 .. 9.99e12 in magnitude)")
     return ["-" if value < 0 else "+", f"N{digits:03d}", f"E{exponent}"]
 
 

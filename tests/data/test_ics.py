@@ -127,20 +127,17 @@ def _seam_defect_ratio(u):
     return np.abs(d4(across)).max(axis=-1) / np.abs(d4(u)).max(axis=-1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ics.init_multi: the tanh window 0.5*(tanh((x-xl)/w) - tanh((x-xr)/w)) is not periodic; "
-    "with xl near 0.2 it is ~0.04 at x=0 but ~0 at x=2, so ~3% of samples get a jump of up to "
-    "~2% of their range (plus a kink) at the seam, contradicting the module's periodicity claim"))
 def test_init_multi_window_is_periodic():
     u = ics.init_multi(np.random.default_rng(0), 2000, NX, k_tot=4)
-    # smooth periodic samples have a ratio ~1 (sines: max 1.03 over 2000 samples)
-    assert _seam_defect_ratio(u).max() < 3.0
+    # smooth periodic samples have a ratio ~1 (sines: max 1.03 over 2000 samples; the window summed
+    # over the periodic images gives at most 2.5 over 8 seeds; a non-periodic window gave 118)
+    assert _seam_defect_ratio(u).max() < 5.0
 
 
 def test_sines_and_gaussian_process_have_no_seam_defect():
     for name in ("sines", "gaussian_process", "gaussian_bump", "fplanck_gaussian"):
         u = IC_SAMPLERS[name](np.random.default_rng(0), 500, NX)
-        assert _seam_defect_ratio(u).max() < 3.0, name
+        assert _seam_defect_ratio(u).max() < 5.0, name
 
 
 def test_gaussian_bump_centre_and_width():
