@@ -66,6 +66,13 @@ class LemonCLI(LightningCLI):
             run=run,
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the user's config: a checkpoint provides weights and training state only.
+
+        (Lightning would overwrite the model's arguments with the checkpoint's hyperparameters,
+        which breaks evaluating a pretraining checkpoint with few-shot settings.)
+        """
+
     def add_arguments_to_parser(self, parser) -> None:
         # Values that come from the data reach the model only through these links.
         net = "model.init_args.net.init_args"
@@ -83,6 +90,14 @@ class LemonCLI(LightningCLI):
 
 
 def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
+    """Run the Lightning CLI; known user errors become one line on stderr and exit code 2."""
+    from lemon_pl.data.io import DataFileError
+    from lemon_pl.modules.errors import CheckpointMismatchError, NonFiniteLossError
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    LemonCLI(args=argv)
+    try:
+        LemonCLI(args=argv)
+    except (DataFileError, CheckpointMismatchError, NonFiniteLossError, FileNotFoundError) as err:
+        print(f"lemon-pl: error: {err}", file=sys.stderr)
+        return 2
     return 0

@@ -16,8 +16,15 @@ def _generate(argv: Sequence[str]) -> int:
     return main(argv)
 
 
+def _merge_lora(argv: Sequence[str]) -> int:
+    from lemon_pl.tools import merge_lora_main
+
+    return merge_lora_main(argv)
+
+
 TOOLS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "generate": (_generate, "generate operator-family datasets (HDF5)"),
+    "merge-lora": (_merge_lora, "fold LoRA adapters into the weights of a fine-tuning checkpoint"),
 }
 
 

@@ -37,12 +37,12 @@ def base_args(root: Path, runs: Path, families="heat,kdv", *extra) -> list[str]:
 @pytest.mark.parametrize("model", list(TINY_NET))
 def test_fast_dev_run_every_model(model, tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    main(["fit", *base_args(tiny_root, tmp_path / "runs"), *TINY_NET[model], "--trainer.fast_dev_run", "2"])
+    assert main(["fit", *base_args(tiny_root, tmp_path / "runs"), *TINY_NET[model], "--trainer.fast_dev_run", "2"]) == 0
 
 
 def _fit(tiny_root, runs, *extra):
-    main(["fit", *base_args(tiny_root, runs), *TINY_NET["prose"], "--trainer.limit_train_batches", "3",
-          "--trainer.limit_val_batches", "1", *extra])
+    assert main(["fit", *base_args(tiny_root, runs), *TINY_NET["prose"], "--trainer.limit_train_batches", "3",
+                 "--trainer.limit_val_batches", "1", *extra]) == 0
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -59,8 +59,8 @@ def test_fit_writes_run_folder_then_test_writes_tables(tiny_root, tmp_path, monk
     figures = sorted((run / "figures").glob("*.png"))
     assert [f.name for f in figures if f.name.startswith("epoch001")] == ["epoch001_heat.png", "epoch001_kdv.png"]
 
-    main(["test", *base_args(tiny_root, tmp_path / "runs"), *TINY_NET["prose"], "--ckpt_path",
-          str(run / "checkpoints" / "last.ckpt")])
+    assert main(["test", *base_args(tiny_root, tmp_path / "runs"), *TINY_NET["prose"], "--ckpt_path",
+                 str(run / "checkpoints" / "last.ckpt")]) == 0
     test_run = tmp_path / "runs" / "pretrain" / "version_1"
     table = json.loads((test_run / "test_metrics.json").read_text())
     assert set(table["families"]) == {"heat", "kdv", "overall"}

@@ -72,6 +72,12 @@ class OperatorModule(pl.LightningModule):
         train_family_names, eval_family_names: linked from the data module (the evaluation
             loaders come in the order of ``eval_family_names``).
         log_figures: log truth / prediction / error images per family at validation end.
+        eval_support_size, eval_query_size: with task batches (``data.unit: task``) each
+            operator's first ``eval_support_size`` trajectories are the support set and the next
+            ``eval_query_size`` the scored query set.
+        eval_steps: adaptation steps on the support set before scoring (0 = zero-shot).
+        eval_lr: SGD learning rate of those steps (meta-learned rates override it).
+        eval_adapt: parameters that adapt (``all`` or name prefixes such as ``[decoder]``).
     """
 
     def __init__(
@@ -86,8 +92,15 @@ class OperatorModule(pl.LightningModule):
         train_family_names: list[str] | None = None,
         eval_family_names: list[str] | None = None,
         log_figures: bool = True,
+        eval_support_size: int = 10,
+        eval_query_size: int = 40,
+        eval_steps: int = 0,
+        eval_lr: float = 0.01,
+        eval_adapt: str | list[str] = "all",
     ):
         super().__init__()
+        if eval_support_size < 0 or eval_query_size < 1 or eval_steps < 0:
+            raise ValueError("eval_support_size >= 0, eval_query_size >= 1 and eval_steps >= 0 are required")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.train_families = list(train_family_names or [])
@@ -137,13 +150,81 @@ class OperatorModule(pl.LightningModule):
 
     def _eval_step(self, batch, dataloader_idx: int, metrics: _FamilyMetrics, keep_figure: bool) -> None:
         family = self._family(dataloader_idx)
-        pred = self.predict_batch(batch)
+        if batch["u_in"].ndim == 4:  # a batch of operator tasks: adapt on support, score query
+            for t in range(batch["u_in"].shape[0]):
+                query = self._eval_task(batch, t)
+                self._score(family, query["__pred"], query, metrics, keep_figure and t == 0)
+            return
+        self._score(family, self.predict_batch(batch), batch, metrics, keep_figure)
+
+    # ------------------------------------------------------------------ tasks
+    @staticmethod
+    def task_view(batch: dict[str, torch.Tensor], t: int, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Samples ``idx`` of task ``t`` as an ordinary sample batch."""
+        n = len(idx)
+        view = {k: batch[k][t, idx] for k in ("u_in", "u_out", "mean", "std")}
+        for k in ("t_in", "t_out", "tokens", "token_pad_mask"):
+            view[k] = batch[k][t].unsqueeze(0).expand(n, *batch[k][t].shape)
+        view["family"] = batch["family"][t].expand(n)
+        return view
+
+    def task_lr(self, batch: dict[str, torch.Tensor], t: int):
+        """Inner/eval learning rate for task ``t`` (a float; meta-learned modules override)."""
+        return self.hparams.eval_lr
+
+    def fast_parameter_names(self, adapt) -> list[str]:
+        from lemon_pl.meta import select_parameters
+
+        return select_parameters(self.net, adapt)
+
+    def functional_forward(self, params: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from lemon_pl.meta import call
+
+        uses_eq = getattr(self.net, "uses_equation", False)
+        return call(self.net, params, batch["u_in"], batch["t_in"], batch["t_out"],
+                    batch["tokens"] if uses_eq else None, batch["token_pad_mask"] if uses_eq else None)
+
+    def _eval_task(self, batch: dict[str, torch.Tensor], t: int) -> dict[str, torch.Tensor]:
+        from lemon_pl.meta import adapt
+
+        hp = self.hparams
+        k = batch["u_in"].shape[1]
+        s = min(hp.eval_support_size, k - 1)
+        support = self.task_view(batch, t, torch.arange(0, s))
+        query = self.task_view(batch, t, torch.arange(s, min(k, s + hp.eval_query_size)))
+        steps = self.eval_adapt_steps()
+        if steps == 0 or s == 0:
+            with torch.no_grad():
+                query["__pred"] = self(query)
+            return query
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("few-shot evaluation adapts with gradients: set `trainer.inference_mode: false`")
+        params = {n: p.detach() for n, p in self.net.named_parameters()}
+        names = self.fast_parameter_names(hp.eval_adapt)
+        with torch.enable_grad():
+            for n in names:
+                params[n] = params[n].clone().requires_grad_(True)
+            lr = self.task_lr(batch, t)
+            lr = {n: v.detach() for n, v in lr.items()} if isinstance(lr, dict) else (
+                lr.detach() if torch.is_tensor(lr) else lr)
+            fast = adapt(self.net, params, names, lambda p: self.loss(self.functional_forward(p, support),
+                                                                       support["u_out"]),
+                         steps, lr, first_order=True)
+        with torch.no_grad():
+            query["__pred"] = self.functional_forward({**params, **{n: w.detach() for n, w in fast.items()}}, query)
+        return query
+
+    def eval_adapt_steps(self) -> int:
+        return self.hparams.eval_steps
+
+    def _score(self, family: str, pred: torch.Tensor, batch: dict[str, torch.Tensor], metrics: _FamilyMetrics,
+               keep_figure: bool) -> None:
         metrics.update(family, self.sample_metrics(pred, batch))
         if keep_figure and family not in self._figure_samples:
+            first = {k: v[:1] for k, v in batch.items()}
             self._figure_samples[family] = {
-                "true": self.denormalise(batch["u_out"][:1], batch).cpu()[0],
-                "pred": self.denormalise(pred[:1].float(), {k: v[:1] for k, v in batch.items()}).cpu()[0],
-                "input": self.denormalise(batch["u_in"][:1], batch).cpu()[0],
+                "true": self.denormalise(first["u_out"], first).cpu()[0],
+                "pred": self.denormalise(pred[:1].float(), first).cpu()[0],
             }
 
     def predict_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -188,7 +269,12 @@ class OperatorModule(pl.LightningModule):
             self.write_table(table, "test", time.perf_counter() - self._test_started)
 
     def table_extra_columns(self) -> dict[str, Any]:
-        return {}
+        dm = getattr(self.trainer, "datamodule", None)
+        if getattr(getattr(dm, "hparams", None), "unit", "sample") != "task":
+            return {"mode": "zero-shot", "adapt_steps": 0}
+        steps = self.eval_adapt_steps()
+        return {"mode": "few-shot" if steps else "zero-shot", "adapt_steps": steps,
+                "support_size": self.hparams.eval_support_size, "query_size": self.hparams.eval_query_size}
 
     def write_table(self, table: dict[str, dict[str, float]], stage: str, seconds: float) -> None:
         """Print a per-family table and write it as CSV and JSON into the run folder."""
@@ -211,6 +297,25 @@ class OperatorModule(pl.LightningModule):
                 w.writerow(r + [f"{seconds:.3f}"])
         payload = {"stage": stage, "seconds": seconds, **extra, "families": table}
         (folder / f"{stage}_metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=True))
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, in one line, a checkpoint whose network does not match the configured one."""
+        state = checkpoint.get("state_dict", {})
+        if checkpoint.get("lemon_adapters_only"):
+            return  # handled by FinetuneModule
+        own = {k: v.shape for k, v in self.state_dict().items() if k.startswith("net.")}
+        theirs = {k: v.shape for k, v in state.items() if k.startswith("net.")}
+        bad_shape = [k for k in own.keys() & theirs.keys() if own[k] != theirs[k]]
+        if own.keys() != theirs.keys() or bad_shape:
+            from lemon_pl.modules.errors import CheckpointMismatchError
+
+            missing, extra = sorted(own.keys() - theirs.keys()), sorted(theirs.keys() - own.keys())
+            what = (f"{len(missing)} missing and {len(extra)} unexpected weights" if missing or extra
+                    else f"{bad_shape[0]} has shape {tuple(theirs[bad_shape[0]])}, the model {tuple(own[bad_shape[0]])}")
+            raise CheckpointMismatchError(
+                f"the checkpoint's network does not match the configured {type(self.net).__name__} ({what}); "
+                "evaluate or resume with the training run's config.yaml or the same model overlay")
 
     # ------------------------------------------------------------------ optimisation
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import torch
 
 from lemon_pl.modules.base import OperatorModule
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or Inf."""
+from lemon_pl.modules.errors import NonFiniteLossError
 
 
 class PretrainModule(OperatorModule):
