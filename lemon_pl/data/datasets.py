@@ -184,6 +184,7 @@ class OperatorTaskDataset(Dataset):
             "tokens": torch.from_numpy(src.split.operator_tokens(op).copy()),
             "family": torch.tensor(self.family_ids[f]),
             "operator": torch.tensor(op),
+            "index": torch.tensor(index),
         }
 
 

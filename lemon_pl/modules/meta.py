@@ -79,7 +79,6 @@ class MetaModule(OperatorModule):
             raise ValueError(f"inner_lr must be one of {LR_MODES}, got {inner_lr!r}")
         if inner_steps < 0 or support_size < 1 or query_size < 1 or inner_lr_init <= 0:
             raise ValueError("inner_steps >= 0, support_size >= 1, query_size >= 1 and inner_lr_init > 0 required")
-        kwargs.setdefault("eval_lr", inner_lr_init)
         super().__init__(net, eval_steps=inner_steps if eval_steps is None else eval_steps, **kwargs)
         self.save_hyperparameters(ignore=["net"])
         self.automatic_optimization = False
@@ -107,6 +106,10 @@ class MetaModule(OperatorModule):
             last = [m for m in self.lr_head.modules() if isinstance(m, nn.Linear)][-1]
             nn.init.zeros_(last.weight)  # every task starts at inner_lr_init
             nn.init.zeros_(last.bias)
+
+    def eval_adapt_steps(self) -> int:
+        hp = self.hparams
+        return hp.inner_steps if hp.eval_steps is None else hp.eval_steps
 
     # ------------------------------------------------------------------ learning rates
     def task_lr(self, batch: dict[str, torch.Tensor], t: int):
