@@ -66,6 +66,30 @@ class LemonCLI(LightningCLI):
             run=run,
         )
 
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
+        from lemon_pl.checkpointing import AtomicCheckpointIO, RunIdentity
+
+        if not config.get("plugins"):
+            config["plugins"] = [AtomicCheckpointIO()]  # checkpoints are written atomically
+        return super()._instantiate_trainer(config, [*callbacks, RunIdentity()])
+
+    def before_instantiate_classes(self) -> None:
+        """Resuming with --ckpt_path continues the same W&B run (its id is stored in checkpoints)."""
+        sub = self.config.get("subcommand")
+        cfg = self.config[sub] if sub else self.config
+        ckpt = cfg.get("ckpt_path") if sub else None
+        logger = cfg.get("trainer", {}).get("logger") if hasattr(cfg, "get") else None
+        if not ckpt or logger is None or isinstance(logger, (bool, list)):
+            return
+        if str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
+            args = logger.init_args
+            if not args.get("id") and not args.get("version"):
+                from lemon_pl.checkpointing import wandb_run_id
+
+                run_id = wandb_run_id(ckpt)
+                if run_id:
+                    args["id"] = run_id
+
     def _parse_ckpt_path(self) -> None:
         """Keep the user's config: a checkpoint provides weights and training state only.
 
@@ -96,8 +120,24 @@ def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        LemonCLI(args=argv)
+        # passing args equal to sys.argv would make Lightning warn on every run
+        LemonCLI(args=None if argv == sys.argv[1:] else argv)
     except (DataFileError, CheckpointMismatchError, NonFiniteLossError, FileNotFoundError) as err:
         print(f"lemon-pl: error: {err}", file=sys.stderr)
         return 2
+    except (ValueError, KeyError) as err:  # a class rejected its arguments while being built
+        print(f"lemon-pl: error: {_root_message(err)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _root_message(err: BaseException) -> str:
+    """The innermost cause's message (jsonargparse wraps constructor errors in long reports)."""
+    seen = err
+    while True:
+        nxt = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+        if nxt is None:
+            break
+        seen = nxt
+    msg = str(seen.args[0]) if isinstance(seen, KeyError) and seen.args else str(seen)
+    return msg.strip().splitlines()[0] if msg.strip() else type(seen).__name__

@@ -35,3 +35,22 @@ class StopAfterEpochs(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.current_epoch + 1 >= self.epochs:
             trainer.should_stop = True
+
+
+class KillAt(Callback):
+    """SIGKILLs its own process at (epoch, batch) given by LEMON_KILL_AT="epoch:batch" (no cleanup)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import signal
+
+        epoch, at = (int(v) for v in os.environ["LEMON_KILL_AT"].split(":"))
+        if trainer.current_epoch == epoch and batch_idx == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PoisonBatch(Callback):
+    """Puts a NaN into the targets of the batch at global step LEMON_POISON_STEP."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == int(os.environ["LEMON_POISON_STEP"]):
+            batch["u_out"][0, 0, 0] = float("nan")

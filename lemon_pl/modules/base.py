@@ -124,6 +124,28 @@ class OperatorModule(pl.LightningModule):
         ids = sorted(set(batch["family"].reshape(-1).tolist()))
         return [names[i] if i < len(names) else str(i) for i in ids]
 
+    def ensure_finite(self, loss: torch.Tensor, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Stop on a NaN/Inf loss, after saving the current (last good) state as ``last.ckpt``.
+
+        All ranks agree on the decision (one all-reduce of a flag), so DDP never hangs.
+        """
+        bad = torch.tensor(float(not torch.isfinite(loss.detach()).all()), device=loss.device)
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if float(bad) == 0:
+            return
+        from lemon_pl.modules.errors import NonFiniteLossError
+
+        saved = ""
+        ckpt_cb = getattr(self.trainer, "checkpoint_callback", None)
+        if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None) and not self.trainer.fast_dev_run:
+            path = Path(ckpt_cb.dirpath) / "last.ckpt"
+            self.trainer.save_checkpoint(path)
+            saved = f"; the last good state was saved to {path}"
+        raise NonFiniteLossError(
+            f"non-finite training loss ({float(loss.detach()):.4g}) at global step {self.global_step}, epoch "
+            f"{self.current_epoch}, batch {batch_idx}, families {self.batch_family_names(batch)}{saved}")
+
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(pred.float(), target.float())
 

@@ -36,7 +36,6 @@ from lemon_pl.meta import adapt
 from lemon_pl.models import differentiable_attention
 from lemon_pl.models.layers import MLP
 from lemon_pl.modules.base import OperatorModule
-from lemon_pl.modules.errors import NonFiniteLossError
 
 LR_MODES = ("fixed", "learned", "learned_symbolic")
 
@@ -167,9 +166,7 @@ class MetaModule(OperatorModule):
         # average over the *global* task count: DDP averages gradients over ranks, so scale by world size
         n_global = self.trainer.strategy.reduce(torch.tensor(float(n_local), device=self.device), reduce_op="sum")
         loss = total * (self.trainer.world_size / n_global)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite meta loss at step {self.global_step}, batch {batch_idx}, "
-                                     f"families {self.batch_family_names(batch)}")
+        self.ensure_finite(loss, batch, batch_idx)
         opt.zero_grad()
         self.manual_backward(loss)
         if self.hparams.grad_clip:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from lemon_pl.modules.base import OperatorModule
-from lemon_pl.modules.errors import NonFiniteLossError
 
 
 class PretrainModule(OperatorModule):
@@ -14,11 +13,7 @@ class PretrainModule(OperatorModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         pred = self(batch)
         loss = self.loss(pred, batch["u_out"])
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step}, epoch "
-                f"{self.current_epoch}, batch {batch_idx}, families {self.batch_family_names(batch)}; "
-                "the last checkpoint is intact")
+        self.ensure_finite(loss, batch, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
         return loss
 
