@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -14,17 +15,17 @@ from lemon_pl.data.datamodule import OperatorFamilyDataModule
 from lemon_pl.modules.base import OperatorModule
 
 
-def _run_dir(trainer: Trainer) -> Path:
-    """The run's own folder: the W&B run's files folder, else the logger's versioned log_dir."""
+def _run_file(trainer: Trainer, name: str) -> Path:
+    """Where the resolved config goes: the W&B run's files folder (uploaded with the run; W&B keeps
+    its own ``config.yaml`` there, hence the prefix), else the logger's versioned log_dir."""
     from lightning.pytorch.loggers import WandbLogger
 
     for lg in trainer.loggers:
         if isinstance(lg, WandbLogger):
-            exp = lg.experiment
-            folder = getattr(exp, "dir", None)
+            folder = getattr(lg.experiment, "dir", None)
             if folder:
-                return Path(folder)
-    return Path(trainer.log_dir or "runs")
+                return Path(folder) / f"lemon_{name}"
+    return Path(trainer.log_dir or "runs") / name
 
 
 class LemonSaveConfig(SaveConfigCallback):
@@ -33,11 +34,10 @@ class LemonSaveConfig(SaveConfigCallback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.already_saved:
             return
-        folder = _run_dir(trainer)
+        path = _run_file(trainer, self.config_filename)
         if trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, folder / self.config_filename, skip_none=False,
-                             overwrite=True, multifile=self.multifile)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
             self.save_config(trainer, pl_module, stage)
         self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
@@ -122,10 +122,10 @@ def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
     try:
         # passing args equal to sys.argv would make Lightning warn on every run
         LemonCLI(args=None if argv == sys.argv[1:] else argv)
-    except (DataFileError, CheckpointMismatchError, NonFiniteLossError, FileNotFoundError) as err:
-        print(f"lemon-pl: error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, KeyError) as err:  # a class rejected its arguments while being built
+    except (DataFileError, CheckpointMismatchError, NonFiniteLossError, FileNotFoundError,
+            ValueError, KeyError) as err:  # user errors: one line (LEMON_TRACEBACK=1 shows the traceback)
+        if os.environ.get("LEMON_TRACEBACK"):
+            raise
         print(f"lemon-pl: error: {_root_message(err)}", file=sys.stderr)
         return 2
     return 0

@@ -48,9 +48,9 @@ def test_second_order_meta_fit(tiny_root, tmp_path, monkeypatch):
 
 def test_meta_module_refuses_sample_batches(tiny_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match="unit: task"):
-        main(["fit", *common(tiny_root, tmp_path, "meta.yaml"), *META, "--data.init_args.unit", "sample",
-              "--trainer.fast_dev_run", "1"])
+    code = main(["fit", *common(tiny_root, tmp_path, "meta.yaml"), *META, "--data.init_args.unit", "sample",
+                 "--trainer.fast_dev_run", "1"])
+    assert code == 2 and "lemon-pl: error: MetaModule trains on operator tasks" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mode", ["full", "lora", "decoder"])

@@ -267,6 +267,18 @@ class OperatorModule(pl.LightningModule):
                     name = f"{stage}/{m}" if group == "overall" else f"{stage}/{m}/{group}"
                     flat[name] = v
         self.log_dict(flat, sync_dist=False, add_dataloader_idx=False)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self._log_wandb_table(stage, table)
+
+    def _log_wandb_table(self, stage: str, table: dict[str, dict[str, float]]) -> None:
+        """Per-family metrics as a W&B table (one row per family, plus 'overall')."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        columns = ["family", *METRICS]
+        rows = [[g, *(table[g][m] for m in METRICS)] for g in table]
+        for lg in self.trainer.loggers:
+            if isinstance(lg, WandbLogger):
+                lg.log_table(key=f"{stage}/per_family", columns=columns, data=rows, step=self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         table = self.val_metrics.compute()
