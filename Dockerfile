@@ -47,7 +47,7 @@ RUN python -m venv "$VIRTUAL_ENV" \
  && pip install --no-cache-dir -r /tmp/torch.txt \
  && rm /tmp/torch.txt \
  && python -c "from importlib.metadata import version; print('torch==' + version('torch'))" \
-      > "$VIRTUAL_ENV/constraints.txt"
+      > /opt/venv/constraints.txt
 ENV PIP_CONSTRAINT=/opt/venv/constraints.txt
 
 # The runtime dependencies (and the `wandb` extra) exactly as pyproject.toml declares them.

@@ -89,6 +89,23 @@ class _FamilySource:
         return self.split.operator(op)[:, self.layout.frames]
 
 
+def _item(x_in, y, mean, std, layout: FrameLayout, src: "_FamilySource", op: int, family_id: int,
+          index: int) -> dict:
+    """One dataset item: float32 tensors plus the operator's tokens and identifiers."""
+    return {
+        "u_in": torch.from_numpy(np.asarray(x_in, dtype=np.float32)),
+        "u_out": torch.from_numpy(np.asarray(y, dtype=np.float32)),
+        "mean": torch.as_tensor(np.asarray(mean, dtype=np.float32)),
+        "std": torch.as_tensor(np.asarray(std, dtype=np.float32)),
+        "t_in": layout.t_in,
+        "t_out": layout.t_out,
+        "tokens": torch.from_numpy(src.split.operator_tokens(op).copy()),
+        "family": torch.tensor(family_id),
+        "operator": torch.tensor(op),
+        "index": torch.tensor(index),
+    }
+
+
 def _check_finite(arr: np.ndarray, where: str) -> None:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"non-finite values (NaN/Inf) in {where}; regenerate that file")
@@ -134,18 +151,7 @@ class TrajectoryDataset(Dataset):
         op = j // src.split.k
         if not (np.isfinite(x_in).all() and np.isfinite(y).all()):
             _check_finite(frames, f"{src.split.path} operator {op} trajectory {j % src.split.k}")
-        return {
-            "u_in": torch.from_numpy(x_in.astype(np.float32)),
-            "u_out": torch.from_numpy(y.astype(np.float32)),
-            "mean": torch.tensor(mean, dtype=torch.float32),
-            "std": torch.tensor(std, dtype=torch.float32),
-            "t_in": self.layout.t_in,
-            "t_out": self.layout.t_out,
-            "tokens": torch.from_numpy(src.split.operator_tokens(op).copy()),
-            "family": torch.tensor(self.family_ids[f]),
-            "operator": torch.tensor(op),
-            "index": torch.tensor(index),
-        }
+        return _item(x_in, y, mean, std, self.layout, src, op, self.family_ids[f], index)
 
 
 class OperatorTaskDataset(Dataset):
@@ -174,18 +180,7 @@ class OperatorTaskDataset(Dataset):
         u_in, u_out = self.layout.split(frames)
         x_in, y, mean, std = normalise(u_in, u_out)
         _check_finite(x_in, f"{src.split.path} operator {op}")
-        return {
-            "u_in": torch.from_numpy(x_in.astype(np.float32)),  # (K, n_in, nx)
-            "u_out": torch.from_numpy(y.astype(np.float32)),  # (K, n_out, nx)
-            "mean": torch.from_numpy(mean.astype(np.float32)),
-            "std": torch.from_numpy(std.astype(np.float32)),
-            "t_in": self.layout.t_in,
-            "t_out": self.layout.t_out,
-            "tokens": torch.from_numpy(src.split.operator_tokens(op).copy()),
-            "family": torch.tensor(self.family_ids[f]),
-            "operator": torch.tensor(op),
-            "index": torch.tensor(index),
-        }
+        return _item(x_in, y, mean, std, self.layout, src, op, self.family_ids[f], index)  # (K, ...) arrays
 
 
 def collate(samples: Sequence[dict]) -> dict:
