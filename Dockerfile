@@ -37,12 +37,14 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 # 2.13.0 uses CUDA 13.0, NVIDIA driver >= 580). For another CUDA version, point
 # TORCH_INDEX_URL at PyTorch's wheel index for it (docs/deployment.md).
 FROM base AS deps
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
-RUN python -m venv "$VIRTUAL_ENV" \
- && { if [ -n "$TORCH_INDEX_URL" ]; then echo "--index-url $TORCH_INDEX_URL"; fi; \
+# (its own RUN: a shell remembers where it found `python`, and before this line that is not
+# the venv's)
+RUN python -m venv "$VIRTUAL_ENV"
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=
+RUN { if [ -n "$TORCH_INDEX_URL" ]; then echo "--index-url $TORCH_INDEX_URL"; fi; \
       echo "torch==${TORCH_VERSION}"; } > /tmp/torch.txt \
  && pip install --no-cache-dir -r /tmp/torch.txt \
  && rm /tmp/torch.txt \
@@ -52,7 +54,9 @@ ENV PIP_CONSTRAINT=/opt/venv/constraints.txt
 
 # The runtime dependencies (and the `wandb` extra) exactly as pyproject.toml declares them.
 COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c "import tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *p['optional-dependencies']['wandb'], sep=chr(10))" \
+RUN python -c "import tomllib; \
+      p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
+      print(*p['dependencies'], *p['optional-dependencies']['wandb'], sep=chr(10))" \
       > /tmp/requirements.txt \
  && pip install --no-cache-dir -r /tmp/requirements.txt \
  && rm /tmp/pyproject.toml /tmp/requirements.txt

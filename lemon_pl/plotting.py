@@ -32,8 +32,12 @@ def prediction_figure(true: np.ndarray, pred: np.ndarray, title: str = "", exten
     return fig
 
 
-def log_prediction_figures(module, samples: dict[str, dict]) -> list[Path]:
-    """One figure per family: to W&B as images, otherwise PNG files in the run folder."""
+def log_prediction_figures(module, samples: dict[str, dict], log_dir: str | None) -> list[Path]:
+    """One figure per family: to W&B as images, otherwise PNG files in ``log_dir/figures``.
+
+    ``log_dir`` must be read by every rank beforehand: ``trainer.log_dir`` is a collective call
+    under DDP, and this function runs on rank 0 only.
+    """
     import matplotlib.pyplot as plt
 
     if not samples:
@@ -53,7 +57,7 @@ def log_prediction_figures(module, samples: dict[str, dict]) -> list[Path]:
             lg.log_image(key="val/prediction", images=list(figs.values()), caption=list(figs),
                          step=trainer.global_step)
     else:
-        folder = Path(trainer.log_dir or ".") / "figures"
+        folder = Path(log_dir or ".") / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         for fam, fig in figs.items():
             path = folder / f"epoch{epoch:03d}_{fam}.png"

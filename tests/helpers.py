@@ -16,7 +16,7 @@ class RecordRankBatches(Callback):
         self.indices: list[int] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.indices += batch["index"].tolist()
+        self.indices += [(trainer.current_epoch, i) for i in batch["index"].tolist()]
 
     def on_train_end(self, trainer, pl_module):
         out = Path(os.environ["LEMON_RECORD_DIR"])

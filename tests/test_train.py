@@ -108,12 +108,17 @@ def test_ddp_two_processes_on_cpu(tiny_root, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, PYTHONPATH=str(REPO), LEMON_RECORD_DIR=str(out), WANDB_MODE="disabled")
     cmd = [sys.executable, "-m", "lemon_pl", "fit", *base_args(tiny_root, tmp_path / "runs"), *TINY_NET["prose"],
-           "--config", str(CONFIGS / "trainer/ddp_cpu.yaml"), "--trainer.max_steps", "3",
-           "--trainer.limit_val_batches", "1", "--trainer.callbacks+=tests.helpers.RecordRankBatches"]
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+           "--config", str(CONFIGS / "trainer/ddp_cpu.yaml"), "--trainer.max_epochs", "2",
+           "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+           "--trainer.callbacks+=tests.helpers.RecordRankBatches"]
+    # two epochs with validation, figures and checkpoints: rank-0-only work must not deadlock
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2
-    assert r0["indices"] and not set(r0["indices"]) & set(r1["indices"])
+    assert len(r0["indices"]) == len(r1["indices"]) == 2 * 2 * 8
+    assert not set(r0["indices"]) & set(r1["indices"])  # (epoch, sample): disjoint within each epoch
+    run = tmp_path / "runs" / "pretrain" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").exists() and list((run / "figures").glob("epoch001_*.png"))
     for k in r0["state"]:
         assert torch.equal(r0["state"][k], r1["state"][k]), k

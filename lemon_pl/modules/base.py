@@ -284,11 +284,12 @@ class OperatorModule(pl.LightningModule):
         table = self.val_metrics.compute()
         self.val_metrics.reset()
         self._log_table("val", table)
+        log_dir = self.trainer.log_dir  # collective under DDP: every rank must ask
         if (self.hparams.log_figures and not self.trainer.sanity_checking and not self.trainer.fast_dev_run
                 and self.trainer.is_global_zero):
             from lemon_pl.plotting import log_prediction_figures
 
-            log_prediction_figures(self, self._figure_samples)
+            log_prediction_figures(self, self._figure_samples, log_dir)
         self._figure_samples = {}
 
     def on_test_epoch_start(self) -> None:
@@ -299,8 +300,9 @@ class OperatorModule(pl.LightningModule):
         self.test_metrics.reset()
         self._log_table("test", table)
         self.last_test_table = table
+        log_dir = self.trainer.log_dir  # collective under DDP: every rank must ask
         if self.trainer.is_global_zero:
-            self.write_table(table, "test", time.perf_counter() - self._test_started)
+            self.write_table(table, "test", time.perf_counter() - self._test_started, log_dir)
 
     def table_extra_columns(self) -> dict[str, Any]:
         dm = getattr(self.trainer, "datamodule", None)
@@ -310,7 +312,8 @@ class OperatorModule(pl.LightningModule):
         return {"mode": "few-shot" if steps else "zero-shot", "adapt_steps": steps,
                 "support_size": self.hparams.eval_support_size, "query_size": self.hparams.eval_query_size}
 
-    def write_table(self, table: dict[str, dict[str, float]], stage: str, seconds: float) -> None:
+    def write_table(self, table: dict[str, dict[str, float]], stage: str, seconds: float,
+                    log_dir: str | None = None) -> None:
         """Print a per-family table and write it as CSV and JSON into the run folder."""
         extra = self.table_extra_columns()
         header = ["family", "rel_l2", "rel_l2_first", "rel_l2_second", "rel_l2_persistence", *extra]
@@ -322,7 +325,7 @@ class OperatorModule(pl.LightningModule):
                 (f"{v:.4g}" if isinstance(v, float) else str(v)).ljust(w) for v, w in zip(r[1:], widths[1:])]
             lines.append("  ".join(cells))
         print(f"\n{stage} results ({seconds:.1f} s):\n" + "\n".join(lines))
-        folder = Path(self.trainer.log_dir or ".")
+        folder = Path(log_dir or ".")
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"{stage}_metrics.csv", "w", newline="") as fh:
             w = csv.writer(fh)
