@@ -11,9 +11,9 @@ ms is process CPU time, less sensitive to other jobs than wall time):
               T*S support passes (batch = support size) and T query passes (batch = query size)
               through the ordinary module, gradients accumulated, one AdamW step. Target: the
               meta step costs <= 1.1x those passes (the reference's loop: 1.14x for 5 x 5).
-              ``meta (proposed)`` is the same step with the inner-loop changes proposed for
-              ``lemon_pl/meta.py`` (``proposed_adapt`` / ``proposed_call`` below, monkeypatched
-              in for the row). Without ``--quick`` two ablations show where the overhead goes.
+              ``meta (naive loop)`` is the same step with the straightforward inner loop
+              (``naive_adapt`` / ``naive_call`` below, monkeypatched in for the row) that
+              ``lemon_pl.meta`` improves on. Without ``--quick`` ablations show where it loses.
 ``order``     first-order vs second-order meta step (second order runs under
               ``differentiable_attention()``, the math SDPA backend, as ``meta_loss`` does).
 ``vmap``      the Python loop over tasks vs ``lemon_pl.meta_vmap.module_vmap_meta_loss``
@@ -74,144 +74,36 @@ MODELS = {
 }
 
 
-# ============================================================================ proposed inner loop
-# Prototype of the change proposed for lemon_pl/meta.py (same signatures as ``adapt`` / ``call``).
-# First order: the inner loop runs on one detached copy of the fast weights per task, updated in
-# place with one fused ``_foreach`` op per step (no new weight tensors, no autograd node per
-# parameter and step); the adapted weights are attached to the graph once, by a custom autograd
-# function whose backward is the identity to the initial weights and -sum_s g_s to the learning
-# rate(s) - exactly the first-order gradients of the current loop. ``proposed_call`` swaps the
-# parameters through precomputed (module, name) slots instead of ``functional_call``'s per-call
-# name resolution and tied-weight analysis (it falls back to ``functional_call`` for networks
-# with tied weights).
-
 def _torch():
     import torch
 
     return torch
 
 
-class _SlotCache:
-    cache: dict = {}
+# ============================================================================ naive inner loop
+# The straightforward inner loop (one ``w - lr * g`` per tensor and step, ``functional_call`` per
+# pass), as the reference writes it; ``lemon_pl.meta`` replaces it by fused in-place updates on
+# detached copies attached to the graph once, and cached parameter slots. Same values and gradients.
 
+def naive_adapt(net, params, fast_names, loss_fn, steps, lr, first_order=True, grad_clip=None):
+    import torch
 
-def proposed_call(net, params, *args, **kwargs):
-    """``net(*args, **kwargs)`` with the given parameters (like ``lemon_pl.meta.call``)."""
-    torch = _torch()
-    entry = _SlotCache.cache.get(id(net))
-    if entry is None or entry[0] is not net:
-        modules = dict(net.named_modules())
-        slots = {}
-        for name, _ in net.named_parameters(remove_duplicate=False):
-            owner, _, leaf = name.rpartition(".")
-            slots[name] = (modules[owner]._parameters, leaf)
-        tied = len(slots) != len(dict(net.named_parameters()))
-        entry = (net, slots, tied)
-        _SlotCache.cache[id(net)] = entry
-    _, slots, tied = entry
-    if tied or any(n not in slots for n in params):
-        return torch.func.functional_call(net, dict(params), args, kwargs)
-    saved = []
-    try:
-        for name, tensor in params.items():
-            store, leaf = slots[name]
-            saved.append((store, leaf, store[leaf]))
-            store[leaf] = tensor
-        return net(*args, **kwargs)
-    finally:
-        for store, leaf, old in reversed(saved):
-            store[leaf] = old
-
-
-def _first_order_fn():
-    torch = _torch()
-
-    class FirstOrderAdapted(torch.autograd.Function):
-        """Outputs the adapted weights; backward: identity to the initial weights, -sum_s g_s to the rates."""
-
-        @staticmethod
-        def forward(ctx, adapted, totals, n, *inputs):
-            ctx.n_lr = len(inputs) - n
-            ctx.totals = totals
-            return tuple(adapted)
-
-        @staticmethod
-        def backward(ctx, *grads):
-            lr_grads = []
-            if ctx.n_lr:
-                dots = [torch.zeros((), device=t.device) if g is None else -(g.float() * t.float()).sum()
-                        for g, t in zip(grads, ctx.totals)]
-                lr_grads = [torch.stack(dots).sum()] if ctx.n_lr == 1 else dots
-            return (None, None, None, *grads, *lr_grads)
-
-    return FirstOrderAdapted
-
-
-_FN = {}
-
-
-def proposed_adapt(net, params, fast_names, loss_fn, steps, lr, first_order=True, grad_clip=None):
-    """Drop-in for ``lemon_pl.meta.adapt`` (same values and gradients)."""
-    torch = _torch()
-    names = list(fast_names)
-    w0 = [params[n] for n in names]
-    if steps == 0:
-        return dict(zip(names, w0))
-    per_name = isinstance(lr, Mapping)
-    if per_name:
-        lr_list = [lr[n] for n in names]
-        lr_inputs = lr_list if all(torch.is_tensor(v) for v in lr_list) else []
-        lr_vals = [v.detach() if torch.is_tensor(v) else v for v in lr_list]
-    elif torch.is_tensor(lr):
-        lr_inputs, lr_vals = [lr], lr.detach()
-    else:
-        lr_inputs, lr_vals = [], lr
-    if not first_order:  # second order: as the current loop, with fused updates
-        fast = list(w0)
-        for _ in range(steps):
-            loss = loss_fn({**params, **dict(zip(names, fast))})
-            grads = torch.autograd.grad(loss, fast, create_graph=True, allow_unused=True)
-            grads = [torch.zeros_like(w) if g is None else g.to(w.dtype) for g, w in zip(grads, fast)]
-            if grad_clip is not None:
-                norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
-                scale = torch.clamp(grad_clip / (norm + 1e-12), max=1.0)
-                grads = [g * scale for g in grads]
-            with torch.autocast(device_type=grads[0].device.type, enabled=False):
-                if per_name:
-                    fast = [w - r * g for w, r, g in zip(fast, lr_list, grads)]
-                elif torch.is_tensor(lr):
-                    fast = torch._foreach_sub(fast, [g * lr for g in grads])
-                else:
-                    fast = torch._foreach_add(fast, grads, alpha=-lr)
-        return dict(zip(names, fast))
-    want_totals = any(v.requires_grad for v in lr_inputs)
-    with torch.no_grad():
-        cur = [w.detach().clone().requires_grad_(True) for w in w0]
-    totals = None
+    fast = {n: params[n] for n in fast_names}
     for _ in range(steps):
-        loss = loss_fn({**params, **dict(zip(names, cur))})
-        grads = torch.autograd.grad(loss, cur, allow_unused=True)
-        with torch.no_grad():
-            grads = [torch.zeros_like(w) if g is None else g.to(w.dtype) for g, w in zip(grads, cur)]
-            if grad_clip is not None:
-                norm = torch.linalg.vector_norm(torch.stack([x.float() for x in torch._foreach_norm(grads)]))
-                torch._foreach_mul_(grads, torch.clamp(grad_clip / (norm + 1e-12), max=1.0).to(grads[0].dtype))
-            if want_totals:
-                if totals is None:
-                    totals = [g.clone() for g in grads]
-                else:
-                    torch._foreach_add_(totals, grads)
-            if isinstance(lr_vals, (int, float)):
-                torch._foreach_add_(cur, grads, alpha=-lr_vals)
-            else:
-                torch._foreach_mul_(grads, lr_vals)
-                torch._foreach_sub_(cur, grads)
-    for c in cur:
-        c.requires_grad_(False)
-    if "fo" not in _FN:
-        _FN["fo"] = _first_order_fn()
-    out = _FN["fo"].apply(cur, totals, len(w0), *w0, *(lr_inputs if want_totals else []))
-    return dict(zip(names, out))
+        loss = loss_fn({**params, **fast})
+        grads = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order, allow_unused=True)
+        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, fast.values())]
+        if grad_clip is not None:
+            norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
+            grads = [g * torch.clamp(grad_clip / (norm + 1e-12), max=1.0) for g in grads]
+        fast = {n: w - (lr[n] if isinstance(lr, Mapping) else lr) * g for (n, w), g in zip(fast.items(), grads)}
+    return fast
+
+
+def naive_call(net, params, *args, **kwargs):
+    import torch
+
+    return torch.func.functional_call(net, dict(params), args, kwargs)
 
 
 def _ablation_no_update(net, params, fast_names, loss_fn, steps, lr, first_order=True, grad_clip=None):
@@ -364,7 +256,8 @@ def _plain_step_fn(module, batch, opt, spec):
     views = []
     for t in range(spec["tasks"]):
         perm = torch.randperm(k, generator=g).to(batch["u_in"].device)
-        views.append((module.task_view(batch, t, perm[: spec["support"]]), module.task_view(batch, t, perm[spec["support"]:])))
+        views.append((module.task_view(batch, t, perm[: spec["support"]]),
+                      module.task_view(batch, t, perm[spec["support"]:])))
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -389,14 +282,13 @@ def section_overhead(spec, device) -> dict:
 
     variants = {
         "plain passes": _plain_step_fn(module, batch, opt, spec),
-        "meta (current)": meta_step,
-        "meta (proposed)": with_patch(proposed_adapt, proposed_call),
+        "meta (lemon_pl)": meta_step,
+        "meta (naive loop)": with_patch(naive_adapt, naive_call),
     }
     if spec["ablations"]:
-        variants["ablation: proposed_adapt only"] = with_patch(proposed_adapt, None)
-        variants["ablation: proposed_call only"] = with_patch(None, proposed_call)
+        variants["ablation: naive adapt only"] = with_patch(naive_adapt, None)
+        variants["ablation: naive call only"] = with_patch(None, naive_call)
         variants["ablation: no weight update"] = with_patch(_ablation_no_update, None)
-        variants["ablation: no update, proposed_call"] = with_patch(_ablation_no_update, proposed_call)
     return {"rows": time_rounds(variants, spec["rounds"], spec["warmup"], device, baseline="plain passes")}
 
 
@@ -411,9 +303,9 @@ def section_order(spec, device) -> dict:
         finally:
             module.hparams.first_order = True
 
-    variants = {"first-order (current loop)": fo, "second-order (current loop)": so}
+    variants = {"first-order (loop)": fo, "second-order (loop)": so}
     return {"rows": time_rounds(variants, spec["rounds"], spec["warmup"], device,
-                                baseline="first-order (current loop)")}
+                                baseline="first-order (loop)")}
 
 
 def section_vmap(spec, device) -> dict:
@@ -426,8 +318,8 @@ def section_vmap(spec, device) -> dict:
     loop = _meta_step_fn(module, batch, opt)
     vmapped = _meta_step_fn(module, batch, opt, loss_fn=lambda b: module_vmap_meta_loss(module, b))
 
-    def proposed():
-        with patched(proposed_adapt, proposed_call):
+    def naive():
+        with patched(naive_adapt, naive_call):
             loop()
 
     def second_order(fn):
@@ -439,13 +331,13 @@ def section_vmap(spec, device) -> dict:
                 module.hparams.first_order = True
         return step
 
-    variants = {"loop, first-order (current)": loop, "loop, first-order (proposed)": proposed,
+    variants = {"loop, first-order (lemon_pl)": loop, "loop, first-order (naive)": naive,
                 "vmap, first-order": vmapped}
     if spec["vmap_second_order"]:
-        variants["loop, second-order (current)"] = second_order(loop)
+        variants["loop, second-order (lemon_pl)"] = second_order(loop)
         variants["vmap, second-order"] = second_order(vmapped)
     out = {"rows": time_rounds(variants, spec["rounds"], spec["warmup"], device,
-                               baseline="loop, first-order (current)")}
+                               baseline="loop, first-order (lemon_pl)")}
     # numerical check: same loss and gradients as the loop (first order)
     grads = []
     for fn in (module.meta_loss, lambda b: module_vmap_meta_loss(module, b)):
@@ -568,6 +460,10 @@ def print_section(res: dict, device: str) -> None:
     if "error" in res:
         print(f"   SKIPPED: {res['error']}")
         return
+    if res["section"] == "overhead":
+        print(f"   plain passes = {res['tasks'] * res['inner_steps']} support passes (batch {res['support']}) + "
+              f"{res['tasks']} query passes (batch {res['query']}), forward+backward, + 1 AdamW step; "
+              "'naive loop' = per-tensor updates + functional_call, for comparison")
     lora = res["section"] == "lora"
     head = f"   {'variant':38s} {'ms/step':>9s} {'cpu ms':>9s} {'ratio':>8s} {'cpu rat.':>8s}"
     if lora:
@@ -600,7 +496,7 @@ def summary(results: list[dict]) -> list[str]:
             continue
         rows = r["rows"]
         if r["section"] == "overhead":
-            for name in ("meta (current)", "meta (proposed)"):
+            for name in ("meta (lemon_pl)", "meta (naive loop)"):
                 row = rows.get(name, {})
                 if "ratio" in row:
                     verdict = "meets" if row["ratio"] <= TARGET_RATIO else "misses"
@@ -608,17 +504,16 @@ def summary(results: list[dict]) -> list[str]:
                                  f"(CPU time {row['cpu_ratio']:.3f}x) - {verdict} the <= {TARGET_RATIO}x target "
                                  f"(reference loop: {REFERENCE_RATIO}x)")
         elif r["section"] == "order":
-            row = rows.get("second-order (current loop)", {})
+            row = rows.get("second-order (loop)", {})
             if "ratio" in row:
                 lines.append(f"{r['model']}: second-order meta step = {row['ratio']:.2f}x first-order")
         elif r["section"] == "vmap":
-            v, lp, pr = (rows.get(k, {}) for k in ("vmap, first-order", "loop, first-order (current)",
-                                                   "loop, first-order (proposed)"))
-            if "ratio" in v and "ratio" in pr:
-                lines.append(f"{r['model']}: vmap first-order = {v['ratio']:.3f}x the current loop "
+            v, nv = (rows.get(k, {}) for k in ("vmap, first-order", "loop, first-order (naive)"))
+            if "ratio" in v and "ratio" in nv:
+                lines.append(f"{r['model']}: vmap first-order = {v['ratio']:.3f}x the lemon_pl loop "
                              f"({'faster' if v['ratio'] < 1 else 'slower'}), "
-                             f"{v['ratio'] / pr['ratio']:.3f}x the proposed loop")
-            so, lso = rows.get("vmap, second-order", {}), rows.get("loop, second-order (current)", {})
+                             f"{v['ratio'] / nv['ratio']:.3f}x the naive loop")
+            so, lso = rows.get("vmap, second-order", {}), rows.get("loop, second-order (lemon_pl)", {})
             if "ms" in so and "ms" in lso:
                 lines.append(f"{r['model']}: vmap second-order = {so['ms'] / lso['ms']:.3f}x the loop's")
         elif r["section"] == "lora":
@@ -636,7 +531,7 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="fewer rounds, no ablations (< 4 min on 2 CPU cores)")
     p.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     p.add_argument("--models", nargs="+", choices=["prose", "fno", "deeponet"], default=None,
-                   help="networks for the overhead/vmap sections (default: prose; without --quick also fno, deeponet)")
+                   help="networks for the overhead/vmap sections (default: prose fno; without --quick also deeponet)")
     p.add_argument("--lora-models", nargs="+", choices=["prose", "prose_paper"], default=["prose", "prose_paper"])
     p.add_argument("--tasks", type=int, default=5)
     p.add_argument("--inner-steps", type=int, default=5)
@@ -664,7 +559,7 @@ def main(argv=None) -> None:
         sys.exit("--device cuda requested but CUDA is not available")
     rounds = args.rounds or (5 if args.quick else 12)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    models = args.models or (["prose"] if args.quick else ["prose", "fno", "deeponet"])
+    models = args.models or (["prose", "fno"] if args.quick else ["prose", "fno", "deeponet"])
     common = dict(device=device, threads=args.threads, tasks=args.tasks, inner_steps=args.inner_steps,
                   support=args.support, query=args.query, warmup=warmup)
     specs = []
@@ -673,7 +568,7 @@ def main(argv=None) -> None:
             for m in args.lora_models:
                 big = m == "prose_paper"
                 specs.append(dict(common, section=section, model=m, batch=20, rank=16,
-                                  rounds=max(2, rounds // 2) if big and device == "cpu" else rounds * 2))
+                                  rounds=max(3, rounds // 2) if big and device == "cpu" else rounds * 2))
         elif section == "order":
             specs.append(dict(common, section=section, model="prose", rounds=max(3, rounds // 2) if args.quick
                               else rounds))

@@ -35,10 +35,8 @@ mapping from fast-parameter name to a float / scalar tensor (one rate per tensor
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
-
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -172,7 +170,7 @@ def _first_order_inner_loop(loss_with, params, names, support, steps, lr, per_na
         rates = lr.detach() if torch.is_tensor(lr) else lr
     cur, totals = None, None
     with torch.no_grad():
-        for step in range(steps):
+        for _ in range(steps):
             if cur is None:
                 g = vmap(grad_fn, in_dims=(None, 0), chunk_size=chunk_size, randomness="different")(
                     {n: detached[n] for n in names}, support)
@@ -198,8 +196,8 @@ def _first_order_inner_loop(loss_with, params, names, support, steps, lr, per_na
                 torch._foreach_mul_(g, rates)
                 torch._foreach_sub_(cur, g)
     lr_inputs = []
-    if lr_requires_grad:
-        lr_inputs = [lr[n] for n in names] if per_name else [lr]
+    if lr_requires_grad:  # (a float among per-name rates becomes a constant tensor)
+        lr_inputs = [torch.as_tensor(lr[n]) for n in names] if per_name else [lr]
     out = _AttachFirstOrder.apply(cur, totals, lr_dims == 0, len(w0), *w0, *lr_inputs)
     return dict(zip(names, out))
 
@@ -214,14 +212,14 @@ class _AttachFirstOrder(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, adapted, totals, per_task, n, *inputs):
-        ctx.n, ctx.per_task, ctx.totals = n, per_task, totals
+        ctx.per_task, ctx.totals = per_task, totals
         ctx.n_lr = len(inputs) - n
-        ctx.shapes = [(w.shape, w.dtype) for w in inputs[:n]]
+        ctx.dtypes = [w.dtype for w in inputs[:n]]
         return tuple(adapted)
 
     @staticmethod
     def backward(ctx, *grads):
-        w_grads = [None if g is None else g.sum(0).to(dtype) for g, (shape, dtype) in zip(grads, ctx.shapes)]
+        w_grads = [None if g is None else g.sum(0).to(dtype) for g, dtype in zip(grads, ctx.dtypes)]
         lr_grads = []
         if ctx.n_lr:
             dots = [torch.zeros(len(t), device=t.device) if g is None else -(g.float() * t.float()).flatten(1).sum(1)

@@ -40,6 +40,12 @@ def test_meta_config_fast_dev_run(inner_lr, tiny_root, tmp_path, monkeypatch):
         "--trainer.fast_dev_run", "2")
 
 
+def test_vmap_meta_fit(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run("fit", *common(tiny_root, tmp_path, "meta.yaml"), *TASKS, *META, "--model.init_args.vmap_tasks", "true",
+        "--model.init_args.inner_lr", "learned_symbolic", "--trainer.fast_dev_run", "2")
+
+
 def test_second_order_meta_fit(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run("fit", *common(tiny_root, tmp_path, "meta.yaml"), *TASKS, *META, "--model.init_args.first_order", "false",

@@ -56,6 +56,8 @@ class MetaModule(OperatorModule):
         grad_clip: outer gradient-norm clipping (the Trainer's gradient_clip_val must stay unset).
         lr_encoder_dim: width of the symbol encoder built for LeMONS when the network has none.
         eval_steps: adaptation steps in validation/test (None = ``inner_steps``).
+        vmap_tasks: adapt all tasks of a batch at once with ``torch.func.vmap`` (same result as
+            the loop; ~10-15% faster on CPU for Prose and FNO, slower for DeepONet).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class MetaModule(OperatorModule):
         grad_clip: float | None = 1.0,
         lr_encoder_dim: int = 64,
         eval_steps: int | None = None,
+        vmap_tasks: bool = False,
         **kwargs,
     ):
         if inner_lr not in LR_MODES:
@@ -162,7 +165,12 @@ class MetaModule(OperatorModule):
             raise ValueError("MetaModule trains on operator tasks: set `data.init_args.unit: task`")
         opt = self.optimizers()
         sched = self.lr_schedulers()
-        total, n_local = self.meta_loss(batch)
+        if self.hparams.vmap_tasks:
+            from lemon_pl.meta_vmap import module_vmap_meta_loss
+
+            total, n_local = module_vmap_meta_loss(self, batch)
+        else:
+            total, n_local = self.meta_loss(batch)
         # average over the *global* task count: DDP averages gradients over ranks, so scale by world size
         n_global = self.trainer.strategy.reduce(torch.tensor(float(n_local), device=self.device), reduce_op="sum")
         loss = total * (self.trainer.world_size / n_global)

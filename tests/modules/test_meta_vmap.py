@@ -90,3 +90,8 @@ def test_vmap_meta_loss_direct_call_with_a_subset_of_fast_weights():
     with differentiable_attention():
         per_task = vmap_meta_loss(net, params, names, support, query, steps=3, lr=0.1, reduction="none")
     assert per_task.shape == (2,) and torch.allclose(per_task.sum(), got_total)
+    # no adaptation: the query losses at the shared weights
+    with differentiable_attention():
+        zero_shot = vmap_meta_loss(net, params, names, support, query, steps=0, lr=0.1, reduction="none")
+    expected = torch.stack([loss(params, MetaModule.task_view(batch, t, qry_idx[t])) for t in range(2)])
+    assert torch.allclose(zero_shot, expected, rtol=1e-5)
