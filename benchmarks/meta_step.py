@@ -53,6 +53,8 @@ from typing import Callable, Mapping
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_runner_args, resolve_device  # noqa: E402
 
 NX = 128
 N_IN = 1
@@ -541,10 +543,7 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds (default 2, --quick 1)")
     p.add_argument("--procs", type=int, default=1,
                    help="run every section in N fresh processes and take medians (noisy shared machines)")
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave default)")
-    p.add_argument("--timeout", type=int, default=1200, help="per-process timeout in seconds")
-    p.add_argument("--json", type=str, default=None, help="also write all results to this JSON file")
-    p.add_argument("--_worker", type=str, default=None, help=argparse.SUPPRESS)
+    add_runner_args(p, timeout=1200)
     args = p.parse_args(argv)
     if args._worker is not None:
         worker_main(args._worker)
@@ -552,11 +551,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("--device cuda requested but CUDA is not available")
+    device = resolve_device(args.device)
     rounds = args.rounds or (5 if args.quick else 12)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     models = args.models or (["prose", "fno"] if args.quick else ["prose", "fno", "deeponet"])

@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_runner_args, resolve_device  # noqa: E402
 
 NX = 128
 N_OUT = 32
@@ -195,12 +197,9 @@ def main(argv=None) -> None:
     p.add_argument("--modes", nargs="+", choices=["eager", "compile"], default=["eager", "compile"])
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     p.add_argument("--fused-adamw", action="store_true", help="use AdamW(fused=True) (default: PyTorch default)")
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave default)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run each row N times in fresh processes and keep the fastest (noisy shared machines)")
-    p.add_argument("--timeout", type=int, default=900, help="per-row subprocess timeout in seconds")
-    p.add_argument("--json", type=str, default=None, help="also write all results to this JSON file")
-    p.add_argument("--_worker", type=str, default=None, help=argparse.SUPPRESS)
+    add_runner_args(p, timeout=900)
     args = p.parse_args(argv)
 
     if args._worker is not None:
@@ -209,11 +208,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("--device cuda requested but CUDA is not available")
+    device = resolve_device(args.device)
     warmup = args.warmup if args.warmup is not None else (3 if args.quick else 5)
 
     rows = []

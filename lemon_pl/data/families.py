@@ -28,6 +28,7 @@ when tokenised.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -63,7 +64,7 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
-class Family:
+class Family(ABC):
     """Base class: subclasses set the spec fields and implement ``_solve`` and ``_rhs_tree``."""
 
     name: str
@@ -134,8 +135,9 @@ class Family:
         out[:, 0] = u0
         return out
 
+    @abstractmethod
     def _solve(self, p: dict[str, float], u0: np.ndarray, t: np.ndarray) -> np.ndarray:
-        raise NotImplementedError  # pragma: no cover - every registered family overrides it
+        """Solutions (B, nt, nx) at physical times ``t`` from ICs ``u0`` (B, nx)."""
 
     def accept(self, u: np.ndarray) -> np.ndarray:
         """Boolean (B,): trajectories that are finite and bounded (not blow-ups)."""
@@ -143,9 +145,9 @@ class Family:
         return np.all(np.isfinite(flat), axis=1) & (np.max(np.abs(np.nan_to_num(flat, nan=np.inf)), axis=1) < self.max_abs)
 
     # ------------------------------------------------------------------ symbols
+    @abstractmethod
     def _rhs_tree(self, p: dict[str, float]) -> list[tuple[int, Expr]]:
         """Signed spatial terms T_i such that time-derivative-term + sum(T_i) = 0."""
-        raise NotImplementedError  # pragma: no cover
 
     def tree(self, params: Params | Sequence[float], stored_time: bool = True) -> Expr:
         p = self._get(params)

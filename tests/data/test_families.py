@@ -3,7 +3,7 @@
 Each solver is checked against an exact solution or a conserved / bounded quantity at the
 grid it is used on (nx = 64 or 128), with tolerances measured on the current solvers and
 chosen so that a 5% coefficient error or a sign flip fails (the margins are noted next to
-each check). Reference facts: /work/shared/reference/families.md, sections 0-2 and 5.
+each check). Reference facts: shared/reference/families.md (beside the checkout), sections 0-2 and 5.
 """
 
 from __future__ import annotations

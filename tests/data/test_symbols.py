@@ -1,6 +1,6 @@
 """Tokenizer and expression trees (lemon_pl.data.symbols).
 
-Reference facts: /work/shared/reference/families.md, section 2 (vocabulary of 1,098 ids,
+Reference facts: shared/reference/families.md (beside the checkout), section 2 (vocabulary of 1,098 ids,
 1,094 distinct; floats as sign / 3-digit mantissa / exponent read from ``%.2e``).
 """
 
