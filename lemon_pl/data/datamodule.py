@@ -86,6 +86,9 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
         if noise < 0:
             raise ValueError(f"noise must be non-negative, got {noise}")
         self.save_hyperparameters()
+        # generate on global rank 0 only: nodes usually share the data folder, and two writers
+        # of the same .partial file would corrupt it
+        self.prepare_data_per_node = False
         self.root = Path(root)
         self.train_family_names = resolve_families(train_families)
         self.eval_family_names = (resolve_families(eval_families) if eval_families is not None
@@ -129,7 +132,7 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
         return list(dict.fromkeys(need))
 
     def prepare_data(self) -> None:
-        """Generate missing files of the preset (rank 0 only); complete files are skipped."""
+        """Generate missing files of the preset (global rank 0 only); complete files are skipped."""
         if not self.hparams.generate:
             return
         missing = [(f, s) for f, s in self._needed(None) if not (self.root / f / f"{s}.h5").exists()]
