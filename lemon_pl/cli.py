@@ -22,9 +22,16 @@ def _merge_lora(argv: Sequence[str]) -> int:
     return merge_lora_main(argv)
 
 
+def _experiment(argv: Sequence[str]) -> int:
+    from lemon_pl.experiments.cli import main
+
+    return main(argv)
+
+
 TOOLS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "generate": (_generate, "generate operator-family datasets (HDF5)"),
     "merge-lora": (_merge_lora, "fold LoRA adapters into the weights of a fine-tuning checkpoint"),
+    "experiment": (_experiment, "run an experiment pipeline (scaling, zero-shot, ...) and write its results"),
 }
 
 

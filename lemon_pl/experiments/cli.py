@@ -1,0 +1,68 @@
+"""``lemon-pl experiment NAME --scale tiny|cpu|paper``: run an experiment pipeline, then report.
+
+    lemon-pl experiment scaling --scale cpu                      # results/scaling/cpu/{table.md,results.csv,*.png}
+    lemon-pl experiment zero-shot --scale paper --config configs/trainer/ddp.yaml
+    lemon-pl experiment scaling --scale cpu --dry-run            # list the steps (done / todo)
+
+Re-running the same command skips completed steps; the report is rewritten from all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from lemon_pl.experiments.specs import EXPERIMENTS, SCALES, NotImplementedExperiment, build_steps
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lemon-pl experiment", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="one of: " + ", ".join(EXPERIMENTS))
+    p.add_argument("--scale", default="cpu", choices=SCALES, help="tiny (tests), cpu (<= 1 h on 2 cores), paper")
+    p.add_argument("--config", action="append", default=[], metavar="YAML",
+                   help="config overlay added to every fit/test step (repeatable), e.g. configs/trainer/ddp.yaml")
+    p.add_argument("--out", default="results", help="results root; the experiment writes to OUT/NAME/SCALE")
+    p.add_argument("--experiment-config", default=None, metavar="YAML",
+                   help="experiment settings (default: configs/experiments/NAME.yaml)")
+    p.add_argument("--data-root", default=None, help="override the data root of the scale")
+    p.add_argument("--dry-run", action="store_true", help="print the steps and exit")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    err = lambda msg: print(f"lemon-pl experiment: error: {msg}", file=sys.stderr)  # noqa: E731
+    try:
+        steps = build_steps(args.name, args.scale, args.experiment_config, args.data_root)
+    except NotImplementedExperiment as e:
+        err(str(e))
+        return 2
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
+        return 2
+    overlays = [str(Path(c).resolve()) for c in args.config]
+    missing = [c for c in overlays if not Path(c).exists()]
+    if missing:
+        err(f"config overlay {missing[0]} does not exist")
+        return 2
+    exp_dir = Path(args.out) / args.name / args.scale
+
+    from lemon_pl.experiments.runner import StepFailed, describe, run_steps
+
+    if args.dry_run:
+        print(f"{args.name} ({args.scale}): {len(steps)} steps in {exp_dir}")
+        print("\n".join(describe(steps, exp_dir, overlays)))
+        return 0
+    try:
+        run_steps(steps, exp_dir, overlays, log=lambda m: print(f"experiment {args.name}: {m}", flush=True))
+    except StepFailed as e:
+        err(f"{e}; completed steps are kept in {exp_dir / 'steps'}, re-run the same command to resume")
+        return 1
+    from lemon_pl.experiments.report import write_report
+
+    paths = write_report(args.name, exp_dir)
+    print(f"experiment {args.name}: wrote " + ", ".join(str(p) for p in paths))
+    return 0
