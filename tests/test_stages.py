@@ -82,6 +82,21 @@ def test_fewshot_config_runs_zero_and_few_shot(tiny_root, tmp_path, monkeypatch)
     csv_text = (tmp_path / "runs/fewshot/version_1/test_metrics.csv").read_text()
     assert csv_text.splitlines()[0].split(",")[-1] == "seconds"
 
+    # One run records the error-vs-steps curve; adapting in stages equals adapting in one go.
+    run("test", *base, "--model.init_args.eval_steps", "3", "--model.init_args.eval_curve", "[0,1,3,5]")
+    curved = json.loads((tmp_path / "runs/fewshot/version_2/test_metrics.json").read_text())
+    assert list(curved["curve"]) == ["0", "1", "3", "5"]
+    for fam in ("kdv", "Sine_Gordon", "overall"):
+        assert curved["curve"]["0"][fam]["rel_l2"] == pytest.approx(zero["families"][fam]["rel_l2"], rel=1e-5)
+        assert curved["curve"]["3"][fam]["rel_l2"] == pytest.approx(few["families"][fam]["rel_l2"], rel=1e-5)
+        assert curved["families"][fam]["rel_l2"] == pytest.approx(few["families"][fam]["rel_l2"], rel=1e-5)
+    assert curved["curve"]["5"]["overall"]["rel_l2"] != curved["curve"]["3"]["overall"]["rel_l2"]
+    import numpy as np
+
+    examples = np.load(tmp_path / "runs/fewshot/version_2/test_examples.npz")
+    assert {"kdv/true", "kdv/pred", "Sine_Gordon/true", "Sine_Gordon/pred"} <= set(examples.files)
+    assert examples["kdv/true"].shape == examples["kdv/pred"].shape and examples["kdv/true"].ndim == 2
+
 
 def test_pretrain_then_lora_finetune_then_merge(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

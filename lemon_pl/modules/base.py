@@ -78,6 +78,9 @@ class OperatorModule(pl.LightningModule):
         eval_steps: adaptation steps on the support set before scoring (0 = zero-shot).
         eval_lr: SGD learning rate of those steps (meta-learned rates override it).
         eval_adapt: parameters that adapt (``all`` or name prefixes such as ``[decoder]``).
+        eval_curve: adaptation-step counts at which the test query error is also recorded, e.g.
+            ``[0, 1, 2, 5, 10, 20]`` (the error-vs-steps curve of one test run, written as
+            ``curve`` into ``test_metrics.json``); counts above ``eval_steps`` extend the run.
     """
 
     def __init__(
@@ -97,16 +100,21 @@ class OperatorModule(pl.LightningModule):
         eval_steps: int = 0,
         eval_lr: float = 0.01,
         eval_adapt: str | list[str] = "all",
+        eval_curve: list[int] | None = None,
     ):
         super().__init__()
         if eval_support_size < 0 or eval_query_size < 1 or eval_steps < 0:
             raise ValueError("eval_support_size >= 0, eval_query_size >= 1 and eval_steps >= 0 are required")
+        if eval_curve is not None and any(int(k) < 0 for k in eval_curve):
+            raise ValueError(f"eval_curve holds adaptation-step counts >= 0, got {eval_curve}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.train_families = list(train_family_names or [])
         self.eval_families = list(eval_family_names or self.train_families)
         self.val_metrics = _FamilyMetrics(self.eval_families)
         self.test_metrics = _FamilyMetrics(self.eval_families)
+        self.curve_steps = sorted({int(k) for k in (eval_curve or [])})
+        self.curve_metrics = nn.ModuleDict({str(k): _FamilyMetrics(self.eval_families) for k in self.curve_steps})
         self._figure_samples: dict[str, dict[str, torch.Tensor]] = {}
         self._test_started = 0.0
         self.last_test_table: dict[str, dict[str, float]] | None = None
@@ -170,11 +178,16 @@ class OperatorModule(pl.LightningModule):
     def _family(self, dataloader_idx: int) -> str:
         return self.eval_families[dataloader_idx]
 
-    def _eval_step(self, batch, dataloader_idx: int, metrics: _FamilyMetrics, keep_figure: bool) -> None:
+    def _eval_step(self, batch, dataloader_idx: int, metrics: _FamilyMetrics, keep_figure: bool,
+                   curve: bool = False) -> None:
         family = self._family(dataloader_idx)
         if batch["u_in"].ndim == 4:  # a batch of operator tasks: adapt on support, score query
+            on_step = None
+            if curve and self.curve_steps:
+                def on_step(k: int, pred: torch.Tensor, query: dict[str, torch.Tensor]) -> None:
+                    self.curve_metrics[str(k)].update(family, self.sample_metrics(pred, query))
             for t in range(batch["u_in"].shape[0]):
-                query = self._eval_task(batch, t)
+                query = self._eval_task(batch, t, on_step)
                 self._score(family, query["__pred"], query, metrics, keep_figure and t == 0)
             return
         self._score(family, self.predict_batch(batch), batch, metrics, keep_figure)
@@ -206,7 +219,11 @@ class OperatorModule(pl.LightningModule):
         return call(self.net, params, batch["u_in"], batch["t_in"], batch["t_out"],
                     batch["tokens"] if uses_eq else None, batch["token_pad_mask"] if uses_eq else None)
 
-    def _eval_task(self, batch: dict[str, torch.Tensor], t: int) -> dict[str, torch.Tensor]:
+    def _eval_task(self, batch: dict[str, torch.Tensor], t: int, on_step=None) -> dict[str, torch.Tensor]:
+        """Adapt on task ``t``'s support set and predict its query set (``query["__pred"]``).
+
+        ``on_step(k, pred, query)`` is called with the query prediction after each step count ``k``
+        of ``curve_steps`` (first-order SGD has no state, so adapting in stages is exact)."""
         from lemon_pl.meta import adapt
 
         hp = self.hparams
@@ -215,9 +232,13 @@ class OperatorModule(pl.LightningModule):
         support = self.task_view(batch, t, torch.arange(0, s))
         query = self.task_view(batch, t, torch.arange(s, min(k, s + hp.eval_query_size)))
         steps = self.eval_adapt_steps()
-        if steps == 0 or s == 0:
+        marks = sorted({steps, *self.curve_steps}) if on_step is not None else [steps]
+        if marks[-1] == 0 or s == 0:
             with torch.no_grad():
                 query["__pred"] = self(query)
+            if on_step is not None:
+                for k in self.curve_steps:
+                    on_step(k, query["__pred"], query)
             return query
         if torch.is_inference_mode_enabled():
             raise RuntimeError("few-shot evaluation adapts with gradients: set `trainer.inference_mode: false`")
@@ -229,11 +250,19 @@ class OperatorModule(pl.LightningModule):
             lr = self.task_lr(batch, t)
             lr = {n: v.detach() for n, v in lr.items()} if isinstance(lr, dict) else (
                 lr.detach() if torch.is_tensor(lr) else lr)
-            fast = adapt(self.net, params, names, lambda p: self.loss(self.functional_forward(p, support),
-                                                                       support["u_out"]),
-                         steps, lr, first_order=True)
-        with torch.no_grad():
-            query["__pred"] = self.functional_forward({**params, **{n: w.detach() for n, w in fast.items()}}, query)
+            loss_fn = lambda p: self.loss(self.functional_forward(p, support), support["u_out"])  # noqa: E731
+            done, fast = 0, {n: params[n] for n in names}
+            for k in marks:
+                if k > done:
+                    fast = adapt(self.net, {**params, **fast}, names, loss_fn, k - done, lr, first_order=True)
+                    fast = {n: w.detach() for n, w in fast.items()}
+                    done = k
+                with torch.no_grad():
+                    pred = self.functional_forward({**params, **fast}, query)
+                if on_step is not None and k in self.curve_steps:
+                    on_step(k, pred, query)
+                if k == steps:
+                    query["__pred"] = pred
         return query
 
     def eval_adapt_steps(self) -> int:
@@ -257,7 +286,7 @@ class OperatorModule(pl.LightningModule):
         self._eval_step(batch, dataloader_idx, self.val_metrics, keep_figure=batch_idx == 0)
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx, self.test_metrics, keep_figure=False)
+        self._eval_step(batch, dataloader_idx, self.test_metrics, keep_figure=batch_idx == 0, curve=True)
 
     def _log_table(self, stage: str, table: dict[str, dict[str, float]]) -> None:
         flat = {}
@@ -294,15 +323,36 @@ class OperatorModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_started = time.perf_counter()
+        self._figure_samples = {}
 
     def on_test_epoch_end(self) -> None:
         table = self.test_metrics.compute()
         self.test_metrics.reset()
         self._log_table("test", table)
         self.last_test_table = table
+        curve = {}
+        for k in self.curve_steps:  # compute() is collective under DDP: every rank
+            curve[str(k)] = self.curve_metrics[str(k)].compute()
+            self.curve_metrics[str(k)].reset()
         log_dir = self.trainer.log_dir  # collective under DDP: every rank must ask
         if self.trainer.is_global_zero:
-            self.write_table(table, "test", time.perf_counter() - self._test_started, log_dir)
+            self.write_table(table, "test", time.perf_counter() - self._test_started, log_dir, curve=curve)
+            self.write_examples(log_dir)
+        self._figure_samples = {}
+
+    def write_examples(self, log_dir: str | None) -> Path | None:
+        """The first test query trajectory of each family, truth and prediction (physical units),
+        as ``test_examples.npz`` (keys ``<family>/true``, ``<family>/pred``) for reports."""
+        import numpy as np
+
+        if not self._figure_samples:
+            return None
+        path = Path(log_dir or ".") / "test_examples.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"{fam}/{k}": v.numpy() for fam, s in self._figure_samples.items() for k, v in s.items()}
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        return path
 
     def table_extra_columns(self) -> dict[str, Any]:
         dm = getattr(self.trainer, "datamodule", None)
@@ -313,7 +363,7 @@ class OperatorModule(pl.LightningModule):
                 "support_size": self.hparams.eval_support_size, "query_size": self.hparams.eval_query_size}
 
     def write_table(self, table: dict[str, dict[str, float]], stage: str, seconds: float,
-                    log_dir: str | None = None) -> None:
+                    log_dir: str | None = None, curve: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
         """Print a per-family table and write it as CSV and JSON into the run folder."""
         extra = self.table_extra_columns()
         header = ["family", "rel_l2", "rel_l2_first", "rel_l2_second", "rel_l2_persistence", *extra]
@@ -333,6 +383,10 @@ class OperatorModule(pl.LightningModule):
             for r in rows:
                 w.writerow(r + [f"{seconds:.3f}"])
         payload = {"stage": stage, "seconds": seconds, **extra, "families": table}
+        if curve:
+            payload["curve"] = curve
+            print("rel_l2 after k adaptation steps: " + ", ".join(
+                f"k={k}: {c['overall']['rel_l2']:.4g}" for k, c in curve.items()))
         (folder / f"{stage}_metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=True))
 
     # ------------------------------------------------------------------ checkpoints
