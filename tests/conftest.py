@@ -35,3 +35,13 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def exp_data(tmp_path_factory) -> Path:
+    """Only the families the tiny experiments use, tiny preset."""
+    from lemon_pl.data.generate import generate
+
+    root = tmp_path_factory.mktemp("exp_data")
+    generate(root, "tiny", ["heat", "advection", "kdv"], progress=False)
+    return root

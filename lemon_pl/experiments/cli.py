@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from lemon_pl.experiments.specs import EXPERIMENTS, SCALES, NotImplementedExperiment, build_steps
+from lemon_pl.experiments.specs import EXPERIMENTS, SCALES, build_steps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +37,6 @@ def main(argv: Sequence[str]) -> int:
     err = lambda msg: print(f"lemon-pl experiment: error: {msg}", file=sys.stderr)  # noqa: E731
     try:
         steps = build_steps(args.name, args.scale, args.experiment_config, args.data_root)
-    except NotImplementedExperiment as e:
-        err(str(e))
-        return 2
     except (KeyError, ValueError, FileNotFoundError) as e:
         err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
         return 2
@@ -50,7 +47,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     exp_dir = Path(args.out) / args.name / args.scale
 
-    from lemon_pl.experiments.runner import StepFailed, describe, run_steps
+    from lemon_pl.experiments.runner import StepFailed, describe, global_rank, run_steps
 
     if args.dry_run:
         print(f"{args.name} ({args.scale}): {len(steps)} steps in {exp_dir}")
@@ -63,6 +60,8 @@ def main(argv: Sequence[str]) -> int:
         return 1
     from lemon_pl.experiments.report import write_report
 
+    if global_rank() != 0:  # multi-process launch: rank 0 writes the report
+        return 0
     paths = write_report(args.name, exp_dir)
     print(f"experiment {args.name}: wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -4,9 +4,16 @@ A step has an id, an argv for :func:`lemon_pl.cli.main` and the ids it needs. Tr
 evaluation steps (``fit``/``validate``/``test``) log into their own, predictable folder
 ``<exp_dir>/runs/<id>/version_0``. When a step succeeds, ``<exp_dir>/steps/<id>.json`` is
 written atomically (argv, seconds, outputs: checkpoint and metrics paths, tags); a re-run skips
-every step whose record exists. A failing step stops the pipeline; completed steps are kept.
+every step whose record exists and was made with the same arguments. A step whose arguments
+changed (an edited experiment config or other overlays) runs again, and so does every step
+that needs a step that ran again. A failing step stops the pipeline; completed steps are kept.
 
 Placeholders in argv: ``{ckpt:ID}`` becomes the ``last.ckpt`` of the finished step ``ID``.
+
+Multi-process launches (``srun`` with one task per GPU, ``torchrun``): every process runs the
+pipeline, because each Lightning step needs all ranks. Only global rank 0 runs the other steps
+(data generation), deletes stale run folders and writes the records; the other ranks wait for
+rank 0's record of each step before going on (the folders must be on a shared filesystem).
 """
 
 from __future__ import annotations
@@ -51,6 +58,29 @@ class StepFailed(RuntimeError):
     def __init__(self, step_id: str, reason: str) -> None:
         super().__init__(f"step '{step_id}' failed: {reason}")
         self.step_id = step_id
+
+
+def global_rank() -> int:
+    """This process's global rank from the launcher's environment (0 when not distributed)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            if var == "SLURM_PROCID" and int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1:
+                return 0
+            return int(os.environ[var])
+    return 0
+
+
+def wait_for_record(exp_dir: Path, step_id: str, timeout: float | None = None, poll: float = 2.0) -> dict:
+    """Block until rank 0 has recorded ``step_id`` (other ranks of a multi-process launch)."""
+    timeout = float(os.environ.get("LEMON_EXPERIMENT_WAIT", 86400)) if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    while True:
+        rec = load_record(exp_dir, step_id)
+        if rec is not None:
+            return rec
+        if time.monotonic() > deadline:
+            raise StepFailed(step_id, f"rank 0 recorded no result within {timeout:.0f} s")
+        time.sleep(poll)
 
 
 def record_path(exp_dir: Path, step_id: str) -> Path:
@@ -145,31 +175,52 @@ def describe(steps: Sequence[Step], exp_dir: Path, overlays: Sequence[str] = ())
 
     lines = []
     for i, s in enumerate(steps, 1):
-        state = "done" if record_path(exp_dir, s.id).exists() else "todo"
         argv = with_overlays(s.argv, overlays)
+        rec = load_record(exp_dir, s.id)
+        state = "todo" if rec is None else ("stale" if rec.get("spec") not in (None, argv) else "done")
         lines.append(f"[{i:3d}/{len(steps)}] {state} {s.id}: lemon-pl " + " ".join(shlex.quote(a) for a in argv))
     return lines
 
 
 def run_steps(steps: Sequence[Step], exp_dir: str | Path, overlays: Sequence[str] = (),
-              main: Callable[[Sequence[str]], int] | None = None, log: Callable[[str], None] = print) -> int:
+              main: Callable[[Sequence[str]], int] | None = None, log: Callable[[str], None] = print,
+              rank: int | None = None, wait_timeout: float | None = None) -> int:
     """Run the steps in order, skipping completed ones. Returns the number of steps run now.
 
-    Raises :class:`StepFailed` on the first failing step (earlier records are kept)."""
+    ``rank`` (default: from the environment) > 0 runs only the Lightning steps and waits for
+    rank 0's records. Raises :class:`StepFailed` on the first failing step (earlier records are kept)."""
     exp_dir = Path(exp_dir).absolute()  # recorded checkpoint paths must not depend on the cwd
+    rank = global_rank() if rank is None else rank
     check_graph(steps)
     if main is None:
         from lemon_pl import cli
 
         main = cli.main
     ran = 0
+    rerun: set[str] = set()
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.id}"
-        if record_path(exp_dir, step.id).exists():
-            log(f"{head}: skip (completed)")
+        spec = with_overlays(step.argv, overlays)
+        rec = load_record(exp_dir, step.id)
+        if rec is not None:
+            changed = rec.get("spec") is not None and rec["spec"] != spec
+            upstream = [n for n in step.needs if n in rerun]
+            if not changed and not upstream:
+                log(f"{head}: skip (completed)")
+                continue
+            if rank == 0:
+                why = "its arguments changed" if changed else f"{upstream[0]} ran again"
+                log(f"{head}: rerun ({why})")
+                record_path(exp_dir, step.id).unlink(missing_ok=True)
+            # other ranks: a Lightning step starts only once rank 0 (which deleted the stale record
+            # first) joins it, so waiting for the record afterwards sees the new one
+        rerun.add(step.id)
+        if rank != 0 and step.command not in LIGHTNING_COMMANDS:
+            log(f"{head}: waiting for rank 0")
+            wait_for_record(exp_dir, step.id, wait_timeout)
             continue
         argv = full_argv(step, exp_dir, overlays)
-        if step.command in LIGHTNING_COMMANDS:
+        if step.command in LIGHTNING_COMMANDS and rank == 0:
             shutil.rmtree(exp_dir / "runs" / step.id, ignore_errors=True)  # a fresh start after a crash
         log(f"{head}: run")
         t0 = time.perf_counter()
@@ -188,13 +239,18 @@ def run_steps(steps: Sequence[Step], exp_dir: str | Path, overlays: Sequence[str
         seconds = time.perf_counter() - t0
         if code not in (0, None):
             raise StepFailed(step.id, f"exit code {code}")
+        if rank != 0:
+            wait_for_record(exp_dir, step.id, wait_timeout)
+            log(f"{head}: done in {seconds:.1f} s (rank {rank})")
+            ran += 1
+            continue
         outputs = _outputs(step, exp_dir)
         if step.command == "fit" and "ckpt" not in outputs:
             raise StepFailed(step.id, f"no checkpoint at {run_dir(exp_dir, step.id) / 'checkpoints/last.ckpt'}")
         if step.command == "test" and "metrics" not in outputs:
             raise StepFailed(step.id, f"no test_metrics.json in {run_dir(exp_dir, step.id)}")
         _write_atomic(record_path(exp_dir, step.id), {
-            "id": step.id, "index": i, "argv": argv, "seconds": round(seconds, 3), "outputs": outputs,
+            "id": step.id, "index": i, "spec": spec, "argv": argv, "seconds": round(seconds, 3), "outputs": outputs,
             "tags": step.tags, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log(f"{head}: done in {seconds:.1f} s")
         ran += 1

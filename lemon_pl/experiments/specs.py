@@ -28,10 +28,6 @@ CONFIGS = REPO / "configs"
 SCALES = ("tiny", "cpu", "paper")
 
 
-class NotImplementedExperiment(RuntimeError):
-    pass
-
-
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in (over or {}).items():
@@ -69,6 +65,13 @@ def _config_path(name: str) -> str:
     return str(p if p.is_absolute() or p.exists() else CONFIGS / p)
 
 
+def require(sc: dict, *keys: str) -> None:
+    """A clear error for settings an experiment needs but its config (scale) does not give."""
+    missing = [k for k in keys if k not in sc or sc[k] in (None, [], {})]
+    if missing:
+        raise ValueError(f"the experiment config sets no {', '.join(repr(k) for k in missing)} for this scale")
+
+
 class Builder:
     """Turns the scale settings into stage argvs."""
 
@@ -83,12 +86,20 @@ class Builder:
         return Step(step_id, argv)
 
     def stage(self, command: str, config: str, section: str, args: dict, seed: int | None = None,
-              needs: list[str] | None = None, step_id: str = "", tags: dict | None = None) -> Step:
+              needs: list[str] | None = None, step_id: str = "", tags: dict | None = None,
+              model: dict | None = None) -> Step:
+        """A fit/test step: the stage config, the scale's overlays, then ``model`` (``overlay``
+        and ``net`` of one entry of ``models``) or else the scale's ``net``, then the scale's
+        ``section`` arguments and ``args``."""
         argv = [command, "--config", _config_path(config)]
-        for o in self.sc.get("overlays") or []:
+        overlays = list(self.sc.get("overlays") or [])
+        if model and model.get("overlay"):
+            overlays.append(model["overlay"])
+        for o in overlays:
             argv += ["--config", _config_path(o)]
         argv += ["--data.init_args.root", self.root, "--data.init_args.preset", self.preset]
-        argv += as_args({f"model.init_args.net.init_args.{k}": v for k, v in (self.sc.get("net") or {}).items()})
+        net = (model.get("net") if model else None) or ({} if model else self.sc.get("net")) or {}
+        argv += as_args({f"model.init_args.net.init_args.{k}": v for k, v in net.items()})
         argv += as_args(self.sc.get(section)) + as_args(args)
         if seed is not None:
             argv += ["--seed_everything", str(seed)]
@@ -100,6 +111,7 @@ def scaling(sc: dict) -> list[Step]:
     """Pretrain on the first k families of ``family_order`` for each k in ``family_counts``,
     fine-tune on ``n_samples`` trajectories of each ``targets`` family and test on it; the
     baseline fine-tunes the same network from scratch with the same samples and steps."""
+    require(sc, "family_order", "family_counts", "targets", "seeds", "n_samples")
     b = Builder(sc)
     order, counts, targets = list(sc["family_order"]), list(sc["family_counts"]), list(sc["targets"])
     seeds, n = list(sc["seeds"]), int(sc["n_samples"])
@@ -135,6 +147,7 @@ def zero_shot(sc: dict) -> list[Step]:
     """Pretrain on ``pretrain_families`` per seed, then test without adaptation on the same
     families (in-distribution), on ``unseen`` families and on out-of-distribution operators of the
     pretraining families (``ood_gamma``)."""
+    require(sc, "pretrain_families", "unseen", "seeds")
     b = Builder(sc)
     fams, unseen, seeds = list(sc["pretrain_families"]), list(sc["unseen"]), list(sc["seeds"])
     gamma = float(sc.get("ood_gamma", 0.3))
@@ -154,18 +167,101 @@ def zero_shot(sc: dict) -> list[Step]:
     return steps
 
 
-def _not_yet(name: str) -> Callable[[dict], list[Step]]:
-    def build(sc: dict) -> list[Step]:
-        raise NotImplementedExperiment(f"experiment '{name}' is not implemented yet in this version")
+# -------------------------------------------------------------------------- init-comparison
+INITS = ("scratch", "pretrained", "LeMON", "LeMONS")
 
-    return build
+
+def init_comparison(sc: dict) -> list[Step]:
+    """For each model of ``models`` and each seed: plain pretraining (``pretrain``), LeMON
+    meta-learning with a fixed inner rate and LeMONS (the equation sets the rate) on
+    ``train_families``, each with the budget of its section; then one few-shot test per
+    initialisation (and from scratch) on the test operators of the training families (unseen
+    operators) and of ``unseen`` families, with the error recorded after each step count of
+    ``eval_curve``."""
+    require(sc, "train_families", "unseen", "seeds", "models")
+    b = Builder(sc)
+    fams, unseen, seeds = list(sc["train_families"]), list(sc["unseen"]), list(sc["seeds"])
+    models = dict(sc["models"])
+    inits = list(sc.get("inits") or INITS)
+    if set(inits) - set(INITS):
+        raise ValueError(f"unknown initialisations {sorted(set(inits) - set(INITS))}; choose from {', '.join(INITS)}")
+    steps = [b.generate("generate", fams + unseen)]
+    groups = {"unseen operators": fams, "unseen families": unseen}
+    meta_rate = {"LeMON": "fixed", "LeMONS": "learned_symbolic"}
+    for name, model in models.items():
+        for s in seeds:
+            ckpts: dict[str, str | None] = {"scratch": None}
+            if "pretrained" in inits:
+                pid = f"{name}_pretrain_s{s}"
+                steps.append(b.stage("fit", "pretrain.yaml", "pretrain", {"data.init_args.train_families": fams},
+                                     s, ["generate"], pid, model=model))
+                ckpts["pretrained"] = f"{{ckpt:{pid}}}"
+            for init, rate in meta_rate.items():
+                if init in inits:
+                    mid = f"{name}_{init}_s{s}"
+                    steps.append(b.stage("fit", "meta.yaml", "meta", {"data.init_args.train_families": fams,
+                                                                     "model.init_args.inner_lr": rate},
+                                         s, ["generate"], mid, model=model))
+                    ckpts[init] = f"{{ckpt:{mid}}}"
+            for init in inits:
+                args = {"data.init_args.train_families": fams, "data.init_args.eval_families": fams + unseen,
+                        "model.init_args.inner_lr": meta_rate.get(init, "fixed"),
+                        "model.init_args.eval_curve": list(sc.get("eval_curve") or [])}
+                if ckpts.get(init):
+                    args["ckpt_path"] = ckpts[init]
+                tags = {"condition": f"{name} {init}", "seed": s, "group": init, "model": name, "groups": groups}
+                steps.append(b.stage("test", "fewshot.yaml", "test", args, s, ["generate"],
+                                     f"test_{name}_{init}_s{s}", tags, model=model))
+    return steps
+
+
+# --------------------------------------------------------------------------------- finetune
+def finetune(sc: dict) -> list[Step]:
+    """Per seed: pretrain on ``pretrain_families``; then for each N of ``n_samples`` and each
+    variant of ``variants`` (``full``, ``decoder``, ``lora_r<rank>``) fine-tune on the first N
+    training trajectories of each ``targets`` family and test on its test split. ``variant_args``
+    adds arguments per variant (e.g. a learning rate for the LoRA variants). The report adds
+    trainable parameters and time per step (``fit_summary.json`` of each fine-tuning run)."""
+    require(sc, "pretrain_families", "targets", "seeds", "n_samples", "variants")
+    b = Builder(sc)
+    fams, targets, seeds = list(sc["pretrain_families"]), list(sc["targets"]), list(sc["seeds"])
+    steps = [b.generate("generate", fams + targets)]
+    variants = list(sc["variants"])
+    for v in variants:
+        if v not in ("full", "decoder") and not (v.startswith("lora_r") and v[6:].isdigit()):
+            raise ValueError(f"unknown fine-tuning variant {v!r}: use full, decoder or lora_r<rank>")
+    for s in seeds:
+        pid = f"pretrain_s{s}"
+        steps.append(b.stage("fit", "pretrain.yaml", "pretrain", {"data.init_args.train_families": fams}, s,
+                             ["generate"], pid))
+        for n in (sc["n_samples"] if isinstance(sc["n_samples"], list) else [sc["n_samples"]]):
+            n = int(n)
+            for v in variants:
+                for t in targets:
+                    args = {"model.init_args.init_from": f"{{ckpt:{pid}}}", "data.init_args.train_families": [t],
+                            "data.init_args.num_train_samples": n,
+                            "data.init_args.batch_size": min(n, int(sc.get("finetune_batch_size", n)))}
+                    if v.startswith("lora_r"):
+                        rank = int(v[6:])
+                        args.update({"model.init_args.mode": "lora", "model.init_args.lora_rank": rank,
+                                     "model.init_args.lora_alpha": float(sc.get("lora_alpha_per_rank", 1.0)) * rank})
+                    else:
+                        args["model.init_args.mode"] = v
+                    args.update((sc.get("variant_args") or {}).get(v) or {})
+                    sid = f"{v}_n{n}_{t}_s{s}"
+                    fit = b.stage("fit", "finetune.yaml", "finetune", args, s, ["generate"], f"finetune_{sid}")
+                    test = b.stage("test", "finetune.yaml", "test", {**args, "ckpt_path": f"{{ckpt:{fit.id}}}"}, s,
+                                   step_id=f"test_{sid}", tags={"condition": f"{v} N={n}", "seed": s, "group": v,
+                                                                "x": n, "family": t, "fit": fit.id})
+                    steps += [fit, test]
+    return steps
 
 
 EXPERIMENTS: dict[str, Callable[[dict], list[Step]]] = {
     "scaling": scaling,
     "zero-shot": zero_shot,
-    "init-comparison": _not_yet("init-comparison"),
-    "finetune": _not_yet("finetune"),
+    "init-comparison": init_comparison,
+    "finetune": finetune,
 }
 
 
@@ -177,8 +273,6 @@ def build_steps(name: str, scale: str, config: str | Path | None = None, data_ro
     if name not in EXPERIMENTS:
         raise KeyError(f"unknown experiment '{name}'; choose one of {', '.join(EXPERIMENTS)}")
     builder = EXPERIMENTS[name]
-    if builder.__name__ == "build":  # not implemented: fail before reading a config that may not exist
-        builder({})
     sc = load_scale(config or config_file(name), scale)
     if data_root is not None:
         sc["data_root"] = data_root

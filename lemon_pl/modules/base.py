@@ -212,6 +212,10 @@ class OperatorModule(pl.LightningModule):
 
         return select_parameters(self.net, adapt)
 
+    def eval_fast_names(self) -> list[str]:
+        """Parameters that adapt during few-shot evaluation."""
+        return self.fast_parameter_names(self.hparams.eval_adapt)
+
     def functional_forward(self, params: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
         from lemon_pl.meta import call
 
@@ -243,7 +247,7 @@ class OperatorModule(pl.LightningModule):
         if torch.is_inference_mode_enabled():
             raise RuntimeError("few-shot evaluation adapts with gradients: set `trainer.inference_mode: false`")
         params = {n: p.detach() for n, p in self.net.named_parameters()}
-        names = self.fast_parameter_names(hp.eval_adapt)
+        names = self.eval_fast_names()
         with torch.enable_grad():
             for n in names:
                 params[n] = params[n].clone().requires_grad_(True)
@@ -320,6 +324,37 @@ class OperatorModule(pl.LightningModule):
 
             log_prediction_figures(self, self._figure_samples, log_dir)
         self._figure_samples = {}
+
+    # ------------------------------------------------------------------ fit summary
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        started = getattr(self, "_step_started", None)
+        if started is not None:
+            self._step_seconds = getattr(self, "_step_seconds", [])
+            self._step_seconds.append(time.perf_counter() - started)
+
+    def fit_summary(self) -> dict[str, Any]:
+        """Parameter counts and the measured training time per training batch (median, without
+        the first step) of this fit."""
+        import statistics
+
+        times = list(getattr(self, "_step_seconds", []))
+        timed = times[1:] if len(times) > 1 else times
+        total = sum(p.numel() for p in self.net.parameters())
+        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        return {"total_params": total, "trainable_params": trainable,
+                "trainable_fraction": trainable / max(total, 1), "train_steps": len(times),
+                "ms_per_step": 1000 * statistics.median(timed) if timed else None,
+                "train_seconds": sum(times)}
+
+    def on_fit_end(self) -> None:
+        log_dir = self.trainer.log_dir  # collective under DDP: every rank must ask
+        if self.trainer.is_global_zero and log_dir and not self.trainer.fast_dev_run:
+            folder = Path(log_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "fit_summary.json").write_text(json.dumps(self.fit_summary(), indent=2))
 
     def on_test_epoch_start(self) -> None:
         self._test_started = time.perf_counter()

@@ -109,6 +109,13 @@ class MetaModule(OperatorModule):
             nn.init.zeros_(last.weight)  # every task starts at inner_lr_init
             nn.init.zeros_(last.bias)
 
+    def eval_fast_names(self) -> list[str]:
+        """Evaluation adapts what the inner loop adapts (LeMONS: not the symbol encoder that sets
+        the rate), unless ``eval_adapt`` names other parameters."""
+        if self.hparams.eval_adapt == "all":
+            return list(self.fast_names)
+        return super().eval_fast_names()
+
     def eval_adapt_steps(self) -> int:
         hp = self.hparams
         return hp.inner_steps if hp.eval_steps is None else hp.eval_steps

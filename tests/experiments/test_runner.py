@@ -11,7 +11,8 @@ import pytest
 
 from lemon_pl.cli import main
 from lemon_pl.experiments import report
-from lemon_pl.experiments.runner import Step, StepFailed, record_path, run_dir, run_steps, with_overlays
+from lemon_pl.experiments.runner import (Step, StepFailed, describe, record_path, run_dir, run_steps,
+                                         with_overlays)
 from lemon_pl.experiments.specs import build_steps
 
 
@@ -59,6 +60,21 @@ def test_rerun_skips_completed_steps(tmp_path, capsys):
     assert capsys.readouterr().out.count("skip") == 2
 
 
+def test_changed_arguments_rerun_the_step_and_its_dependents(tmp_path):
+    steps = [Step("pre", ["fit", "--k", "1"]), Step("ft", ["fit", "--init", "{ckpt:pre}"]),
+             Step("other", ["fit", "--k", "3"])]
+    assert run_steps(steps, tmp_path, main=FakeCLI(), log=lambda m: None) == 3
+    edited = [Step("pre", ["fit", "--k", "2"]), steps[1], steps[2]]
+    assert "stale pre" in "\n".join(describe(edited, tmp_path))
+    fake, lines = FakeCLI(), []
+    assert run_steps(edited, tmp_path, main=fake, log=lines.append) == 2
+    assert [c[2] for c in fake.calls] == ["2", fake.calls[1][2]] and fake.calls[1][1] == "--init"
+    assert any("pre: rerun (its arguments changed)" in m for m in lines)
+    assert any("ft: rerun (pre ran again)" in m for m in lines)
+    assert any("other: skip" in m for m in lines)
+    assert run_steps(edited, tmp_path, main=FakeCLI(), log=lambda m: None) == 0
+
+
 def test_failing_step_stops_and_keeps_completed(tmp_path):
     steps = [noop("a"), noop("b"), noop("c")]
     with pytest.raises(StepFailed, match="step 'b' failed: exit code 2"):
@@ -90,21 +106,125 @@ def test_ckpt_placeholder_resolves_to_last_ckpt(tmp_path):
         run_steps([Step("x", ["fit", "{ckpt:later}"]), Step("later", ["fit"])], tmp_path / "o", main=fake)
 
 
+def test_multi_process_launch_rank0_generates_and_records(tmp_path):
+    """Under srun/torchrun every rank runs the pipeline: rank 0 alone runs non-Lightning steps and
+    writes the records; rank 1 joins every Lightning step and waits for rank 0's records."""
+    import threading
+
+    steps = [Step("gen", ["generate", "gen"]), Step("pre", ["fit", "--config", "x.yaml"]),
+             Step("ev", ["test", "--ckpt_path", "{ckpt:pre}"], tags={"condition": "c", "seed": 0})]
+    r0, r1 = FakeCLI(), FakeCLI()
+    ddp = threading.Barrier(2, timeout=30)  # a Lightning step needs every rank, as DDP's collectives
+
+    errors = []
+
+    def joined(fake):
+        def run(argv):
+            if argv[0] in ("fit", "test"):
+                ddp.wait()
+            return fake(argv)
+        return run
+
+    def rank1():
+        try:
+            run_steps(steps, tmp_path, main=joined(r1), log=lambda m: None, rank=1, wait_timeout=30)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=rank1)
+    t.start()
+    run_steps(steps, tmp_path, main=joined(r0), log=lambda m: None, rank=0)
+    t.join(60)
+    assert not errors and not t.is_alive()
+    assert [c[0] for c in r0.calls] == ["generate", "fit", "test"]
+    assert [c[0] for c in r1.calls] == ["fit", "test"]  # rank 1 never generates
+    ckpt = str(run_dir(tmp_path, "pre") / "checkpoints" / "last.ckpt")
+    assert r1.calls[1][r1.calls[1].index("--ckpt_path") + 1] == ckpt  # resolved from rank 0's record
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["ev.json", "gen.json", "pre.json"]
+    with pytest.raises(StepFailed, match="rank 0 recorded no result"):
+        run_steps([Step("other", ["generate", "x"])], tmp_path / "o", main=FakeCLI(), log=lambda m: None, rank=1,
+                  wait_timeout=0.1)
+
+
+def test_global_rank_from_the_environment(monkeypatch):
+    from lemon_pl.experiments.runner import global_rank
+
+    for var in ("RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert global_rank() == 0
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert global_rank() == 0  # a one-task allocation: not a multi-process launch
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert global_rank() == 3
+    monkeypatch.setenv("RANK", "2")
+    assert global_rank() == 2
+
+
 def test_with_overlays_goes_after_the_last_config():
     argv = ["fit", "--config", "a", "--config", "b", "--k", "v"]
     assert with_overlays(argv, ["o"]) == ["fit", "--config", "a", "--config", "b", "--config", "o", "--k", "v"]
     assert with_overlays(["generate", "--root", "r"], ["o"]) == ["generate", "--root", "r"]
 
 
-def _fake_result(exp_dir: Path, step_id: str, index: int, tags: dict, families: dict) -> None:
+def _fake_result(exp_dir: Path, step_id: str, index: int, tags: dict, families: dict,
+                 curve: dict | None = None) -> None:
     metrics = exp_dir / "runs" / step_id / "test_metrics.json"
     metrics.parent.mkdir(parents=True)
     fams = {f: {"rel_l2": v, "rel_l2_first": v / 2, "rel_l2_second": 2 * v, "mse": 0.0} for f, v in families.items()}
     fams["overall"] = {"rel_l2": 99.0, "rel_l2_first": 99.0, "rel_l2_second": 99.0, "mse": 0.0}  # recomputed
-    metrics.write_text(json.dumps({"stage": "test", "families": fams}))
+    payload = {"stage": "test", "families": fams}
+    if curve:
+        payload["curve"] = {k: {f: {"rel_l2": v} for f, v in c.items()} for k, c in curve.items()}
+    metrics.write_text(json.dumps(payload))
     record_path(exp_dir, step_id).parent.mkdir(parents=True, exist_ok=True)
     record_path(exp_dir, step_id).write_text(json.dumps(
-        {"id": step_id, "index": index, "outputs": {"metrics": str(metrics)}, "tags": tags}))
+        {"id": step_id, "index": index, "outputs": {"metrics": str(metrics), "log_dir": str(metrics.parent)},
+         "tags": tags}))
+
+
+def test_report_groups_and_adaptation_curves(tmp_path):
+    groups = {"unseen operators": ["heat", "advection"], "unseen families": ["kdv"]}
+    per_seed = {0: {"heat": 0.1, "advection": 0.3, "kdv": 0.6}, 1: {"heat": 0.2, "advection": 0.4, "kdv": 0.8}}
+    for i, (seed, fams) in enumerate(per_seed.items()):
+        curve = {"0": {f: 2 * v for f, v in fams.items()}, "5": fams}
+        _fake_result(tmp_path, f"t_s{seed}", i, {"condition": "prose LeMON", "group": "LeMON", "model": "prose",
+                                                 "seed": seed, "groups": groups}, fams, curve)
+    rows = {r["family"]: r for r in report.aggregate(report.load_results(tmp_path))}
+    assert list(rows) == ["heat", "advection", "kdv", "unseen operators", "unseen families", "overall"]
+    assert rows["unseen operators"]["rel_l2"] == pytest.approx([0.2, 0.3])  # per seed: mean over its families
+    assert rows["unseen families"]["rel_l2_mean"] == pytest.approx(0.7)
+    assert rows["overall"]["rel_l2"] == pytest.approx([1.0 / 3, 1.4 / 3])
+    curves = {(r["family"], r["steps"]): r for r in report.aggregate_curves(report.load_results(tmp_path))}
+    assert curves[("unseen operators", 0)]["rel_l2_mean"] == pytest.approx(0.5)
+    assert curves[("unseen operators", 5)]["rel_l2_mean"] == pytest.approx(0.25)
+    assert curves[("unseen families", 5)]["rel_l2_std"] == pytest.approx(statistics.stdev([0.6, 0.8]))
+    paths = report.write_report("init-comparison", tmp_path)
+    assert {p.name for p in paths} >= {"table.md", "results.csv", "curve.csv", "error_vs_steps.png",
+                                       "init_comparison.png"}
+    md = (tmp_path / "table.md").read_text()
+    assert "| prose | LeMON | 0.5 ± 0.14 | 0.25 ± 0.071 | 1.4 ± 0.28 | 0.7 ± 0.14 |" in md
+
+
+def test_report_finetune_costs(tmp_path):
+    for i, (variant, n, params, ms, err) in enumerate([("full", 20, 1000, 30.0, 0.3), ("full", 50, 1000, 50.0, 0.2),
+                                                        ("lora_r4", 20, 40, 20.0, 0.35),
+                                                        ("lora_r4", 50, 40, 40.0, 0.25)]):
+        fit_dir = tmp_path / "runs" / f"fit{i}" / "version_0"
+        fit_dir.mkdir(parents=True)
+        (fit_dir / "fit_summary.json").write_text(json.dumps(
+            {"trainable_params": params, "total_params": 1000 + (params if variant != "full" else 0),
+             "ms_per_step": ms}))
+        record_path(tmp_path, f"fit{i}").parent.mkdir(parents=True, exist_ok=True)
+        record_path(tmp_path, f"fit{i}").write_text(json.dumps({"id": f"fit{i}", "index": 2 * i,
+                                                                "outputs": {"log_dir": str(fit_dir)}, "tags": {}}))
+        _fake_result(tmp_path, f"test{i}", 2 * i + 1, {"condition": f"{variant} N={n}", "group": variant, "x": n,
+                                                       "seed": 0, "family": "kdv", "fit": f"fit{i}"}, {"kdv": err})
+    paths = report.write_report("finetune", tmp_path)
+    assert (tmp_path / "error_vs_n.png") in paths
+    md = (tmp_path / "table.md").read_text()
+    assert "| full | 0.3 ± 0 | 0.2 ± 0 | 1,000 | 100.00 | 30 | 50 |" in md
+    assert "| lora_r4 | 0.35 ± 0 | 0.25 ± 0 | 40 | 3.85 | 20 | 40 |" in md
 
 
 def test_report_mean_std_over_seeds(tmp_path):
@@ -140,16 +260,6 @@ def test_report_mean_std_over_seeds(tmp_path):
 
 
 # ------------------------------------------------------------------------ the CLI, end to end
-@pytest.fixture(scope="session")
-def exp_data(tmp_path_factory) -> Path:
-    """Only the families the tiny experiments use, tiny preset."""
-    from lemon_pl.data.generate import generate
-
-    root = tmp_path_factory.mktemp("exp_data")
-    generate(root, "tiny", ["heat", "advection", "kdv"], progress=False)
-    return root
-
-
 def test_scaling_tiny_end_to_end_and_resume(exp_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     argv = ["experiment", "scaling", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]
@@ -177,6 +287,44 @@ def test_zero_shot_tiny_end_to_end(exp_data, tmp_path, monkeypatch):
     assert (tmp_path / "res/zero-shot/tiny/zero_shot.png").exists()
 
 
+def test_init_comparison_tiny_end_to_end(exp_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", "init-comparison", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]) == 0
+    out = tmp_path / "res/init-comparison/tiny"
+    for name in ("table.md", "results.csv", "curve.csv", "error_vs_steps.png", "init_comparison.png", "examples.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    conds = list(dict.fromkeys(r["condition"] for r in rows))
+    assert conds == [f"{m} {i}" for m in ("prose", "fno") for i in ("scratch", "pretrained", "LeMON", "LeMONS")]
+    groups = {(r["condition"], r["family"]): float(r["rel_l2_mean"]) for r in rows}
+    assert all(groups[(c, g)] > 0 for c in conds for g in ("unseen operators", "unseen families"))
+    curve = list(csv.DictReader(open(out / "curve.csv")))
+    assert {r["adapt_steps"] for r in curve} == {"0", "1", "3"}
+    # the few-shot error of each condition is its curve's value at eval_steps
+    for c in conds:
+        at3 = next(r for r in curve if r["condition"] == c and r["group"] == "unseen families" and r["adapt_steps"] == "3")
+        assert float(at3["rel_l2_mean"]) == pytest.approx(groups[(c, "unseen families")], rel=1e-5)
+    # LeMONS evaluates with the learned rate head it was trained with
+    argv = json.loads((out / "steps/test_prose_LeMONS_s0.json").read_text())["argv"]
+    assert argv[argv.index("--model.init_args.inner_lr") + 1] == "learned_symbolic"
+
+
+def test_finetune_tiny_end_to_end(exp_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", "finetune", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]) == 0
+    out = tmp_path / "res/finetune/tiny"
+    for name in ("table.md", "results.csv", "error_vs_n.png", "examples.png"):
+        assert (out / name).stat().st_size > 0, name
+    costs = report.finetune_costs(report.load_results(out))
+    assert set(costs) == {f"{v} N={n}" for v in ("full", "decoder", "lora_r2") for n in (4, 8)}
+    full, dec, lora = (costs[f"{v} N=8"]["trainable_params"] for v in ("full", "decoder", "lora_r2"))
+    assert lora < full and dec < full and costs["full N=8"]["trainable_params"] == costs["full N=8"]["total_params"]
+    assert all(c["ms_per_step"] > 0 for c in costs.values())
+    rec = json.loads((out / "steps/finetune_lora_r2_n8_kdv_s1.json").read_text())["argv"]
+    assert rec[rec.index("--model.init_args.lora_rank") + 1] == "2" and rec[rec.index("--model.init_args.lr") + 1] == "0.001"
+    assert rec[rec.index("--data.init_args.num_train_samples") + 1] == "8"
+
+
 def test_dry_run_prints_the_steps(tmp_path, capsys):
     code = main(["experiment", "scaling", "--scale", "cpu", "--out", str(tmp_path), "--dry-run",
                  "--config", "configs/trainer/ddp.yaml"])
@@ -188,8 +336,8 @@ def test_dry_run_prints_the_steps(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["nope"], "unknown experiment 'nope'"),
-    (["init-comparison", "--scale", "cpu"], "experiment 'init-comparison' is not implemented yet in this version"),
-    (["finetune"], "experiment 'finetune' is not implemented yet in this version"),
+    (["finetune", "--scale", "cpu", "--experiment-config", "configs/experiments/scaling.yaml"],
+     "the experiment config sets no 'pretrain_families', 'variants' for this scale"),
     (["scaling", "--scale", "cpu", "--config", "missing.yaml", "--dry-run"], "missing.yaml does not exist"),
 ])
 def test_cli_errors_are_one_line(argv, message, tmp_path, capsys):
