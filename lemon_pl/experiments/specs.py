@@ -168,7 +168,7 @@ def zero_shot(sc: dict) -> list[Step]:
 
 
 # -------------------------------------------------------------------------- init-comparison
-INITS = ("scratch", "pretrained", "LeMON", "LeMONS")
+INITS = ("scratch", "pretrained", "LeMON", "LeMONS", "pretrained+LeMONS")
 
 
 def init_comparison(sc: dict) -> list[Step]:
@@ -177,7 +177,9 @@ def init_comparison(sc: dict) -> list[Step]:
     ``train_families``, each with the budget of its section; then one few-shot test per
     initialisation (and from scratch) on the test operators of the training families (unseen
     operators) and of ``unseen`` families, with the error recorded after each step count of
-    ``eval_curve``."""
+    ``eval_curve``. ``pretrained+LeMONS`` splits the budget: a shorter pretraining, then LeMONS
+    meta-training from it (the ``hybrid`` section's ``pretrain`` and ``meta`` arguments). A model
+    entry may list its own ``inits``."""
     require(sc, "train_families", "unseen", "seeds", "models")
     b = Builder(sc)
     fams, unseen, seeds = list(sc["train_families"]), list(sc["unseen"]), list(sc["seeds"])
@@ -188,30 +190,46 @@ def init_comparison(sc: dict) -> list[Step]:
     steps = [b.generate("generate", fams + unseen)]
     groups = {"unseen operators": fams, "unseen families": unseen}
     meta_rate = {"LeMON": "fixed", "LeMONS": "learned_symbolic"}
+    test_rate = {**meta_rate, "pretrained+LeMONS": "learned_symbolic"}  # the rate head each was trained with
+    hybrid = dict(sc.get("hybrid") or {})
     for name, model in models.items():
+        model_inits = list(model.get("inits") or inits)
+        if set(model_inits) - set(INITS):
+            raise ValueError(f"unknown initialisations {sorted(set(model_inits) - set(INITS))} for model {name}")
         for s in seeds:
             ckpts: dict[str, str | None] = {"scratch": None}
-            if "pretrained" in inits:
+            if "pretrained" in model_inits:
                 pid = f"{name}_pretrain_s{s}"
                 steps.append(b.stage("fit", "pretrain.yaml", "pretrain", {"data.init_args.train_families": fams},
                                      s, ["generate"], pid, model=model))
                 ckpts["pretrained"] = f"{{ckpt:{pid}}}"
             for init, rate in meta_rate.items():
-                if init in inits:
+                if init in model_inits:
                     mid = f"{name}_{init}_s{s}"
                     steps.append(b.stage("fit", "meta.yaml", "meta", {"data.init_args.train_families": fams,
                                                                      "model.init_args.inner_lr": rate},
                                          s, ["generate"], mid, model=model))
                     ckpts[init] = f"{{ckpt:{mid}}}"
-            for init in inits:
+            if "pretrained+LeMONS" in model_inits:
+                hp, hm = f"{name}_hybrid_pretrain_s{s}", f"{name}_hybrid_LeMONS_s{s}"
+                steps.append(b.stage("fit", "pretrain.yaml", "pretrain", {"data.init_args.train_families": fams,
+                                                                         **(hybrid.get("pretrain") or {})},
+                                     s, ["generate"], hp, model=model))
+                steps.append(b.stage("fit", "meta.yaml", "meta", {
+                    "data.init_args.train_families": fams, "model.init_args.inner_lr": "learned_symbolic",
+                    "model.init_args.init_from": f"{{ckpt:{hp}}}", **(hybrid.get("meta") or {})}, s, [hp], hm,
+                    model=model))
+                ckpts["pretrained+LeMONS"] = f"{{ckpt:{hm}}}"
+            for init in model_inits:
                 args = {"data.init_args.train_families": fams, "data.init_args.eval_families": fams + unseen,
-                        "model.init_args.inner_lr": meta_rate.get(init, "fixed"),
+                        "model.init_args.inner_lr": test_rate.get(init, "fixed"),
                         "model.init_args.eval_curve": list(sc.get("eval_curve") or [])}
                 if ckpts.get(init):
                     args["ckpt_path"] = ckpts[init]
                 tags = {"condition": f"{name} {init}", "seed": s, "group": init, "model": name, "groups": groups}
                 steps.append(b.stage("test", "fewshot.yaml", "test", args, s, ["generate"],
-                                     f"test_{name}_{init}_s{s}", tags, model=model))
+                                     f"test_{name}_{init.replace('pretrained+LeMONS', 'hybrid')}_s{s}", tags,
+                                     model=model))
     return steps
 
 

@@ -58,6 +58,8 @@ class MetaModule(OperatorModule):
         eval_steps: adaptation steps in validation/test (None = ``inner_steps``).
         vmap_tasks: adapt all tasks of a batch at once with ``torch.func.vmap`` (same result as
             the loop; ~10-15% faster on CPU for Prose and FNO, slower for DeepONet).
+        init_from: checkpoint of any stage whose network weights start meta-training (e.g.
+            meta-learning on top of plain pretraining); a resumed run's own state wins.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class MetaModule(OperatorModule):
         lr_encoder_dim: int = 64,
         eval_steps: int | None = None,
         vmap_tasks: bool = False,
+        init_from: str | None = None,
         **kwargs,
     ):
         if inner_lr not in LR_MODES:
@@ -84,6 +87,10 @@ class MetaModule(OperatorModule):
         super().__init__(net, eval_steps=inner_steps if eval_steps is None else eval_steps, **kwargs)
         self.save_hyperparameters(ignore=["net"])
         self.automatic_optimization = False
+        if init_from:
+            from lemon_pl.modules.finetune import load_into, load_net_state
+
+            load_into(self.net, load_net_state(init_from), init_from)
         if adapt == "auto":
             adapt = "all"
             if inner_lr == "learned_symbolic" and hasattr(net, "symbol_encoder"):

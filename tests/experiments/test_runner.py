@@ -295,7 +295,8 @@ def test_init_comparison_tiny_end_to_end(exp_data, tmp_path, monkeypatch):
         assert (out / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(out / "results.csv")))
     conds = list(dict.fromkeys(r["condition"] for r in rows))
-    assert conds == [f"{m} {i}" for m in ("prose", "fno") for i in ("scratch", "pretrained", "LeMON", "LeMONS")]
+    assert conds == [f"{m} {i}" for m in ("prose", "fno")
+                     for i in ("scratch", "pretrained", "LeMON", "LeMONS", "pretrained+LeMONS")]
     groups = {(r["condition"], r["family"]): float(r["rel_l2_mean"]) for r in rows}
     assert all(groups[(c, g)] > 0 for c in conds for g in ("unseen operators", "unseen families"))
     curve = list(csv.DictReader(open(out / "curve.csv")))
@@ -307,6 +308,10 @@ def test_init_comparison_tiny_end_to_end(exp_data, tmp_path, monkeypatch):
     # LeMONS evaluates with the learned rate head it was trained with
     argv = json.loads((out / "steps/test_prose_LeMONS_s0.json").read_text())["argv"]
     assert argv[argv.index("--model.init_args.inner_lr") + 1] == "learned_symbolic"
+    # pretrained+LeMONS: meta-training starts from the shorter pretraining run of the same seed
+    argv = json.loads((out / "steps/prose_hybrid_LeMONS_s1.json").read_text())["argv"]
+    assert argv[argv.index("--model.init_args.init_from") + 1] == str(
+        (out / "runs/prose_hybrid_pretrain_s1/version_0/checkpoints/last.ckpt").absolute())
 
 
 def test_finetune_tiny_end_to_end(exp_data, tmp_path, monkeypatch):

@@ -158,3 +158,22 @@ def test_bad_settings_are_refused():
     module = MetaModule(tiny_prose(), support_size=5, query_size=5)
     with pytest.raises(ValueError, match="K=6"):
         module.meta_loss(task_batch())
+
+
+def test_meta_training_can_start_from_another_stage_checkpoint(tmp_path):
+    """``init_from`` loads a (pretraining) checkpoint's network; a different network is refused."""
+    from lemon_pl.modules.errors import CheckpointMismatchError
+
+    source = tiny_prose()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.5)
+    path = tmp_path / "pre.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in source.state_dict().items()}}, path)
+    module = MetaModule(tiny_prose(), inner_lr="learned_symbolic", init_from=str(path))
+    for k, v in source.state_dict().items():
+        assert torch.equal(module.net.state_dict()[k], v), k
+    other = Prose(nx=16, d_model=12, n_heads=2, dim_ffn=16, n_data_layers=1, n_symbol_layers=1, n_fusion_layers=1,
+                  n_decoder_layers=1)
+    with pytest.raises(CheckpointMismatchError, match="different model"):
+        MetaModule(other, init_from=str(path))
