@@ -47,7 +47,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     exp_dir = Path(args.out) / args.name / args.scale
 
-    from lemon_pl.experiments.runner import StepFailed, describe, global_rank, run_steps
+    from lemon_pl.experiments.runner import ExperimentLocked, StepFailed, describe, global_rank, run_steps
 
     if args.dry_run:
         print(f"{args.name} ({args.scale}): {len(steps)} steps in {exp_dir}")
@@ -55,6 +55,9 @@ def main(argv: Sequence[str]) -> int:
         return 0
     try:
         run_steps(steps, exp_dir, overlays, log=lambda m: print(f"experiment {args.name}: {m}", flush=True))
+    except ExperimentLocked as e:
+        err(str(e))
+        return 2
     except StepFailed as e:
         err(f"{e}; completed steps are kept in {exp_dir / 'steps'}, re-run the same command to resume")
         return 1

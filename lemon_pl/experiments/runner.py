@@ -182,6 +182,30 @@ def describe(steps: Sequence[Step], exp_dir: Path, overlays: Sequence[str] = ())
     return lines
 
 
+class ExperimentLocked(RuntimeError):
+    """Another process is running the same experiment folder."""
+
+
+def lock_experiment(exp_dir: Path):
+    """An exclusive, non-blocking lock on ``<exp_dir>/.lock`` held for the life of the returned
+    file object (released by the OS when the process ends, even on SIGKILL)."""
+    import fcntl
+
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(exp_dir / ".lock", "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise ExperimentLocked(f"another process is running the experiment in {exp_dir}; wait for it to finish "
+                               "(completed steps are kept) or use another --out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
 def run_steps(steps: Sequence[Step], exp_dir: str | Path, overlays: Sequence[str] = (),
               main: Callable[[Sequence[str]], int] | None = None, log: Callable[[str], None] = print,
               rank: int | None = None, wait_timeout: float | None = None) -> int:
@@ -192,6 +216,15 @@ def run_steps(steps: Sequence[Step], exp_dir: str | Path, overlays: Sequence[str
     exp_dir = Path(exp_dir).absolute()  # recorded checkpoint paths must not depend on the cwd
     rank = global_rank() if rank is None else rank
     check_graph(steps)
+    lock = lock_experiment(exp_dir) if rank == 0 else None
+    try:
+        return _run(steps, exp_dir, overlays, main, log, rank, wait_timeout)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _run(steps, exp_dir: Path, overlays, main, log, rank: int, wait_timeout) -> int:
     if main is None:
         from lemon_pl import cli
 

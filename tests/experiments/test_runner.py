@@ -60,6 +60,19 @@ def test_rerun_skips_completed_steps(tmp_path, capsys):
     assert capsys.readouterr().out.count("skip") == 2
 
 
+def test_a_second_run_of_the_same_experiment_is_refused(tmp_path):
+    from lemon_pl.experiments.runner import ExperimentLocked, lock_experiment
+
+    held = lock_experiment(tmp_path)
+    try:
+        with pytest.raises(ExperimentLocked, match="another process is running the experiment"):
+            run_steps([noop("a")], tmp_path, main=FakeCLI(), log=lambda m: None)
+        assert not record_path(tmp_path, "a").exists()
+    finally:
+        held.close()
+    assert run_steps([noop("a")], tmp_path, main=FakeCLI(), log=lambda m: None) == 1  # released
+
+
 def test_changed_arguments_rerun_the_step_and_its_dependents(tmp_path):
     steps = [Step("pre", ["fit", "--k", "1"]), Step("ft", ["fit", "--init", "{ckpt:pre}"]),
              Step("other", ["fit", "--k", "3"])]
