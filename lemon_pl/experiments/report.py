@@ -229,6 +229,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
                 ks, ys, es = map(list, zip(*pts))
                 ax.errorbar(ks, ys, yerr=es, marker="o", ms=3, capsize=2, label=init)
             ax.set_xscale("symlog", linthresh=1.0)  # k = 0 (zero-shot) stays on the axis
+            ax.set_yscale("log")  # a meta-learned start can be far off before its first step
             ticks = sorted({r["steps"] for r in sel})
             ax.set_xticks(ticks, [str(k) for k in ticks])
             ax.xaxis.set_minor_locator(plt.NullLocator())
@@ -241,6 +242,35 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_model_bars(rows: list[dict[str, Any]], path: Path, ylabel: str) -> None:
+    """One panel per family group; models along x, one bar per initialisation (same colour in
+    every panel), mean ± std over seeds."""
+    plt = _pyplot()
+    gnames = [g for g in dict.fromkeys(r["family"] for r in rows) if " " in g] or [OVERALL]
+    models = list(dict.fromkeys(r.get("model", "") for r in rows))
+    inits = list(dict.fromkeys(r.get("group", r["condition"]) for r in rows))
+    colours = plt.get_cmap("tab10")
+    width = 0.8 / max(1, len(inits))
+    fig, axes = plt.subplots(1, len(gnames), figsize=(4.5 * len(gnames) + 1.5, 3.6), squeeze=False)
+    for ax, g in zip(axes[0], gnames):
+        for i, init in enumerate(inits):
+            pts = [(models.index(r.get("model", "")), r["rel_l2_mean"], r["rel_l2_std"]) for r in rows
+                   if r["family"] == g and r.get("group", r["condition"]) == init]
+            if pts:
+                xs, ys, es = zip(*pts)
+                ax.bar([x - 0.4 + (i + 0.5) * width for x in xs], ys, width, yerr=es, capsize=2,
+                       color=colours(i % 10), label=init)
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels(models)
+        ax.set_title(g, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
@@ -409,8 +439,7 @@ def write_report(name: str, exp_dir: str | Path, out_dir: str | Path | None = No
     elif name == "init-comparison":
         summary = summary_init_comparison(rows, curves)
         paths.append(out / "init_comparison.png")
-        plot_bars([r for r in rows if r["family"] in {*(g for g in {r["family"] for r in rows} if " " in g)}],
-                  paths[-1], f"query relative L2 after {max((c['steps'] for c in curves), default=0)} steps")
+        plot_model_bars(rows, paths[-1], "query relative L2 after few-shot adaptation")
     elif name == "finetune":
         costs = finetune_costs(results)
         summary = summary_finetune(rows, costs)
