@@ -1,10 +1,13 @@
 """``lemon-pl experiment NAME --scale tiny|cpu|paper``: run an experiment pipeline, then report.
 
     lemon-pl experiment scaling --scale cpu                      # results/scaling/cpu/{table.md,results.csv,*.png}
+    lemon-pl experiment init-comparison --scale cpu              # scratch/pretrained/LeMON/LeMONS x Prose/DeepONet/FNO
+    lemon-pl experiment finetune --scale cpu                     # full vs LoRA ranks vs decoder at N = 20, 50, 100
     lemon-pl experiment zero-shot --scale paper --config configs/trainer/ddp.yaml
-    lemon-pl experiment scaling --scale cpu --dry-run            # list the steps (done / todo)
+    lemon-pl experiment scaling --scale cpu --dry-run            # list the steps (done / stale / todo)
 
-Re-running the same command skips completed steps; the report is rewritten from all of them.
+Re-running the same command skips completed steps (a step whose arguments changed runs again,
+with everything after it that needs it); the report is rewritten from all of them.
 """
 
 from __future__ import annotations
