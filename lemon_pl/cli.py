@@ -31,7 +31,7 @@ def _experiment(argv: Sequence[str]) -> int:
 TOOLS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "generate": (_generate, "generate operator-family datasets (HDF5)"),
     "merge-lora": (_merge_lora, "fold LoRA adapters into the weights of a fine-tuning checkpoint"),
-    "experiment": (_experiment, "run an experiment pipeline (scaling, zero-shot, ...) and write its results"),
+    "experiment": (_experiment, "run an experiment (scaling, init-comparison, finetune, zero-shot), write its report"),
 }
 
 
@@ -48,7 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in TOOLS:
-        return TOOLS[argv[0]][0](argv[1:])
+        try:
+            return TOOLS[argv[0]][0](argv[1:])
+        except BrokenPipeError:  # output piped into `head` and friends: stop quietly
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     from lemon_pl.app import run_lightning_cli
 
     return run_lightning_cli(argv)

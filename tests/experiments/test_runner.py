@@ -363,3 +363,16 @@ def test_cli_errors_are_one_line(argv, message, tmp_path, capsys):
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lemon-pl experiment: error:") and message in err[0]
+
+
+def test_output_piped_into_head_stops_quietly(tmp_path):
+    """`lemon-pl experiment ... --dry-run | head` ends without a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "lemon_pl.cli", "experiment", "init-comparison", "--scale",
+                             "paper", "--dry-run", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err
