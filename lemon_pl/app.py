@@ -128,7 +128,22 @@ def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"lemon-pl: error: {_root_message(err)}", file=sys.stderr)
         return 2
+    finally:
+        _destroy_process_group()
     return 0
+
+
+def _destroy_process_group() -> None:
+    """Tear the DDP process group down before the interpreter exits (Lightning leaves it up):
+    gloo's threads destroyed during interpreter shutdown can abort the process ("terminate
+    called without an active exception"), and in-process pipelines start each step afresh."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - teardown is best effort
+            pass
 
 
 def _root_message(err: BaseException) -> str:
