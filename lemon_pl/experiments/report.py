@@ -68,8 +68,9 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seeds = sorted((s for c, s in per if c == cond), key=str)
         families = list(dict.fromkeys(f for s in seeds for f in per[(cond, s)]))
         for fam in [*families, *groups[cond], OVERALL]:
-            row: dict[str, Any] = {"condition": cond, "family": fam, **info[cond], "seeds": seeds}
             members = groups[cond].get(fam)
+            row: dict[str, Any] = {"condition": cond, "family": fam, **info[cond], "seeds": seeds,
+                                   "is_group": members is not None}
             for m in METRICS:
                 vals = []
                 for s in seeds:
@@ -111,7 +112,7 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, title: str, summary: 
              "| condition | family | seeds | rel_l2 | rel_l2 first half | rel_l2 second half |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        fam = f"**{r['family']}**" if r["family"] == OVERALL or " " in r["family"] else r["family"]
+        fam = f"**{r['family']}**" if r["family"] == OVERALL or r.get("is_group") else r["family"]
         lines.append(f"| {r['condition']} | {fam} | {r['n_seeds']} | "
                      + " | ".join(_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS) + " |")
     path.write_text("\n".join(lines) + "\n")
@@ -249,7 +250,7 @@ def plot_model_bars(rows: list[dict[str, Any]], path: Path, ylabel: str) -> None
     """One panel per family group; models along x, one bar per initialisation (same colour in
     every panel), mean ± std over seeds."""
     plt = _pyplot()
-    gnames = [g for g in dict.fromkeys(r["family"] for r in rows) if " " in g] or [OVERALL]
+    gnames = list(dict.fromkeys(r["family"] for r in rows if r.get("is_group"))) or [OVERALL]
     models = list(dict.fromkeys(r.get("model", "") for r in rows))
     inits = list(dict.fromkeys(r.get("group", r["condition"]) for r in rows))
     colours = plt.get_cmap("tab10")
@@ -327,7 +328,7 @@ def plot_examples(results: list[dict[str, Any]], path: Path, family: str | None 
 # ------------------------------------------------------------------ experiment summaries
 def summary_init_comparison(rows: list[dict[str, Any]], curves: list[dict[str, Any]]) -> list[str]:
     """Model x initialisation: zero-shot and few-shot error on each family group."""
-    gnames = [f for f in dict.fromkeys(r["family"] for r in rows) if f not in (OVERALL,) and " " in f]
+    gnames = list(dict.fromkeys(r["family"] for r in rows if r.get("is_group")))
     zero = {(r["condition"], r["family"]): r for r in curves if r["steps"] == 0}
     head = "| model | initialisation | " + " | ".join(f"{g}: zero-shot | {g}: few-shot" for g in gnames) + " |"
     lines = ["## Summary", "", "Relative L2 on the query trajectories, mean ± std over seeds; few-shot = after the "
@@ -424,6 +425,7 @@ def write_report(name: str, exp_dir: str | Path, out_dir: str | Path | None = No
     paths = [out / "results.csv", out / "table.md"]
     write_csv(rows, paths[0])
     summary: list[str] = []
+    examples: dict[str, Any] = {}  # plot_examples arguments per experiment
     curves = aggregate_curves(results)
     if curves:
         paths.append(out / "curve.csv")
@@ -440,24 +442,21 @@ def write_report(name: str, exp_dir: str | Path, out_dir: str | Path | None = No
         summary = summary_init_comparison(rows, curves)
         paths.append(out / "init_comparison.png")
         plot_model_bars(rows, paths[-1], "query relative L2 after few-shot adaptation")
+        unseen = next((fams for r in results for g, fams in (r["tags"].get("groups") or {}).items()
+                       if g == "unseen families"), None)
+        examples = {"family": unseen[0] if unseen else None}
     elif name == "finetune":
         costs = finetune_costs(results)
         summary = summary_finetune(rows, costs)
         paths.append(out / "error_vs_n.png")
         plot_error_vs_n(rows, costs, paths[-1])
+        nmax = max((r["tags"].get("x", 0) for r in results), default=0)
+        examples = {"keep": lambda r: r["tags"].get("x") == nmax}
     else:
         paths.append(out / f"{name}.png")
         plot_bars(rows, paths[-1], "test relative L2")
     write_markdown(rows, paths[1], f"{name} ({exp_dir.name})", summary)
-    if name == "init-comparison":
-        unseen = next((fams for r in results for g, fams in (r["tags"].get("groups") or {}).items()
-                       if g == "unseen families"), None)
-        ex = plot_examples(results, out / "examples.png", unseen[0] if unseen else None)
-    elif name == "finetune":
-        nmax = max((r["tags"].get("x", 0) for r in results), default=0)
-        ex = plot_examples(results, out / "examples.png", keep=lambda r: r["tags"].get("x") == nmax)
-    else:
-        ex = plot_examples(results, out / "examples.png")
+    ex = plot_examples(results, out / "examples.png", **examples)
     if ex:
         paths.append(ex)
     return paths
