@@ -326,24 +326,28 @@ class OperatorModule(pl.LightningModule):
         self._figure_samples = {}
 
     # ------------------------------------------------------------------ fit summary
+    @property
+    def n_trainable(self) -> int:
+        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+
+    def on_train_start(self) -> None:
+        self._step_seconds: list[float] = []
+
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._step_started = time.perf_counter()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        started = getattr(self, "_step_started", None)
-        if started is not None:
-            self._step_seconds = getattr(self, "_step_seconds", [])
-            self._step_seconds.append(time.perf_counter() - started)
+        self._step_seconds.append(time.perf_counter() - self._step_started)
 
     def fit_summary(self) -> dict[str, Any]:
         """Parameter counts and the measured training time per training batch (median, without
         the first step) of this fit."""
         import statistics
 
-        times = list(getattr(self, "_step_seconds", []))
+        times = list(getattr(self, "_step_seconds", []))  # empty when fit ran no training
         timed = times[1:] if len(times) > 1 else times
         total = sum(p.numel() for p in self.net.parameters())
-        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        trainable = self.n_trainable
         return {"total_params": total, "trainable_params": trainable,
                 "trainable_fraction": trainable / max(total, 1), "train_steps": len(times),
                 "ms_per_step": 1000 * statistics.median(timed) if timed else None,

@@ -144,10 +144,6 @@ class FinetuneModule(PretrainModule):
             return
         super().on_load_checkpoint(checkpoint)
 
-    @property
-    def n_trainable(self) -> int:
-        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
-
     def on_fit_start(self) -> None:
         total = sum(p.numel() for p in self.net.parameters())
         self.print(f"fine-tuning mode={self.hparams.mode}: {self.n_trainable:,} of {total:,} parameters trainable "
