@@ -1,0 +1,204 @@
+"""Behaviour preserved across refactors: tiny fixed-seed runs give bit-identical weights and metrics.
+
+``tests/fixtures/behaviour.json`` was recorded with the code *before* the redesign of issue 10
+(``python -m tests.test_behaviour_preserved --record``). Each run below goes through the public
+CLI only (``lemon-pl fit|test|merge-lora`` with the shipped stage configs), so the fixture stays
+valid whatever the internals look like:
+
+* pretraining (Prose), then a test of its checkpoint;
+* meta-learning with each inner learning-rate mode (fixed, learned, learned_symbolic);
+* LoRA fine-tuning from the pretraining checkpoint, then ``merge-lora``;
+* a few-shot test (2 adaptation steps) of the fixed-rate meta checkpoint.
+
+Weights are compared as SHA-256 digests of every tensor's bytes; metrics exactly. Floating-point
+results depend on the CPU's vector unit, so on a machine whose torch CPU capability differs from
+the recording machine's the digests are replaced by a tolerance check on per-tensor sums.
+Re-record only for an intended change of results, and say so in the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURE = Path(__file__).parent / "fixtures" / "behaviour.json"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FAMILIES = ["heat", "kdv"]
+
+NET = ["--model.init_args.net.class_path", "lemon_pl.models.Prose",
+       "--model.init_args.net.init_args.d_model", "16", "--model.init_args.net.init_args.dim_ffn", "32",
+       "--model.init_args.net.init_args.n_heads", "2"]
+META = ["--model.init_args.support_size", "4", "--model.init_args.query_size", "6",
+        "--model.init_args.inner_steps", "2", "--model.init_args.eval_support_size", "4",
+        "--model.init_args.eval_query_size", "8", "--data.init_args.tasks_per_batch", "2",
+        "--data.init_args.eval_tasks_per_batch", "2"]
+
+
+def _common(root: Path, runs: Path, config: str, families: str, name: str) -> list[str]:
+    return ["--config", str(CONFIGS / config), "--config", str(CONFIGS / "trainer/cpu.yaml"),
+            "--data.init_args.root", str(root), "--data.init_args.preset", "tiny",
+            "--data.init_args.train_families", families, "--data.init_args.batch_size", "8",
+            "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.name", name,
+            "--trainer.logger.init_args.version", "0",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *NET]
+
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:20]
+
+
+def _weights(path: Path) -> dict[str, dict]:
+    raw = torch.load(path, map_location="cpu", weights_only=False)
+    state = raw["state_dict"]
+    return {k: {"sha": _digest(v), "sum": float(v.double().sum()), "abs": float(v.double().abs().sum())}
+            for k, v in sorted(state.items()) if v.is_floating_point()}
+
+
+def _val_metrics(run: Path) -> dict[str, float]:
+    """The last logged value of every val/ metric in metrics.csv."""
+    out: dict[str, float] = {}
+    with open(run / "metrics.csv") as fh:
+        for row in csv.DictReader(fh):
+            for k, v in row.items():
+                if k.startswith("val/") and v not in ("", None):
+                    out[k] = float(v)
+    return out
+
+
+def _test_metrics(run: Path) -> dict:
+    data = json.loads((run / "test_metrics.json").read_text())
+    return {fam: {m: v for m, v in row.items()} for fam, row in data["families"].items()}
+
+
+def record(root: Path, work: Path) -> dict:
+    """Run the reference runs in ``work`` on the tiny data of ``root``; return their fingerprints."""
+    from lemon_pl.cli import main
+
+    torch.set_num_threads(1)
+    runs = work / "runs"
+    out: dict[str, dict] = {}
+
+    def run(*argv: str) -> None:
+        assert main(list(argv)) == 0, argv
+
+    fams = ",".join(FAMILIES)
+    run("fit", *_common(root, runs, "pretrain.yaml", fams, "pretrain"), "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1")
+    pre = runs / "pretrain/version_0"
+    run("test", *_common(root, runs, "pretrain.yaml", fams, "pretrain_test"), "--ckpt_path",
+        str(pre / "checkpoints/last.ckpt"))
+    out["pretrain"] = {"weights": _weights(pre / "checkpoints/last.ckpt"), "val": _val_metrics(pre),
+                       "test": _test_metrics(runs / "pretrain_test/version_0")}
+
+    for mode in ("fixed", "learned", "learned_symbolic"):
+        name = f"meta_{mode}"
+        run("fit", *_common(root, runs, "meta.yaml", fams, name), *META, "--model.init_args.inner_lr", mode,
+            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1")
+        folder = runs / f"{name}/version_0"
+        out[name] = {"weights": _weights(folder / "checkpoints/last.ckpt"), "val": _val_metrics(folder)}
+
+    lora = [*_common(root, runs, "finetune.yaml", "kdv", "lora"), "--model.init_args.init_from",
+            str(pre / "checkpoints/last.ckpt"), "--model.init_args.mode", "lora", "--model.init_args.lora_rank", "2",
+            "--model.init_args.lr", "1e-2", "--data.init_args.num_train_samples", "12", "--trainer.max_steps", "4",
+            "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_val_batches", "1"]
+    run("fit", *lora)
+    folder = runs / "lora/version_0"
+    merged = work / "merged.ckpt"
+    run("merge-lora", "--ckpt", str(folder / "checkpoints/last.ckpt"), "--out", str(merged))
+    out["lora"] = {"weights": _weights(folder / "checkpoints/last.ckpt"), "val": _val_metrics(folder),
+                   "merged": _weights(merged)}
+
+    run("test", *_common(root, runs, "fewshot.yaml", "heat", "fewshot"), *META,
+        "--data.init_args.eval_families", "[kdv,Sine_Gordon]", "--model.init_args.eval_steps", "2",
+        "--ckpt_path", str(runs / "meta_fixed/version_0/checkpoints/last.ckpt"))
+    out["fewshot"] = {"test": _test_metrics(runs / "fewshot/version_0")}
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__, "runs": out}
+
+
+def _close(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+
+
+def compare(expected: dict, got: dict) -> list[str]:
+    """Differences between two fingerprints (empty when behaviour is preserved)."""
+    exact = expected["cpu_capability"] == got["cpu_capability"]
+    problems: list[str] = []
+    for run, exp in expected["runs"].items():
+        new = got["runs"].get(run, {})
+        for part in ("weights", "merged"):
+            if part not in exp:
+                continue
+            if set(exp[part]) != set(new.get(part, {})):
+                problems.append(f"{run}/{part}: tensor names differ")
+                continue
+            for k, e in exp[part].items():
+                g = new[part][k]
+                if (e["sha"] != g["sha"]) if exact else not (_close(e["sum"], g["sum"]) and _close(e["abs"], g["abs"])):
+                    problems.append(f"{run}/{part}: {k} differs")
+        for part in ("val", "test"):
+            if part not in exp:
+                continue
+            flat_e = json.dumps(exp[part], sort_keys=True)
+            flat_g = json.dumps(new.get(part), sort_keys=True)
+            if exact and flat_e != flat_g:
+                problems.append(f"{run}/{part}: metrics differ: {flat_e[:200]} vs {flat_g[:200]}")
+            elif not exact and not _nested_close(exp[part], new.get(part)):
+                problems.append(f"{run}/{part}: metrics differ beyond tolerance")
+    return problems
+
+
+def _nested_close(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(_nested_close(a[k], b[k]) for k in a)
+    return isinstance(b, (int, float)) and _close(float(a), float(b))
+
+
+def test_tiny_runs_match_the_recording(tmp_path, monkeypatch):
+    from lemon_pl.data.generate import generate
+
+    monkeypatch.chdir(tmp_path)
+    expected = json.loads(FIXTURE.read_text())
+    threads = torch.get_num_threads()
+    root = tmp_path / "data"
+    generate(root, "tiny", [*FAMILIES, "Sine_Gordon"], progress=False)
+    try:
+        got = record(root, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    problems = compare(expected, got)
+    assert not problems, "\n".join(problems[:20])
+
+
+def _main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--record", action="store_true", help=f"write {FIXTURE}")
+    p.add_argument("--work", default="/tmp/lemon_behaviour")
+    args = p.parse_args()
+    import shutil
+
+    from lemon_pl.data.generate import generate
+
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    generate(work / "data", "tiny", [*FAMILIES, "Sine_Gordon"], progress=False)
+    os.chdir(work)
+    got = record(work / "data", work)
+    if args.record:
+        FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+        FIXTURE.write_text(json.dumps(got, indent=1, sort_keys=True))
+        print(f"wrote {FIXTURE}")
+    else:
+        problems = compare(json.loads(FIXTURE.read_text()), got)
+        print("\n".join(problems) or "behaviour preserved")
+
+
+if __name__ == "__main__":
+    _main()
