@@ -68,7 +68,7 @@ COPY --from=builder /wheels/ /tmp/wheels/
 RUN pip install --no-cache-dir /tmp/wheels/lemon_pl-*.whl \
  && rm -rf /tmp/wheels \
  && lemon-pl --help > /dev/null \
- && python -c "import lemon_pl.app"
+ && python -c "import lemon_pl.cli.lightning"
 
 RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash lemon \
  && mkdir -p /workspace/data /workspace/runs \

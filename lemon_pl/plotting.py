@@ -1,8 +1,6 @@
-"""Figures: truth / prediction / error as space-time images, logged to whatever logger is used."""
+"""Figures: truth / prediction / error as space-time images (logged by ``modules.callbacks``)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -30,39 +28,3 @@ def prediction_figure(true: np.ndarray, pred: np.ndarray, title: str = "", exten
     rel = np.linalg.norm(pred - true) / (np.linalg.norm(true) + 1e-7)
     fig.suptitle(f"{title}  (relative L2 {rel:.3g})")
     return fig
-
-
-def log_prediction_figures(module, samples: dict[str, dict], log_dir: str | None) -> list[Path]:
-    """One figure per family: to W&B as images, otherwise PNG files in ``log_dir/figures``.
-
-    ``log_dir`` must be read by every rank beforehand: ``trainer.log_dir`` is a collective call
-    under DDP, and this function runs on rank 0 only.
-    """
-    import matplotlib.pyplot as plt
-
-    if not samples:
-        return []
-    trainer = module.trainer
-    epoch = trainer.current_epoch
-    written: list[Path] = []
-    figs = {fam: prediction_figure(s["true"].numpy(), s["pred"].numpy(), f"{fam}, epoch {epoch}")
-            for fam, s in samples.items()}
-    try:
-        from lightning.pytorch.loggers import WandbLogger
-    except ImportError:  # pragma: no cover
-        WandbLogger = ()
-    wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-    if wandb_loggers:
-        for lg in wandb_loggers:
-            lg.log_image(key="val/prediction", images=list(figs.values()), caption=list(figs),
-                         step=trainer.global_step)
-    else:
-        folder = Path(log_dir or ".") / "figures"
-        folder.mkdir(parents=True, exist_ok=True)
-        for fam, fig in figs.items():
-            path = folder / f"epoch{epoch:03d}_{fam}.png"
-            fig.savefig(path, dpi=80)
-            written.append(path)
-    for fig in figs.values():
-        plt.close(fig)
-    return written

@@ -55,7 +55,7 @@ def test_overlay_composes_with_pretrain(path):
 
 
 def test_data_values_are_linked_into_the_model(tmp_path):
-    from lemon_pl.app import LemonCLI
+    from lemon_pl.cli.lightning import LemonCLI
 
     cli = LemonCLI(args=["--config", str(CONFIGS / "pretrain.yaml"), "--config", str(CONFIGS / "model/fno.yaml"),
                          "--data.init_args.root", str(tmp_path), "--data.init_args.nx", "64",
@@ -68,7 +68,7 @@ def test_data_values_are_linked_into_the_model(tmp_path):
 
 
 def test_paper_size_prose_has_71m_parameters(tmp_path):
-    from lemon_pl.app import LemonCLI
+    from lemon_pl.cli.lightning import LemonCLI
     from lemon_pl.models import count_parameters
 
     cli = LemonCLI(args=["--config", str(CONFIGS / "pretrain.yaml"), "--config", str(CONFIGS / "model/prose_paper.yaml"),

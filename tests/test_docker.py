@@ -268,7 +268,7 @@ def test_dockerignore_excludes(path):
 
 
 @pytest.mark.parametrize("path", [
-    "pyproject.toml", "README.md", "lemon_pl/cli.py", "lemon_pl/data/datamodule.py", "configs/pretrain.yaml",
+    "pyproject.toml", "README.md", "lemon_pl/cli/__init__.py", "lemon_pl/data/datamodule.py", "configs/pretrain.yaml",
     "configs/trainer/gpu.yaml",
 ])
 def test_dockerignore_keeps_what_the_build_needs(path):

@@ -109,7 +109,7 @@ def test_missing_data_root_without_generation(tmp_path):
 def test_resume_continues_the_same_wandb_run(tmp_path):
     from jsonargparse import Namespace
 
-    from lemon_pl.app import LemonCLI
+    from lemon_pl.cli.lightning import LemonCLI
     from lemon_pl.checkpointing import WANDB_ID_KEY, wandb_run_id
 
     ckpt = tmp_path / "last.ckpt"

@@ -100,7 +100,7 @@ def test_fewshot_config_runs_zero_and_few_shot(tiny_root, tmp_path, monkeypatch)
 
 def test_pretrain_then_lora_finetune_then_merge(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from lemon_pl.app import LemonCLI
+    from lemon_pl.cli.lightning import LemonCLI
 
     run("fit", *common(tiny_root, tmp_path / "pre", "pretrain.yaml"), "--trainer.max_epochs", "1",
         "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1")

@@ -92,7 +92,7 @@ def test_wandb_logger_in_disabled_mode(tiny_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     from lightning.pytorch.loggers import WandbLogger
 
-    from lemon_pl.app import LemonCLI
+    from lemon_pl.cli.lightning import LemonCLI
 
     cli = LemonCLI(args=["fit", *base_args(tiny_root, tmp_path / "runs"), *TINY_NET["fno"],
                          "--config", str(CONFIGS / "logger/wandb.yaml"),

@@ -20,6 +20,10 @@ IN_MEMORY_LIMIT_BYTES = 4 * 2**30
 class OperatorFamilyDataModule(pl.LightningDataModule):
     """Operator-family data for pretraining, meta-learning, fine-tuning and evaluation.
 
+    Linked to the stage and its network (``model_links``, wherever a constructor takes them):
+    ``nx``, ``input_len``, ``output_len``, ``vocab_size``, ``pad_id``, ``train_family_names``,
+    ``eval_family_names`` and ``unit``.
+
     Args:
         root: folder holding ``<family>/<split>.h5`` (see ``lemon-pl generate``).
         train_families: families to train on: a list, a comma-separated string, or one of
@@ -45,6 +49,10 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
             each with all K trajectories: meta-learning and few-shot evaluation).
         tasks_per_batch, eval_tasks_per_batch: operators per batch when ``unit`` is ``task``.
     """
+
+    #: values handed to the model (see ``lemon_pl.cli.lightning``)
+    model_links = ("nx", "input_len", "output_len", "vocab_size", "pad_id", "train_family_names",
+                   "eval_family_names", "unit")
 
     def __init__(
         self,
@@ -106,6 +114,10 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
     @property
     def output_len(self) -> int:
         return self.layout.output_len
+
+    @property
+    def unit(self) -> str:
+        return self.hparams.unit
 
     @property
     def vocab_size(self) -> int:

@@ -21,21 +21,20 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .base import OperatorNetwork
 from .layers import MLP, as_batched_times
 
 __all__ = ["DeepONet"]
 
 
-class DeepONet(nn.Module):
-    uses_equation: bool = False
+class DeepONet(OperatorNetwork):
+    decoder_parts = ("trunk", "bias")
 
     def __init__(
         self,
         nx: int = 128,
         input_len: int = 1,
         output_len: int = 32,
-        vocab_size: int = 1098,
-        pad_id: int = 2,
         basis_dim: int = 100,
         hidden: int = 256,
         trunk_layers: int = 4,

@@ -25,49 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FNO", "SpectralConv1d"]
+from .base import OperatorNetwork
+from .layers import SpectralConv1d
+
+__all__ = ["FNO"]
 
 
-class SpectralConv1d(nn.Module):
-    """Channels-last spectral convolution keeping the lowest ``modes`` modes.
-
-    ``weight`` is stored as a real tensor of shape ``(in, out, modes, 2)``
-    (real, imaginary) and viewed as complex in ``forward``, so optimisers,
-    DDP and ``functional_call`` only ever see real parameters.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, modes: int) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.modes = modes
-        scale = 1.0 / (in_channels * out_channels)
-        self.weight = nn.Parameter(scale * torch.rand(in_channels, out_channels, modes, 2))
-
-    def forward(self, x: Tensor) -> Tensor:
-        # x: (B, nx, C_in) real -> (B, nx, C_out) real.  Half/bf16 inputs (autocast)
-        # are upcast to float32: FFTs don't support bf16 and lose accuracy in fp16.
-        if x.dtype not in (torch.float32, torch.float64):
-            x = x.float()
-        n = x.shape[1]
-        m = min(self.modes, n // 2 + 1)
-        x_ft = torch.fft.rfft(x, dim=1)[:, :m]  # (B, m, C_in) complex
-        w = torch.view_as_complex(self.weight.to(x.dtype))[:, :, :m]  # (C_in, C_out, m)
-        out_ft = torch.einsum("bmi,iom->bmo", x_ft, w)
-        # irfft zero-pads the spectrum up to n // 2 + 1 frequencies
-        return torch.fft.irfft(out_ft, n=n, dim=1)
-
-
-class FNO(nn.Module):
-    uses_equation: bool = False
+class FNO(OperatorNetwork):
+    decoder_parts = ("proj1", "proj2")
 
     def __init__(
         self,
         nx: int = 128,
         input_len: int = 1,
         output_len: int = 32,
-        vocab_size: int = 1098,
-        pad_id: int = 2,
         modes: int = 16,
         width: int = 64,
         n_layers: int = 4,

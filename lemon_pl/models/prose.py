@@ -27,6 +27,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .base import OperatorNetwork
 from .layers import (
     MLP,
     CrossAttentionLayer,
@@ -131,13 +132,14 @@ class OperatorDecoder(nn.Module):
         return self.out_mlp(self.norm(q))
 
 
-class Prose(nn.Module):
+class Prose(OperatorNetwork):
     """PROSE multi-operator network.
 
     forward(u_in, t_in, t_out, tokens=None, token_pad_mask=None) -> (B, n_out, nx)
     """
 
-    uses_equation: bool = True
+    uses_equation = True
+    decoder_parts = ("decoder",)
 
     def __init__(
         self,

@@ -1,8 +1,16 @@
-"""LightningModules, one per training stage, chosen by ``model.class_path``."""
+"""Training stages as LightningModules (chosen by ``model.class_path``) and what they share.
 
-from lemon_pl.modules.base import OperatorModule
+* ``base``: ``Stage`` (optimiser from the config, NaN guard) and ``OperatorModule`` (operator
+  networks: loss, per-family evaluation, few-shot tests);
+* ``pretrain``, ``meta`` (LeMON / LeMONS), ``finetune`` (full / LoRA / decoder): the stages;
+* ``metrics``: the error metrics (also used by experiment reports);
+* ``optim``: default AdamW and warm-up + cosine schedule;
+* ``callbacks``: tables, figures, example files and fit summaries for any stage.
+"""
+
+from lemon_pl.modules.base import OperatorModule, Stage
 from lemon_pl.modules.finetune import FinetuneModule
 from lemon_pl.modules.meta import MetaModule
 from lemon_pl.modules.pretrain import PretrainModule
 
-__all__ = ["OperatorModule", "PretrainModule", "MetaModule", "FinetuneModule"]
+__all__ = ["Stage", "OperatorModule", "PretrainModule", "MetaModule", "FinetuneModule"]

@@ -11,77 +11,17 @@ checkpoints hold only the adapters (they load onto the base named by ``init_from
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from lemon_pl.lora import inject_lora, lora_state_dict, mark_only_lora_trainable
-from lemon_pl.modules.base import OperatorModule
-from lemon_pl.modules.errors import CheckpointMismatchError
+from lemon_pl.adaptation.lora import inject_lora, lora_state_dict, mark_only_lora_trainable
+from lemon_pl.checkpointing import ADAPTERS_ONLY_KEY, load_into, load_net_state
+from lemon_pl.errors import CheckpointMismatchError
+from lemon_pl.models.base import count_parameters
 from lemon_pl.modules.pretrain import PretrainModule
 
 MODES = ("full", "lora", "decoder")
-#: parameters trained in ``decoder`` mode, per network class (name prefixes)
-DECODER_PARTS = {"Prose": ("decoder",), "DeepONet": ("trunk", "bias"), "FNO": ("proj1", "proj2")}
-
-
-def load_net_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Plain network weights (no ``net.`` prefix, LoRA merged) from any lemon-pl checkpoint."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CheckpointMismatchError(f"{path} is not a readable checkpoint ({err})") from None
-    state = {k[4:]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("net.")}
-    if ckpt.get("lemon_adapters_only"):
-        base = ckpt.get("hyper_parameters", {}).get("init_from")
-        if not base:
-            raise CheckpointMismatchError(f"{path} holds LoRA adapters only and names no base checkpoint")
-        full = load_net_state(base)
-        adapters = {k: v for k, v in state.items() if k.endswith(("lora_a", "lora_b"))}
-        hp = ckpt["hyper_parameters"]
-        return _merge_adapters(full, adapters, hp["lora_alpha"] / hp["lora_rank"])
-    if any(k.endswith(("lora_a", "lora_b")) for k in state):
-        hp = ckpt.get("hyper_parameters", {})
-        base = {k.replace(".base.", "."): v for k, v in state.items() if not k.endswith(("lora_a", "lora_b"))}
-        adapters = {k: v for k, v in state.items() if k.endswith(("lora_a", "lora_b"))}
-        return _merge_adapters(base, adapters, hp["lora_alpha"] / hp["lora_rank"])
-    if not state:
-        raise CheckpointMismatchError(f"{path} holds no network weights (keys starting with 'net.')")
-    return state
-
-
-def _merge_adapters(base: dict[str, torch.Tensor], adapters: dict[str, torch.Tensor], scaling: float):
-    out = dict(base)
-    for key, a in adapters.items():
-        if not key.endswith("lora_a"):
-            continue
-        layer = key[: -len(".lora_a")]
-        b = adapters[layer + ".lora_b"]
-        out[layer + ".weight"] = out[layer + ".weight"] + scaling * (b @ a)
-    return out
-
-
-def load_into(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Strictly load ``state`` into ``net`` with one clear error on any mismatch."""
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        detail = "; ".join(filter(None, [
-            f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}" if missing else "",
-            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}" if unexpected else "",
-            f"shape {shapes[0]}" if shapes else ""]))
-        raise CheckpointMismatchError(
-            f"checkpoint {source} is from a different model than the configured {type(net).__name__} ({detail}); "
-            "use the training run's config.yaml or the same model overlay")
-    net.load_state_dict(state)
 
 
 class FinetuneModule(PretrainModule):
@@ -110,18 +50,19 @@ class FinetuneModule(PretrainModule):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         super().__init__(net, **kwargs)
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hparams()
         if init_from:
             load_into(self.net, load_net_state(init_from), init_from)
         if mode == "lora":
             self.lora_layers = inject_lora(self.net, lora_rank, lora_alpha, lora_include, lora_exclude)
             mark_only_lora_trainable(self.net)
         elif mode == "decoder":
-            parts = DECODER_PARTS.get(type(self.net).__name__)
-            if parts is None:
-                raise ValueError(f"decoder-only fine-tuning is not defined for {type(self.net).__name__}")
+            if not hasattr(self.net, "decoder_parameter_names"):
+                raise ValueError(f"decoder-only fine-tuning needs a network that declares decoder_parts "
+                                 f"(lemon_pl.models.base.OperatorNetwork); {type(self.net).__name__} does not")
+            keep = set(self.net.decoder_parameter_names())
             for name, p in self.net.named_parameters():
-                p.requires_grad_(name.split(".")[0] in parts)
+                p.requires_grad_(name in keep)
 
     # adapter-only checkpoints ------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -129,10 +70,10 @@ class FinetuneModule(PretrainModule):
             if not self.hparams.init_from:
                 return  # nothing to rebuild the base from: keep the full state
             checkpoint["state_dict"] = {"net." + k: v for k, v in lora_state_dict(self.net.state_dict()).items()}
-            checkpoint["lemon_adapters_only"] = True
+            checkpoint[ADAPTERS_ONLY_KEY] = True
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if checkpoint.get("lemon_adapters_only"):
+        if checkpoint.get(ADAPTERS_ONLY_KEY):
             if self.hparams.mode != "lora":
                 raise CheckpointMismatchError("this checkpoint holds LoRA adapters only; load it with mode: lora")
             full = {"net." + k: v for k, v in self.net.state_dict().items()}
@@ -145,7 +86,7 @@ class FinetuneModule(PretrainModule):
         super().on_load_checkpoint(checkpoint)
 
     def on_fit_start(self) -> None:
-        total = sum(p.numel() for p in self.net.parameters())
+        total = count_parameters(self.net)
         self.print(f"fine-tuning mode={self.hparams.mode}: {self.n_trainable:,} of {total:,} parameters trainable "
                    f"({100 * self.n_trainable / total:.2f}%)")
 
@@ -153,5 +94,3 @@ class FinetuneModule(PretrainModule):
         return {**super().table_extra_columns(), "finetune_mode": self.hparams.mode,
                 "trainable_params": self.n_trainable}
 
-
-__all__ = ["FinetuneModule", "load_net_state", "load_into", "CheckpointMismatchError", "OperatorModule"]

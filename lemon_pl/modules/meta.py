@@ -31,8 +31,10 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from lemon_pl.adaptation.functional import net_call
+from lemon_pl.adaptation.maml import adapt
+from lemon_pl.adaptation.tasks import task_view, task_views
 from lemon_pl.data.symbols import PAD_ID, VOCAB_SIZE
-from lemon_pl.meta import adapt
 from lemon_pl.models import differentiable_attention
 from lemon_pl.models.layers import MLP
 from lemon_pl.modules.base import OperatorModule
@@ -78,17 +80,18 @@ class MetaModule(OperatorModule):
         eval_steps: int | None = None,
         vmap_tasks: bool = False,
         init_from: str | None = None,
+        unit: str = "task",
         **kwargs,
     ):
         if inner_lr not in LR_MODES:
             raise ValueError(f"inner_lr must be one of {LR_MODES}, got {inner_lr!r}")
         if inner_steps < 0 or support_size < 1 or query_size < 1 or inner_lr_init <= 0:
             raise ValueError("inner_steps >= 0, support_size >= 1, query_size >= 1 and inner_lr_init > 0 required")
-        super().__init__(net, eval_steps=inner_steps if eval_steps is None else eval_steps, **kwargs)
-        self.save_hyperparameters(ignore=["net"])
+        super().__init__(net, eval_steps=inner_steps if eval_steps is None else eval_steps, unit=unit, **kwargs)
+        self.save_hparams()
         self.automatic_optimization = False
         if init_from:
-            from lemon_pl.modules.finetune import load_into, load_net_state
+            from lemon_pl.checkpointing import load_into, load_net_state
 
             load_into(self.net, load_net_state(init_from), init_from)
         if adapt == "auto":
@@ -155,34 +158,61 @@ class MetaModule(OperatorModule):
     def meta_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Sum of query losses over the tasks of ``batch`` after inner adaptation, and the task count."""
         hp = self.hparams
-        n_tasks, k = batch["u_in"].shape[:2]
-        if k < hp.support_size + hp.query_size:
-            raise ValueError(f"operators have K={k} trajectories but support_size + query_size = "
-                             f"{hp.support_size + hp.query_size}; lower them or generate more trajectories")
+        perms = self._splits(batch).to(batch["u_in"].device)
+        n_tasks = perms.shape[0]
         params = dict(self.net.named_parameters())
         total = 0.0
         ctx = differentiable_attention() if not hp.first_order else nullcontext()
         with ctx:
             for t in range(n_tasks):
-                perm = torch.randperm(k, generator=self._task_generator(batch, t)).to(batch["u_in"].device)
-                support = self.task_view(batch, t, perm[: hp.support_size])
-                query = self.task_view(batch, t, perm[hp.support_size: hp.support_size + hp.query_size])
+                perm = perms[t]
+                support = task_view(batch, t, perm[: hp.support_size])
+                query = task_view(batch, t, perm[hp.support_size: hp.support_size + hp.query_size])
                 fast = adapt(self.net, params, self.fast_names,
-                             lambda p: self.loss(self.functional_forward(p, support), support["u_out"]),
+                             lambda p: self.loss(net_call(self.net, p, support), support["u_out"]),
                              hp.inner_steps, self.task_lr(batch, t), first_order=hp.first_order,
                              grad_clip=hp.inner_grad_clip)
-                total = total + self.loss(self.functional_forward({**params, **fast}, query), query["u_out"])
+                total = total + self.loss(net_call(self.net, {**params, **fast}, query), query["u_out"])
         return total, n_tasks
 
+    def _splits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each task's random order of its K trajectories (support first, then query): (T, K)."""
+        hp = self.hparams
+        n_tasks, k = batch["u_in"].shape[:2]
+        if k < hp.support_size + hp.query_size:
+            raise ValueError(f"operators have K={k} trajectories but support_size + query_size = "
+                             f"{hp.support_size + hp.query_size}; lower them or generate more trajectories")
+        return torch.stack([torch.randperm(k, generator=self._task_generator(batch, t)) for t in range(n_tasks)])
+
+    def vmap_meta_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """``meta_loss`` with every task adapted at once (``torch.func.vmap``): same splits, rates
+        and result. Runs on the math attention backend (the fused kernels have no vmap rule nor
+        double backward)."""
+        from lemon_pl.adaptation.maml_vmap import vmap_meta_loss
+
+        hp = self.hparams
+        perms = self._splits(batch)
+        support = task_views(batch, perms[:, : hp.support_size])
+        query = task_views(batch, perms[:, hp.support_size: hp.support_size + hp.query_size])
+        if hp.inner_lr == "fixed":
+            lr = hp.inner_lr_init
+        elif hp.inner_lr == "learned":
+            lr = self.task_lr(batch, 0)  # per-tensor rates, shared by every task
+        else:
+            lr = self.symbolic_lr(batch["tokens"], batch["token_pad_mask"])  # (T,)
+        with differentiable_attention():
+            total = vmap_meta_loss(self.net, dict(self.net.named_parameters()), self.fast_names, support, query,
+                                   hp.inner_steps, lr, first_order=hp.first_order, loss_fn=self.loss,
+                                   grad_clip=hp.inner_grad_clip)
+        return total, perms.shape[0]
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if batch["u_in"].ndim != 4:
+        if self.hparams.unit != "task":
             raise ValueError("MetaModule trains on operator tasks: set `data.init_args.unit: task`")
         opt = self.optimizers()
         sched = self.lr_schedulers()
         if self.hparams.vmap_tasks:
-            from lemon_pl.meta_vmap import module_vmap_meta_loss
-
-            total, n_local = module_vmap_meta_loss(self, batch)
+            total, n_local = self.vmap_meta_loss(batch)
         else:
             total, n_local = self.meta_loss(batch)
         # average over the *global* task count: DDP averages gradients over ranks, so scale by world size

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad
 
 from lemon_pl.models import FNO, DeepONet, Prose, count_parameters, differentiable_attention
-from lemon_pl.models.fno import SpectralConv1d
+from lemon_pl.models.layers import SpectralConv1d
 
 NX = 32
 PAD = 2

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lemon_pl.lora import LoRALinear, inject_lora, merge_lora
+from lemon_pl.adaptation.lora import LoRALinear, inject_lora, merge_lora
 from lemon_pl.models import FNO, DeepONet, Prose
 from lemon_pl.modules import FinetuneModule, PretrainModule
-from lemon_pl.modules.errors import CheckpointMismatchError
-from lemon_pl.modules.finetune import load_net_state
+from lemon_pl.errors import CheckpointMismatchError
+from lemon_pl.checkpointing import load_net_state
 
 NX, NOUT = 16, 4
 

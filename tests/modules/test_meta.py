@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from lemon_pl.meta import adapt, call, select_parameters
+from lemon_pl.adaptation.functional import call, select_parameters
+from lemon_pl.adaptation.maml import adapt
+from lemon_pl.adaptation.tasks import task_view
 from lemon_pl.models import Prose, differentiable_attention
 from lemon_pl.modules import MetaModule
 
@@ -41,8 +43,8 @@ def _loss(net, params, view):
 
 
 def _views(batch, t=0):
-    sup = MetaModule.task_view(batch, t, torch.arange(0, 3))
-    qry = MetaModule.task_view(batch, t, torch.arange(3, 6))
+    sup = task_view(batch, t, torch.arange(0, 3))
+    qry = task_view(batch, t, torch.arange(3, 6))
     return sup, qry
 
 
@@ -162,7 +164,7 @@ def test_bad_settings_are_refused():
 
 def test_meta_training_can_start_from_another_stage_checkpoint(tmp_path):
     """``init_from`` loads a (pretraining) checkpoint's network; a different network is refused."""
-    from lemon_pl.modules.errors import CheckpointMismatchError
+    from lemon_pl.errors import CheckpointMismatchError
 
     source = tiny_prose()
     with torch.no_grad():

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lemon_pl.meta import adapt, call, select_parameters
-from lemon_pl.meta_vmap import module_vmap_meta_loss, stack_task_views, vmap_meta_loss
+from lemon_pl.adaptation.functional import call, select_parameters
+from lemon_pl.adaptation.maml import adapt
+from lemon_pl.adaptation.maml_vmap import vmap_meta_loss
+from lemon_pl.adaptation.tasks import task_view, task_views
 from lemon_pl.models import differentiable_attention
 from lemon_pl.modules import MetaModule
 from tests.modules.test_meta import task_batch, tiny_prose
@@ -28,7 +30,7 @@ def _assert_close(loop, vm, rtol=1e-5):
 
 def _both(module, batch):
     out = []
-    for fn in (lambda: module.meta_loss(batch), lambda: module_vmap_meta_loss(module, batch)):
+    for fn in (lambda: module.meta_loss(batch), lambda: module.vmap_meta_loss(batch)):
         module.zero_grad(set_to_none=True)
         total, n = fn()
         assert n == batch["u_in"].shape[0]
@@ -67,7 +69,7 @@ def test_vmap_meta_loss_direct_call_with_a_subset_of_fast_weights():
     names = select_parameters(net, ["decoder"])
     sup_idx = torch.tensor([[0, 1, 2], [3, 4, 5]])
     qry_idx = torch.tensor([[3, 4, 5], [0, 1, 2]])
-    support, query = stack_task_views(batch, sup_idx), stack_task_views(batch, qry_idx)
+    support, query = task_views(batch, sup_idx), task_views(batch, qry_idx)
 
     def loss(params, view):
         pred = call(net, params, view["u_in"], view["t_in"], view["t_out"], view["tokens"], view["token_pad_mask"])
@@ -76,8 +78,8 @@ def test_vmap_meta_loss_direct_call_with_a_subset_of_fast_weights():
     params = dict(net.named_parameters())
     total = 0.0
     for t in range(2):
-        sup = MetaModule.task_view(batch, t, sup_idx[t])
-        qry = MetaModule.task_view(batch, t, qry_idx[t])
+        sup = task_view(batch, t, sup_idx[t])
+        qry = task_view(batch, t, qry_idx[t])
         fast = adapt(net, params, names, lambda p: loss(p, sup), steps=3, lr=0.1, first_order=True)
         total = total + loss({**params, **fast}, qry)
     expected = torch.autograd.grad(total, list(params.values()))
@@ -93,5 +95,5 @@ def test_vmap_meta_loss_direct_call_with_a_subset_of_fast_weights():
     # no adaptation: the query losses at the shared weights
     with differentiable_attention():
         zero_shot = vmap_meta_loss(net, params, names, support, query, steps=0, lr=0.1, reduction="none")
-    expected = torch.stack([loss(params, MetaModule.task_view(batch, t, qry_idx[t])) for t in range(2)])
+    expected = torch.stack([loss(params, task_view(batch, t, qry_idx[t])) for t in range(2)])
     assert torch.allclose(zero_shot, expected, rtol=1e-5)

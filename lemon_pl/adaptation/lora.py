@@ -1,20 +1,29 @@
-"""Low-rank adapters (LoRA) for every ``nn.Linear`` of a network, hand-written for stable keys.
+"""Low-rank adapters (LoRA) for every ``nn.Linear`` of a network: all LoRA maths in one place.
 
 ``y = W x + b + (alpha / r) * B(A(x))`` with A ~ N(0, 1/r) (r x in) and B = 0 (out x r), so a
 freshly injected network computes exactly what the base network computed. The base layer keeps
 its own parameter names under ``.base`` (``decoder.0.ff.fc1.base.weight``), adapters live in
 ``.lora_a`` / ``.lora_b``. Unlike the reference, adapters also wrap the attention q/k/v/output
 projections (our attention uses plain Linears) and use the usual alpha/rank scaling.
+
+Merging (``W + (alpha / r) B A``) is :func:`merged_weight`, used by the layer, by
+:func:`merge_lora` (modules) and by :func:`merge_state` (state dicts of checkpoints).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Iterable
 
 import torch
 from torch import nn
+
+ADAPTER_SUFFIXES = ("lora_a", "lora_b")
+
+
+def merged_weight(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> torch.Tensor:
+    """The weight of the plain Linear equivalent to a base ``weight`` with adapters ``A``, ``B``."""
+    return weight + scaling * (lora_b @ lora_a)
 
 
 class LoRALinear(nn.Module):
@@ -28,7 +37,6 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / rank
         self.lora_a = nn.Parameter(torch.randn(rank, base.in_features) / math.sqrt(rank))
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
-        self.merged = False
 
     @property
     def in_features(self) -> int:
@@ -41,19 +49,14 @@ class LoRALinear(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         """Effective weight (base + scaled adapter), for code that reads ``.weight`` directly."""
-        if self.merged:
-            return self.base.weight
-        return self.base.weight + self.scaling * (self.lora_b @ self.lora_a)
+        return merged_weight(self.base.weight, self.lora_a, self.lora_b, self.scaling)
 
     @property
     def bias(self):
         return self.base.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        if self.merged:
-            return out
-        return out + self.scaling * nn.functional.linear(nn.functional.linear(x, self.lora_a), self.lora_b)
+        return self.base(x) + self.scaling * nn.functional.linear(nn.functional.linear(x, self.lora_a), self.lora_b)
 
     def merged_linear(self) -> nn.Linear:
         """A plain Linear with the adapter folded into the weight."""
@@ -88,13 +91,18 @@ def inject_lora(net: nn.Module, rank: int, alpha: float, include: str = ".*", ex
     return wrapped
 
 
+def is_adapter(key: str) -> bool:
+    return key.endswith(ADAPTER_SUFFIXES)
+
+
 def mark_only_lora_trainable(net: nn.Module) -> None:
     for name, p in net.named_parameters():
-        p.requires_grad_(name.endswith(("lora_a", "lora_b")))
+        p.requires_grad_(is_adapter(name))
 
 
 def lora_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if k.endswith(("lora_a", "lora_b"))}
+    """The adapter tensors of a state dict."""
+    return {k: v for k, v in state.items() if is_adapter(k)}
 
 
 def merge_lora(net: nn.Module) -> int:
@@ -108,10 +116,12 @@ def merge_lora(net: nn.Module) -> int:
     return n
 
 
-def base_key(key: str) -> str:
-    """Key of a wrapped model's base parameter in the unwrapped model (drops ``.base``)."""
-    return key.replace(".base.", ".")
-
-
-def count_trainable(params: Iterable[nn.Parameter]) -> int:
-    return sum(p.numel() for p in params if p.requires_grad)
+def merge_state(base: dict[str, torch.Tensor], adapters: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
+    """Plain network weights from base weights (keys of the unwrapped network, or of a wrapped one
+    with ``.base.``) and adapter tensors (``<layer>.lora_a`` / ``.lora_b``)."""
+    out = {k.replace(".base.", "."): v for k, v in base.items() if not is_adapter(k)}
+    for key, a in adapters.items():
+        if key.endswith(".lora_a"):
+            layer = key[: -len(".lora_a")]
+            out[layer + ".weight"] = merged_weight(out[layer + ".weight"], a, adapters[layer + ".lora_b"], scaling)
+    return out

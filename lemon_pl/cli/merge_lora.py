@@ -1,33 +1,18 @@
-"""Non-training tools dispatched before the Lightning CLI (``lemon-pl merge-lora``)."""
+"""``lemon-pl merge-lora``: fold the LoRA adapters of a fine-tuning checkpoint into its weights."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename (never a half-written file)."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def merge_lora(ckpt: str | Path, out: str | Path) -> Path:
     """Fold LoRA adapters of a fine-tuning checkpoint into the weights; returns the output path."""
     import torch
 
-    from lemon_pl.modules.finetune import load_net_state
+    from lemon_pl.checkpointing import atomic_torch_save, load_net_state
 
     ckpt, out = Path(ckpt), Path(out)
     raw = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -48,7 +33,7 @@ def merge_lora(ckpt: str | Path, out: str | Path) -> Path:
     return out
 
 
-def merge_lora_main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="lemon-pl merge-lora",
                                 description="Fold LoRA adapters into the base weights of a fine-tuning checkpoint.")
     p.add_argument("--ckpt", required=True, help="LoRA fine-tuning checkpoint (adapter-only or full)")

@@ -1,6 +1,6 @@
 """MAML over a batch of tasks with ``torch.func.vmap``: every task adapts at once.
 
-``vmap_meta_loss`` computes what ``MetaModule.meta_loss`` computes with its Python loop over tasks
+``vmap_meta_loss`` computes what the loop over ``lemon_pl.adaptation.maml.adapt`` computes with its Python loop over tasks
 - for each task, ``steps`` SGD steps on its support set from the shared weights, then the query
 loss at the adapted weights, summed over tasks - but with the tasks stacked along a leading
 dimension and the inner loop written once for one task, ``vmap``-ed over the stack:
@@ -26,8 +26,8 @@ dimension and the inner loop written once for one task, ``vmap``-ed over the sta
 
 The batches are dictionaries of task-stacked tensors, ``(T, n, ...)``: ``u_in (T, n, n_in, nx)``,
 ``u_out (T, n, n_out, nx)``, ``t_in (T, n, n_in)``, ``t_out (T, n, n_out)``, and for networks that
-read the equation ``tokens`` / ``token_pad_mask (T, n, L)`` - i.e. ``MetaModule.task_view``
-outputs stacked over tasks (``stack_task_views`` builds them from a task batch).
+read the equation ``tokens`` / ``token_pad_mask (T, n, L)`` - i.e. ``task_view``
+outputs stacked over tasks (``lemon_pl.adaptation.tasks.task_views`` builds them from a task batch).
 
 Learning rates: a float, a scalar tensor, a ``(T,)`` tensor (one rate per task, LeMONS), or a
 mapping from fast-parameter name to a float / scalar tensor (one rate per tensor, Meta-SGD).
@@ -44,9 +44,9 @@ from torch import nn
 from torch.func import grad as func_grad
 from torch.func import vmap
 
-from lemon_pl.meta import call
+from lemon_pl.adaptation.functional import AttachFirstOrder, clip_by_global_norm, net_call
 
-__all__ = ["vmap_meta_loss", "stack_task_views", "module_vmap_meta_loss"]
+__all__ = ["vmap_meta_loss", "composite_layer_norm"]
 
 DATA_KEYS = ("u_in", "u_out", "t_in", "t_out", "tokens", "token_pad_mask")
 
@@ -107,8 +107,7 @@ def vmap_meta_loss(
     lr_requires_grad = any(torch.is_tensor(v) and v.requires_grad for v in lr_values)
 
     def loss_with(weights: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], data) -> torch.Tensor:
-        pred = call(net, {**base, **weights}, data["u_in"], data["t_in"], data["t_out"],
-                    data["tokens"] if uses_eq else None, data["token_pad_mask"] if uses_eq else None)
+        pred = net_call(net, {**base, **weights}, data)
         return loss_fn(pred, data["u_out"])
 
     def query_losses(fast: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
@@ -136,9 +135,7 @@ def vmap_meta_loss(
             g = support_grad(fast, sup)
             g = [g[n].to(fast[n].dtype) for n in names]
             if grad_clip is not None:
-                norm = torch.sqrt(sum((x.float() ** 2).sum() for x in g))
-                scale = torch.clamp(grad_clip / (norm + 1e-12), max=1.0)
-                g = [x * scale.to(x.dtype) for x in g]
+                g = clip_by_global_norm(g, grad_clip)
             fast = {n: fast[n] - rate(lr_t, n) * x for n, x in zip(names, g)}
         return loss_with(fast, params, qry)
 
@@ -178,10 +175,8 @@ def _first_order_inner_loop(loss_with, params, names, support, steps, lr, per_na
                 g = vmap(grad_fn, in_dims=(0, 0), chunk_size=chunk_size, randomness="different")(
                     dict(zip(names, cur)), support)
             g = [g[n].to(w.dtype) for n, w in zip(names, w0)]
-            if grad_clip is not None:  # per task: scale (T,) broadcast over each tensor
-                norm = torch.sqrt(sum(x.float().pow(2).flatten(1).sum(1) for x in g))
-                scale = torch.clamp(grad_clip / (norm + 1e-12), max=1.0)
-                g = [x * scale.view(n_tasks, *([1] * (x.ndim - 1))).to(x.dtype) for x in g]
+            if grad_clip is not None:  # each task on its own
+                g = clip_by_global_norm(g, grad_clip, task_dim=True)
             if lr_requires_grad:
                 totals = [x.clone() for x in g] if totals is None else torch._foreach_add(totals, g)
             if cur is None:  # first step: from the shared weights to one copy per task
@@ -198,38 +193,8 @@ def _first_order_inner_loop(loss_with, params, names, support, steps, lr, per_na
     lr_inputs = []
     if lr_requires_grad:  # (a float among per-name rates becomes a constant tensor)
         lr_inputs = [torch.as_tensor(lr[n]) for n in names] if per_name else [lr]
-    out = _AttachFirstOrder.apply(cur, totals, lr_dims == 0, len(w0), *w0, *lr_inputs)
+    out = AttachFirstOrder.apply(cur, totals, True, lr_dims == 0, len(w0), *w0, *lr_inputs)
     return dict(zip(names, out))
-
-
-class _AttachFirstOrder(torch.autograd.Function):
-    """The stacked adapted weights (T, ...), differentiable as in first-order MAML.
-
-    Backward: the gradient w.r.t. each shared weight is the sum over tasks (identity per task);
-    w.r.t. the rate(s) it is ``-sum_s g_s`` (dotted with the incoming gradient): per task for a
-    ``(T,)`` rate, summed for a shared scalar rate, per tensor for per-name rates.
-    """
-
-    @staticmethod
-    def forward(ctx, adapted, totals, per_task, n, *inputs):
-        ctx.per_task, ctx.totals = per_task, totals
-        ctx.n_lr = len(inputs) - n
-        ctx.dtypes = [w.dtype for w in inputs[:n]]
-        return tuple(adapted)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        w_grads = [None if g is None else g.sum(0).to(dtype) for g, dtype in zip(grads, ctx.dtypes)]
-        lr_grads = []
-        if ctx.n_lr:
-            dots = [torch.zeros(len(t), device=t.device) if g is None else -(g.float() * t.float()).flatten(1).sum(1)
-                    for g, t in zip(grads, ctx.totals)]  # (T,) per tensor
-            if ctx.n_lr == 1:
-                total = torch.stack(dots).sum(0)
-                lr_grads = [total if ctx.per_task else total.sum()]
-            else:
-                lr_grads = [d.sum() for d in dots]
-        return (None, None, None, None, *w_grads, *lr_grads)
 
 
 @contextlib.contextmanager
@@ -262,48 +227,3 @@ def _composite_forward(m: nn.LayerNorm):
         return out
 
     return forward
-
-
-def stack_task_views(batch: Mapping[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``MetaModule.task_view(batch, t, index[t])`` for every task ``t``, stacked: ``(T, n, ...)``.
-
-    ``index`` is a ``(T, n)`` tensor of sample indices within each task.
-    """
-    n_tasks, n = index.shape
-    index = index.to(batch["u_in"].device)
-    rows = torch.arange(n_tasks, device=index.device).unsqueeze(1)
-    out = {k: batch[k][rows, index] for k in ("u_in", "u_out")}
-    for k in ("t_in", "t_out", "tokens", "token_pad_mask"):
-        if k in batch:
-            v = batch[k]
-            out[k] = v.unsqueeze(1).expand(n_tasks, n, *v.shape[1:])
-    return out
-
-
-def module_vmap_meta_loss(module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Drop-in for ``MetaModule.meta_loss``: same task splits, rates and result, tasks vmapped.
-
-    Second-order runs under ``differentiable_attention()`` (as the loop does); first order also
-    uses the math attention backend, the fused kernels having no vmap batching rule.
-    """
-    from lemon_pl.models import differentiable_attention
-
-    hp = module.hparams
-    n_tasks, k = batch["u_in"].shape[:2]
-    if k < hp.support_size + hp.query_size:
-        raise ValueError(f"operators have K={k} trajectories but support_size + query_size = "
-                         f"{hp.support_size + hp.query_size}")
-    perms = torch.stack([torch.randperm(k, generator=module._task_generator(batch, t)) for t in range(n_tasks)])
-    support = stack_task_views(batch, perms[:, : hp.support_size])
-    query = stack_task_views(batch, perms[:, hp.support_size: hp.support_size + hp.query_size])
-    if hp.inner_lr == "fixed":
-        lr = hp.inner_lr_init
-    elif hp.inner_lr == "learned":
-        lr = module.task_lr(batch, 0)  # per-tensor rates, shared by every task
-    else:
-        lr = module.symbolic_lr(batch["tokens"], batch["token_pad_mask"])  # (T,)
-    with differentiable_attention():
-        total = vmap_meta_loss(module.net, dict(module.net.named_parameters()), module.fast_names, support, query,
-                               hp.inner_steps, lr, first_order=hp.first_order,
-                               loss_fn=module.loss, grad_clip=hp.inner_grad_clip)
-    return total, n_tasks

@@ -1,0 +1,244 @@
+"""The Lightning CLI behind ``lemon-pl fit|validate|test|predict``.
+
+Any ``LightningModule`` (``model.class_path``) and any ``LightningDataModule``
+(``data.class_path``) can be run. Values derived from the data reach the model through
+instantiation links: a data module declares their names in a class attribute ``model_links``
+(e.g. ``("nx", "vocab_size", "unit")``), and each one is linked from the instantiated data
+module's attribute of that name to the stage's constructor argument of that name and to its
+network's (``model.init_args.net``), wherever that constructor takes it - nowhere else.
+
+Config files compose: a config may list ``defaults`` (paths relative to it), which are applied
+before it, so that its own keys, later ``--config`` overlays and ``--key value`` flags win. This
+is how the network (``configs/model/prose.yaml``) and the callbacks
+(``configs/callbacks/default.yaml``) are defined once for every stage config. (The defaults are
+spliced into the argument list as ``--model CLASS --config DEFAULT ...`` before the file: the
+network can only be parsed once the stage class is known.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from lemon_pl.loggers import wandb_logger
+
+#: where a linked value may land: the stage's own argument, and its network's
+LINK_TARGETS = ("model.init_args.{name}", "model.init_args.net.init_args.{name}")
+
+
+def _run_file(trainer: Trainer, name: str) -> Path:
+    """Where the resolved config goes: the W&B run's files folder (uploaded with the run; W&B keeps
+    its own ``config.yaml`` there, hence the prefix), else the logger's versioned log_dir."""
+    lg = wandb_logger(trainer)
+    folder = getattr(lg.experiment, "dir", None) if lg is not None else None
+    if folder:
+        return Path(folder) / f"lemon_{name}"
+    return Path(trainer.log_dir or "runs") / name
+
+
+class LemonSaveConfig(SaveConfigCallback):
+    """Write the resolved config into the run's own folder (never a shared root) and to W&B."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        path = _run_file(trainer, self.config_filename)
+        self.config.defaults = None  # already applied: the saved config is complete on its own
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+            self.save_config(trainer, pl_module, stage)
+        self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        lg = wandb_logger(trainer)
+        if lg is not None:
+            cfg = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            lg.experiment.config.update(cfg, allow_val_change=True)
+
+
+def model_links(data_class_path: str | None) -> tuple[str, ...]:
+    """The names a data module class declares in ``model_links`` (empty if it declares none)."""
+    if not data_class_path:
+        return ()
+    module, _, name = str(data_class_path).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return ()  # jsonargparse reports an unknown class path itself
+    return tuple(getattr(cls, "model_links", ()))
+
+
+def compose_defaults(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every ``--config FILE`` that lists ``defaults`` preceded by them (see module doc)."""
+    out: list[str] = []
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            out += _expand(Path(argv[i + 1]), arg, seen=())
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            out += _expand(Path(arg.split("=", 1)[1]), "--config", seen=())
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def _expand(path: Path, flag: str, seen: tuple[Path, ...]) -> list[str]:
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        raw = None  # jsonargparse reports unreadable files itself
+    defaults = raw.get("defaults") if isinstance(raw, dict) else None
+    if not defaults:
+        return [flag, str(path)]
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    if path.resolve() in seen:
+        raise ValueError(f"{path}: its defaults include it again ({' -> '.join(map(str, seen))})")
+    model = raw.get("model")
+    out = ["--model", model["class_path"]] if isinstance(model, dict) and model.get("class_path") else []
+    for d in defaults:
+        dep = (path.parent / d) if not Path(d).is_absolute() else Path(d)
+        if not dep.is_file():
+            raise FileNotFoundError(f"{path}: its defaults entry {d} does not exist ({dep})")
+        out += _expand(dep, flag, (*seen, path.resolve()))
+    return out + [flag, str(path)]
+
+
+class LemonCLI(LightningCLI):
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True):
+        args = compose_defaults(sys.argv[1:] if args is None else args)
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=LemonSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "yaml"},
+            auto_configure_optimizers=False,  # each stage builds its optimiser (see modules.optim)
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--defaults", type=Optional[list[str]], default=None,
+                            help="config files applied before this one (paths relative to it)")
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
+        from lemon_pl.checkpointing import AtomicCheckpointIO, RunIdentity
+        from lemon_pl.progress import LogFriendlyProgressBar
+
+        if not config.get("plugins"):
+            config["plugins"] = [AtomicCheckpointIO()]  # checkpoints are written atomically
+        extra = [RunIdentity()]
+        from lightning.pytorch.callbacks import ProgressBar
+
+        if config.get("enable_progress_bar", True) is not False and not any(
+                isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])]):
+            extra.append(LogFriendlyProgressBar())  # one line per ~30 s when output is not a terminal
+        return super()._instantiate_trainer(config, [*callbacks, *extra])
+
+    def _subcommand_config(self):
+        sub = self.config.get("subcommand")
+        return sub, (self.config[sub] if sub else self.config)
+
+    def before_instantiate_classes(self) -> None:
+        sub, cfg = self._subcommand_config()
+        self._link_data_to_model(self._parser(sub), cfg)
+        self._continue_wandb_run(sub, cfg)
+
+    @staticmethod
+    def _link_data_to_model(parser, cfg) -> None:
+        """Instantiation links for the names the chosen data module declares (see module doc).
+
+        jsonargparse skips a link whose target the chosen class does not take, so a network that
+        has no ``vocab_size`` argument never receives one."""
+        data = cfg.get("data")
+        names = model_links(getattr(data, "class_path", None))
+        for name in names:
+            for target in LINK_TARGETS:
+                parser.link_arguments(f"data.{name}", target.format(name=name), apply_on="instantiate")
+
+    @staticmethod
+    def _continue_wandb_run(sub, cfg) -> None:
+        """Resuming with --ckpt_path continues the same W&B run (its id is stored in checkpoints)."""
+        ckpt = cfg.get("ckpt_path") if sub else None
+        logger = cfg.get("trainer", {}).get("logger") if hasattr(cfg, "get") else None
+        if not ckpt or logger is None or isinstance(logger, (bool, list)):
+            return
+        if str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
+            args = logger.init_args
+            if not args.get("id") and not args.get("version"):
+                from lemon_pl.checkpointing import wandb_run_id
+
+                run_id = wandb_run_id(ckpt)
+                if run_id:
+                    args["id"] = run_id
+
+    def _parse_ckpt_path(self) -> None:
+        """Keep the user's config: a checkpoint provides weights and training state only.
+
+        (Lightning would overwrite the model's arguments with the checkpoint's hyperparameters,
+        which breaks evaluating a pretraining checkpoint with few-shot settings.)
+        """
+
+
+def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
+    """Run the Lightning CLI; known user errors become one line on stderr and exit code 2."""
+    from lemon_pl.data.io import DataFileError
+    from lemon_pl.errors import CheckpointMismatchError, NonFiniteLossError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with warnings.catch_warnings():  # argv is always passed explicitly (pipelines run steps in-process)
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            LemonCLI(args=argv)
+    except (DataFileError, CheckpointMismatchError, NonFiniteLossError, FileNotFoundError,
+            ValueError, KeyError) as err:  # user errors: one line (LEMON_TRACEBACK=1 shows the traceback)
+        if os.environ.get("LEMON_TRACEBACK"):
+            raise
+        print(f"lemon-pl: error: {_root_message(err)}", file=sys.stderr)
+        return 2
+    finally:
+        _destroy_process_group()
+    return 0
+
+
+def _destroy_process_group() -> None:
+    """Tear the DDP process group down before the interpreter exits (Lightning leaves it up):
+    gloo's threads destroyed during interpreter shutdown can abort the process ("terminate
+    called without an active exception"), and in-process pipelines start each step afresh."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - teardown is best effort
+            pass
+
+
+def _root_message(err: BaseException) -> str:
+    """The innermost cause's message (jsonargparse wraps constructor errors in long reports)."""
+    seen = err
+    while True:
+        nxt = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+        if nxt is None:
+            break
+        seen = nxt
+    msg = str(seen.args[0]) if isinstance(seen, KeyError) and seen.args else str(seen)
+    return msg.strip().splitlines()[0] if msg.strip() else type(seen).__name__
