@@ -13,10 +13,10 @@ ms is process CPU time, less sensitive to other jobs than wall time):
               meta step costs <= 1.1x those passes (the reference's loop: 1.14x for 5 x 5).
               ``meta (naive loop)`` is the same step with the straightforward inner loop
               (``naive_adapt`` / ``naive_call`` below, monkeypatched in for the row) that
-              ``lemon_pl.meta`` improves on. Without ``--quick`` ablations show where it loses.
+              ``lemon_pl.adaptation.maml`` improves on. Without ``--quick`` ablations show where it loses.
 ``order``     first-order vs second-order meta step (second order runs under
               ``differentiable_attention()``, the math SDPA backend, as ``meta_loss`` does).
-``vmap``      the Python loop over tasks vs ``lemon_pl.meta_vmap.module_vmap_meta_loss``
+``vmap``      the Python loop over tasks vs ``MetaModule.vmap_meta_loss`` (``lemon_pl.adaptation.maml_vmap``)
               (all tasks' inner loops at once with ``torch.func.vmap`` + ``torch.func.grad``),
               first order (and, without ``--quick``, second order).
 ``lora``      fine-tuning step (forward + backward + AdamW, batch 20) of the full network vs
@@ -84,7 +84,7 @@ def _torch():
 
 # ============================================================================ naive inner loop
 # The straightforward inner loop (one ``w - lr * g`` per tensor and step, ``functional_call`` per
-# pass), as the reference writes it; ``lemon_pl.meta`` replaces it by fused in-place updates on
+# pass), as the reference writes it; ``lemon_pl.adaptation.maml`` replaces it by fused in-place updates on
 # detached copies attached to the graph once, and cached parameter slots. Same values and gradients.
 
 def naive_adapt(net, params, fast_names, loss_fn, steps, lr, first_order=True, grad_clip=None):
@@ -121,18 +121,18 @@ def _ablation_no_update(net, params, fast_names, loss_fn, steps, lr, first_order
 @contextlib.contextmanager
 def patched(adapt_fn=None, call_fn=None):
     """Swap the inner-loop functions used by ``MetaModule`` for the duration of the block."""
-    import lemon_pl.meta as meta
+    import lemon_pl.adaptation.functional as functional
     import lemon_pl.modules.meta as module_meta
 
-    old = (module_meta.adapt, meta.call)
+    old = (module_meta.adapt, functional.call)
     try:
         if adapt_fn is not None:
             module_meta.adapt = adapt_fn
         if call_fn is not None:
-            meta.call = call_fn  # OperatorModule.functional_forward imports it at call time
+            functional.call = call_fn  # net_call looks it up at call time
         yield
     finally:
-        module_meta.adapt, meta.call = old
+        module_meta.adapt, functional.call = old
 
 
 # ============================================================================ worker helpers
@@ -150,8 +150,9 @@ def build_net(name: str, device):
     import lemon_pl.models as models
 
     cls_name, kwargs = MODELS[name]
-    return getattr(models, cls_name)(nx=NX, input_len=N_IN, output_len=N_OUT, vocab_size=VOCAB, pad_id=PAD_ID,
-                                     **kwargs).to(device)
+    cls = getattr(models, cls_name)
+    data = dict(nx=NX, input_len=N_IN, output_len=N_OUT, vocab_size=VOCAB, pad_id=PAD_ID)
+    return cls(**models.taken_arguments(cls, data), **kwargs).to(device)
 
 
 def task_batch(n_tasks: int, k: int, device, seed: int = 0) -> dict:
@@ -313,12 +314,11 @@ def section_order(spec, device) -> dict:
 def section_vmap(spec, device) -> dict:
     import warnings
 
-    from lemon_pl.meta_vmap import module_vmap_meta_loss
 
     warnings.filterwarnings("ignore", message=".*batching rule.*")
     module, batch, opt = _meta_setup(spec, device)
     loop = _meta_step_fn(module, batch, opt)
-    vmapped = _meta_step_fn(module, batch, opt, loss_fn=lambda b: module_vmap_meta_loss(module, b))
+    vmapped = _meta_step_fn(module, batch, opt, loss_fn=module.vmap_meta_loss)
 
     def naive():
         with patched(naive_adapt, naive_call):
@@ -342,7 +342,7 @@ def section_vmap(spec, device) -> dict:
                                baseline="loop, first-order (lemon_pl)")}
     # numerical check: same loss and gradients as the loop (first order)
     grads = []
-    for fn in (module.meta_loss, lambda b: module_vmap_meta_loss(module, b)):
+    for fn in (module.meta_loss, module.vmap_meta_loss):
         module.zero_grad(set_to_none=True)
         total, n = fn(batch)
         (total / n).backward()
@@ -359,7 +359,7 @@ def section_vmap(spec, device) -> dict:
 def section_lora(spec, device) -> dict:
     import torch.nn.functional as F
 
-    from lemon_pl.lora import inject_lora, mark_only_lora_trainable
+    from lemon_pl.adaptation.lora import inject_lora, mark_only_lora_trainable
 
     torch = _torch()
     torch.manual_seed(0)

@@ -104,8 +104,9 @@ def run_one(spec: dict) -> dict:
     device = torch.device(spec["device"])
     cls_name, kwargs, batch = CONFIGS[spec["config"]]
     batch = spec.get("batch") or batch
-    model = getattr(models, cls_name)(nx=NX, input_len=1, output_len=N_OUT, vocab_size=VOCAB, pad_id=PAD_ID,
-                                      **kwargs).to(device)
+    cls = getattr(models, cls_name)
+    data = dict(nx=NX, input_len=1, output_len=N_OUT, vocab_size=VOCAB, pad_id=PAD_ID)
+    model = cls(**models.taken_arguments(cls, data), **kwargs).to(device)
     n_params = models.count_parameters(model)
     adamw_kw = {"fused": True} if spec["fused_adamw"] else {}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **adamw_kw)

@@ -42,6 +42,9 @@ def test_overlay_composes_with_pretrain(path):
             for key, value in body.items():
                 if key == "logger":
                     assert cfg["trainer"]["logger"]["class_path"] == value["class_path"]
+                elif key == "callbacks":
+                    names = [c if isinstance(c, str) else c["class_path"] for c in value]
+                    assert [c["class_path"] for c in cfg["trainer"]["callbacks"]] == names
                 else:
                     assert cfg["trainer"][key] == value
         elif section == "model":
@@ -84,3 +87,15 @@ def test_bad_config_is_rejected(tmp_path, capsys):
         main(["fit", "--config", str(CONFIGS / "pretrain.yaml"), "--config", str(bad)])
     assert exit_.value.code != 0
     assert "NoSuchModule" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", STAGES, ids=lambda p: p.name)
+def test_stage_configs_compose_the_network_and_callbacks_defined_once(path):
+    """No stage config defines a network or callbacks itself: they come from its ``defaults``."""
+    raw = yaml.safe_load(path.read_text())
+    assert "net" not in raw["model"].get("init_args", {}) and "callbacks" not in raw.get("trainer", {})
+    cfg = print_config(path)
+    prose = yaml.safe_load((CONFIGS / "model/prose.yaml").read_text())["model"]["init_args"]["net"]
+    assert cfg["model"]["init_args"]["net"]["class_path"] == prose["class_path"]
+    assert [c["class_path"].rsplit(".", 1)[1] for c in cfg["trainer"]["callbacks"]] == [
+        "ModelCheckpoint", "LearningRateMonitor", "MetricTables", "PredictionFigures", "FitSummary"]

@@ -116,7 +116,5 @@ def test_resume_continues_the_same_wandb_run(tmp_path):
     torch.save({WANDB_ID_KEY: "abc123", "state_dict": {}}, ckpt)
     assert wandb_run_id(ckpt) == "abc123"
     logger = Namespace(class_path="lightning.pytorch.loggers.WandbLogger", init_args=Namespace(project="p", id=None))
-    fake = LemonCLI.__new__(LemonCLI)
-    fake.config = Namespace(subcommand="fit", fit=Namespace(ckpt_path=str(ckpt), trainer=Namespace(logger=logger)))
-    LemonCLI.before_instantiate_classes(fake)
+    LemonCLI._continue_wandb_run("fit", Namespace(ckpt_path=str(ckpt), trainer=Namespace(logger=logger)))
     assert logger.init_args.id == "abc123"

@@ -154,7 +154,7 @@ class LemonCLI(LightningCLI):
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def _subcommand_config(self):
-        sub = self.config.get("subcommand")
+        sub = self.config.get("subcommand") if hasattr(self, "_subcommand_parsers") else None  # run=False: none
         return sub, (self.config[sub] if sub else self.config)
 
     def before_instantiate_classes(self) -> None:
@@ -166,13 +166,14 @@ class LemonCLI(LightningCLI):
     def _link_data_to_model(parser, cfg) -> None:
         """Instantiation links for the names the chosen data module declares (see module doc).
 
-        jsonargparse skips a link whose target the chosen class does not take, so a network that
-        has no ``vocab_size`` argument never receives one."""
+        A target exists only if the chosen class's constructor takes it, so a network without a
+        ``vocab_size`` argument never receives one."""
         data = cfg.get("data")
-        names = model_links(getattr(data, "class_path", None))
-        for name in names:
+        for name in model_links(getattr(data, "class_path", None)):
             for target in LINK_TARGETS:
-                parser.link_arguments(f"data.{name}", target.format(name=name), apply_on="instantiate")
+                key = target.format(name=name)
+                if key in cfg:  # the parsed config holds exactly the arguments each constructor takes
+                    parser.link_arguments(f"data.{name}", key, apply_on="instantiate")
 
     @staticmethod
     def _continue_wandb_run(sub, cfg) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+#: length of the periodic spatial domain [0, L) of every family (the one definition)
 L_DOMAIN = 2.0
 
 

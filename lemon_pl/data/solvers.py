@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
-L_DOMAIN = 2.0
+from lemon_pl.data.ics import L_DOMAIN
 
 
 def wavenumbers(nx: int) -> np.ndarray:

@@ -6,11 +6,11 @@ building blocks (attention, MLPs, the spectral convolution).
 
 from __future__ import annotations
 
-from .base import DATA_ARGUMENTS, OperatorNetwork, count_parameters
+from .base import DATA_ARGUMENTS, OperatorNetwork, count_parameters, taken_arguments
 from .deeponet import DeepONet
 from .fno import FNO
 from .layers import differentiable_attention
 from .prose import Prose
 
-__all__ = ["OperatorNetwork", "DATA_ARGUMENTS", "Prose", "DeepONet", "FNO", "count_parameters",
+__all__ = ["OperatorNetwork", "DATA_ARGUMENTS", "Prose", "DeepONet", "FNO", "count_parameters", "taken_arguments",
            "differentiable_attention"]

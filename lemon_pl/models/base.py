@@ -19,7 +19,8 @@ to a network only when its constructor takes that name (``lemon_pl.cli.lightning
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+import inspect
+from typing import Any, ClassVar, Optional
 
 from torch import Tensor, nn
 
@@ -48,3 +49,9 @@ class OperatorNetwork(nn.Module):
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of (unique) parameters, optionally only those with requires_grad."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def taken_arguments(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` whose names ``cls``'s constructor takes (what the CLI links)."""
+    params = inspect.signature(cls).parameters
+    return {k: v for k, v in values.items() if k in params}

@@ -73,13 +73,24 @@ class FamilyMetrics(nn.Module):
             self.store[f"{OVERALL}__{m}"].update(v)
 
     def compute(self) -> dict[str, dict[str, float]]:
-        """``{family: {metric: mean}}`` plus ``overall`` (NaN where nothing was scored)."""
+        """``{family: {metric: mean}}`` plus ``overall`` (NaN where nothing was scored).
+
+        Collective under DDP: every rank computes every entry, also one it saw no sample of
+        (its share is empty; skipping it would leave the other ranks waiting)."""
+        import warnings
+
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         out: dict[str, dict[str, float]] = {}
         for g in [*self.families, OVERALL]:
             row = {}
             for m in self.metrics:
                 metric = self.store[f"{g}__{m}"]
-                row[m] = float(metric.compute()) if metric.update_count else math.nan
+                if metric.update_count or distributed:
+                    with warnings.catch_warnings():  # "compute before update" on a rank with an empty share
+                        warnings.simplefilter("ignore")
+                        row[m] = float(metric.compute())
+                else:
+                    row[m] = math.nan
             out[g] = row
         return out
 

@@ -29,10 +29,10 @@ class WarmupCosine(LambdaLR):
     """Linear warm-up over ``warmup_ratio * total_steps`` steps, then a cosine decay from the
     base rate to ``min_lr_ratio`` times it at ``total_steps``."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1,
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int | None = None, warmup_ratio: float = 0.1,
                  min_lr_ratio: float = 0.0):
         if total_steps is None or total_steps < 1:
-            raise ValueError(f"WarmupCosine needs total_steps >= 1, got {total_steps}")
+            raise ValueError(f"WarmupCosine needs total_steps >= 1 (the stage fills it in when unset), got {total_steps}")
         self.total_steps, self.warmup = int(total_steps), int(warmup_ratio * total_steps)
         self.min_lr_ratio = min_lr_ratio
         super().__init__(optimizer, self.factor)

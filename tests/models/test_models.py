@@ -353,3 +353,24 @@ def test_key_padding_mask_never_fully_masks_a_row():
     assert m.shape == (3, 1, 1, 3) and m.dtype == torch.bool
     assert m[:, 0, 0].tolist() == [[True, False, False], [True, False, False], [True, True, True]]
     assert key_padding_to_attn_mask(pad)[1].sum() == 0  # without the guard the row is empty
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_network_states_the_contract(name):
+    """models/base.py: an OperatorNetwork whose decoder_parts are real submodules and whose
+    data-derived arguments are exactly those it uses (no vocab_size/pad_id without an equation)."""
+    import inspect
+
+    from lemon_pl.models import DATA_ARGUMENTS, OperatorNetwork, taken_arguments
+
+    net = make_model(name)
+    assert isinstance(net, OperatorNetwork)
+    assert isinstance(net.uses_equation, bool) and net.uses_equation == (name == "prose")
+    children = {n for n, _ in net.named_children()} | {n for n, _ in net.named_parameters(recurse=False)}
+    assert net.decoder_parts and set(net.decoder_parts) <= children
+    names = net.decoder_parameter_names()
+    assert names and len(names) < len(list(net.parameters()))
+    takes = set(inspect.signature(type(net)).parameters) & set(DATA_ARGUMENTS)
+    reads_tokens = name.startswith("prose")
+    assert ("vocab_size" in takes) == reads_tokens and ("pad_id" in takes) == reads_tokens
+    assert set(taken_arguments(type(net), {k: 1 for k in DATA_ARGUMENTS})) == takes
