@@ -322,13 +322,16 @@ def generate(root: str | os.PathLike, preset: str = "default", families: str | S
     command = command or f"lemon-pl generate --root {shlex.quote(str(root))} --preset {preset}"
     from tqdm.auto import tqdm
 
+    from lemon_pl.progress import bar_kwargs
+
     todo = []
     for spec in specs:
         path = root / spec.family / f"{spec.split}.h5"
         todo.append((spec, path, _existing_status(path, spec, overwrite)))
     total_ops = sum(s.n_operators for s, _, st in todo if st != "complete")
+    # off a terminal (CI logs) bar_kwargs makes this a few plain lines instead of \r redraws
     bar = tqdm(total=total_ops, unit="op", desc="generate", disable=not progress or total_ops == 0,
-               dynamic_ncols=True)
+               dynamic_ncols=True, **bar_kwargs())
     fam_order = list(dict.fromkeys(s.family for s, _, _ in todo))
     pool = None
     if workers > 1 and total_ops > 1:
