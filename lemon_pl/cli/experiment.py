@@ -8,6 +8,10 @@
 
 Re-running the same command skips completed steps (a step whose arguments changed runs again,
 with everything after it that needs it); the report is rewritten from all of them.
+
+The stage and experiment configs come from the configs/ folder: --configs DIR, else the folder
+named by LEMON_CONFIGS, else ./configs (run from a checkout of the repository, or from a folder
+holding a copy of its configs/).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from lemon_pl.experiments.specs import EXPERIMENTS, SCALES, build_steps
+from lemon_pl.experiments import EXPERIMENTS, SCALES, build_steps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config overlay added to every fit/test step (repeatable), e.g. configs/trainer/ddp.yaml")
     p.add_argument("--out", default="results", help="results root; the experiment writes to OUT/NAME/SCALE")
     p.add_argument("--experiment-config", default=None, metavar="YAML",
-                   help="experiment settings (default: configs/experiments/NAME.yaml)")
+                   help="experiment settings (default: CONFIGS/experiments/NAME.yaml)")
+    p.add_argument("--configs", default=None, metavar="DIR",
+                   help="lemon-pl's configs/ folder (default: $LEMON_CONFIGS, else ./configs)")
     p.add_argument("--data-root", default=None, help="override the data root of the scale")
     p.add_argument("--dry-run", action="store_true", help="print the steps and exit")
     return p
@@ -39,7 +45,7 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     err = lambda msg: print(f"lemon-pl experiment: error: {msg}", file=sys.stderr)  # noqa: E731
     try:
-        steps = build_steps(args.name, args.scale, args.experiment_config, args.data_root)
+        steps = build_steps(args.name, args.scale, args.experiment_config, args.data_root, args.configs)
     except (KeyError, ValueError, FileNotFoundError) as e:
         err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
         return 2
@@ -56,8 +62,11 @@ def main(argv: Sequence[str]) -> int:
         print(f"{args.name} ({args.scale}): {len(steps)} steps in {exp_dir}")
         print("\n".join(describe(steps, exp_dir, overlays)))
         return 0
+    from lemon_pl.cli import main as lemon_pl_main  # each step is one `lemon-pl ...` command, run in-process
+
     try:
-        run_steps(steps, exp_dir, overlays, log=lambda m: print(f"experiment {args.name}: {m}", flush=True))
+        run_steps(steps, exp_dir, overlays, lemon_pl_main,
+                  log=lambda m: print(f"experiment {args.name}: {m}", flush=True))
     except ExperimentLocked as e:
         err(str(e))
         return 2

@@ -1,11 +1,15 @@
-"""Tables and plots from the finished steps of an experiment (plain Python, csv and matplotlib).
+"""Tables and plots from the finished steps of an experiment (plain Python, csv and matplotlib):
+the generic part of every report. :func:`write_report` writes ``results.csv``, ``table.md``,
+the adaptation curves and the examples figure, and calls the experiment module's ``report(rep)``
+hook (a :class:`Report`) for its summary lines and its own figures.
 
 Every finished ``test`` step records its tags (``condition``, ``seed``, optionally ``family``,
 ``x``, ``group``, ``model``, ``groups``, ``fit``) and the path of its ``test_metrics.json``. Per
 (condition, seed) the per-family errors of all its steps are merged; ``overall`` is the
 unweighted mean over the families of that condition, and each named family group of the
 ``groups`` tag (e.g. "unseen families") gets a row with the mean over its families. Each
-(condition, family) row reports mean and sample std over seeds.
+(condition, family) row reports mean and sample std over seeds
+(:func:`lemon_pl.modules.metrics.mean_std` of the metrics in ``REPORTED``).
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import csv
 import json
 import math
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-METRICS = ("rel_l2", "rel_l2_first", "rel_l2_second")
-OVERALL = "overall"
+from lemon_pl.modules.metrics import OVERALL, REPORTED, mean_std
 
 
 def load_results(exp_dir: str | Path) -> list[dict[str, Any]]:
@@ -39,13 +44,6 @@ def load_results(exp_dir: str | Path) -> list[dict[str, Any]]:
             entry["fit"] = json.loads((Path(fit_dir) / "fit_summary.json").read_text())
         out.append(entry)
     return out
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -71,7 +69,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             members = groups[cond].get(fam)
             row: dict[str, Any] = {"condition": cond, "family": fam, **info[cond], "seeds": seeds,
                                    "is_group": members is not None}
-            for m in METRICS:
+            for m in REPORTED:
                 vals = []
                 for s in seeds:
                     fm = per[(cond, s)]
@@ -81,26 +79,26 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     elif fam in fm:
                         vals.append(float(fm[fam][m]))
                 row[m] = vals
-                row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(vals)
+                row[f"{m}_mean"], row[f"{m}_std"] = mean_std(vals)
             row["n_seeds"] = len(row["rel_l2"])
             rows.append(row)
     return rows
 
 
-def _fmt(mean: float, std: float) -> str:
+def fmt(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.4g} ± {std:.2g}"
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     header = ["condition", "family", "n_seeds", "seeds"]
-    for m in METRICS:
+    for m in REPORTED:
         header += [f"{m}_mean", f"{m}_std", f"{m}_per_seed"]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         for r in rows:
             line = [r["condition"], r["family"], r["n_seeds"], " ".join(str(s) for s in r["seeds"])]
-            for m in METRICS:
+            for m in REPORTED:
                 line += [f"{r[f'{m}_mean']:.6g}", f"{r[f'{m}_std']:.6g}", " ".join(f"{v:.6g}" for v in r[m])]
             w.writerow(line)
 
@@ -114,11 +112,11 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, title: str, summary: 
     for r in rows:
         fam = f"**{r['family']}**" if r["family"] == OVERALL or r.get("is_group") else r["family"]
         lines.append(f"| {r['condition']} | {fam} | {r['n_seeds']} | "
-                     + " | ".join(_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS) + " |")
+                     + " | ".join(fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in REPORTED) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,37 +125,9 @@ def _pyplot():
     return plt
 
 
-def plot_scaling(rows: list[dict[str, Any]], path: Path) -> None:
-    """Error vs number of pretraining families, one line per target family and overall; the
-    scratch baseline (overall) as a horizontal band of ± std."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    pre = [r for r in rows if r.get("group") == "pretrained"]
-    for fam in dict.fromkeys(r["family"] for r in pre):
-        pts = sorted((r["x"], r["rel_l2_mean"], r["rel_l2_std"]) for r in pre if r["family"] == fam)
-        xs, ys, es = zip(*pts)
-        style = {"lw": 2.5, "color": "k"} if fam == OVERALL else {"lw": 1, "alpha": 0.7}
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"pretrained ({fam})", **style)
-    for r in rows:
-        if r.get("group") == "scratch" and r["family"] == OVERALL:
-            m, s = r["rel_l2_mean"], r["rel_l2_std"]
-            ax.axhline(m, color="tab:red", ls="--", label="scratch (overall)")
-            ax.axhspan(m - s, m + s, color="tab:red", alpha=0.15)
-    xs = sorted({r["x"] for r in pre})
-    if xs:
-        ax.set_xticks(xs)
-    ax.set_xlabel("number of pretraining families")
-    ax.set_ylabel("test relative L2 after fine-tuning")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def plot_bars(rows: list[dict[str, Any]], path: Path, ylabel: str) -> None:
     """Grouped bars: one group per family, one bar per condition that has it (mean ± std)."""
-    plt = _pyplot()
+    plt = pyplot()
     conds = list(dict.fromkeys(r["condition"] for r in rows))
     fams = list(dict.fromkeys(r["family"] for r in rows if r["family"] != OVERALL)) + [OVERALL]
     width = 0.8 / max(1, len(conds))
@@ -198,7 +168,7 @@ def aggregate_curves(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     per.setdefault((cond, gname, int(k)), {})[tags.get("seed")] = value
     rows = []
     for (cond, gname, k), by_seed in per.items():
-        mean, std = _mean_std(list(by_seed.values()))
+        mean, std = mean_std(list(by_seed.values()))
         rows.append({"condition": cond, "family": gname, "steps": k, **info[cond], "n_seeds": len(by_seed),
                      "rel_l2_mean": mean, "rel_l2_std": std})
     return rows
@@ -215,7 +185,7 @@ def write_curve_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     """Error vs adaptation steps: one panel per (model, family group), one line per initialisation."""
-    plt = _pyplot()
+    plt = pyplot()
     models = list(dict.fromkeys(r.get("model", "") for r in rows))
     gnames = [g for g in dict.fromkeys(r["family"] for r in rows) if g != OVERALL] or [OVERALL]
     fig, axes = plt.subplots(len(models), len(gnames), figsize=(4.2 * len(gnames), 3.0 * len(models)),
@@ -249,7 +219,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 def plot_model_bars(rows: list[dict[str, Any]], path: Path, ylabel: str) -> None:
     """One panel per family group; models along x, one bar per initialisation (same colour in
     every panel), mean ± std over seeds."""
-    plt = _pyplot()
+    plt = pyplot()
     gnames = list(dict.fromkeys(r["family"] for r in rows if r.get("is_group"))) or [OVERALL]
     models = list(dict.fromkeys(r.get("model", "") for r in rows))
     inits = list(dict.fromkeys(r.get("group", r["condition"]) for r in rows))
@@ -301,7 +271,7 @@ def plot_examples(results: list[dict[str, Any]], path: Path, family: str | None 
             panels.append((r["tags"]["condition"], z[f"{fam}/pred"]))
     if truth is None or not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     n = len(panels) + 1
     cols = min(n, 5)
     rows = (n + cols - 1) // cols
@@ -325,96 +295,41 @@ def plot_examples(results: list[dict[str, Any]], path: Path, family: str | None 
     return path
 
 
-# ------------------------------------------------------------------ experiment summaries
-def summary_init_comparison(rows: list[dict[str, Any]], curves: list[dict[str, Any]]) -> list[str]:
-    """Model x initialisation: zero-shot and few-shot error on each family group."""
-    gnames = list(dict.fromkeys(r["family"] for r in rows if r.get("is_group")))
-    zero = {(r["condition"], r["family"]): r for r in curves if r["steps"] == 0}
-    head = "| model | initialisation | " + " | ".join(f"{g}: zero-shot | {g}: few-shot" for g in gnames) + " |"
-    lines = ["## Summary", "", "Relative L2 on the query trajectories, mean ± std over seeds; few-shot = after the "
-             "full adaptation (`eval_steps`), zero-shot = before it.", "", head,
-             "|" + "---|" * (2 + 2 * len(gnames))]
-    for cond in dict.fromkeys(r["condition"] for r in rows):
-        first = next(r for r in rows if r["condition"] == cond)
-        cells = []
-        for g in gnames:
-            z = zero.get((cond, g))
-            few = next((r for r in rows if r["condition"] == cond and r["family"] == g), None)
-            cells += [_fmt(z["rel_l2_mean"], z["rel_l2_std"]) if z else "n/a",
-                      _fmt(few["rel_l2_mean"], few["rel_l2_std"]) if few else "n/a"]
-        lines.append(f"| {first.get('model', '')} | {first.get('group', cond)} | " + " | ".join(cells) + " |")
-    return lines + [""]
+# ------------------------------------------------------------------ the report
+@dataclass
+class Report:
+    """What an experiment's ``report(rep)`` hook reads (the finished test steps, their rows per
+    condition and family, the adaptation curves) and adds to: ``summary`` lines at the top of
+    ``table.md``, figures (:meth:`add` gives a file's path and lists it), and ``examples``, the
+    keyword arguments of :func:`plot_examples` (``family``, ``keep``)."""
+
+    name: str
+    exp_dir: Path
+    out: Path
+    results: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    curves: list[dict[str, Any]]
+    paths: list[Path] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
+    examples: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, filename: str) -> Path:
+        """The path of a file in the report folder, added to the written paths."""
+        self.paths.append(self.out / filename)
+        return self.paths[-1]
 
 
-def finetune_costs(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per condition: trainable parameters and median ms per fine-tuning step (mean over runs)."""
-    out: dict[str, dict[str, list[float]]] = {}
-    for r in results:
-        fit = r.get("fit")
-        if not fit:
-            continue
-        c = out.setdefault(r["tags"]["condition"], {"trainable_params": [], "total_params": [], "ms_per_step": []})
-        for k in c:
-            if fit.get(k) is not None:
-                c[k].append(float(fit[k]))
-    return {cond: {k: statistics.fmean(v) if v else math.nan for k, v in c.items()} for cond, c in out.items()}
+def write_report(experiment: str | ModuleType, exp_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Write ``results.csv``, ``table.md``, the adaptation curves (``curve.csv``,
+    ``error_vs_steps.png``) if the tests recorded any, what the experiment's ``report`` hook adds
+    (an experiment module or the name of one; without a hook: bars per family, ``NAME.png``) and
+    ``examples.png``. Returns the written paths."""
+    if isinstance(experiment, str):
+        from lemon_pl.experiments import EXPERIMENTS
 
-
-def summary_finetune(rows: list[dict[str, Any]], costs: dict[str, dict[str, float]]) -> list[str]:
-    """Variant x N: error, trainable parameters, time per step."""
-    over = [r for r in rows if r["family"] == OVERALL]
-    ns = sorted({r["x"] for r in over})
-    variants = list(dict.fromkeys(r["group"] for r in over))
-    lines = ["## Summary", "", "Test relative L2 after fine-tuning on N trajectories (mean ± std over seeds), "
-             "trainable parameters and measured time per fine-tuning step (median over steps, mean over runs).", "",
-             "| variant | " + " | ".join(f"N={n}" for n in ns) + " | trainable params | % of all | "
-             + " | ".join(f"ms/step N={n}" for n in ns) + " |",
-             "|" + "---|" * (3 + 2 * len(ns))]
-    for v in variants:
-        cells, times, params, frac = [], [], math.nan, math.nan
-        for n in ns:
-            r = next((r for r in over if r["group"] == v and r["x"] == n), None)
-            cells.append(_fmt(r["rel_l2_mean"], r["rel_l2_std"]) if r else "n/a")
-            c = costs.get(r["condition"] if r else "", {})
-            times.append(f"{c['ms_per_step']:.0f}" if c and not math.isnan(c["ms_per_step"]) else "n/a")
-            if c and not math.isnan(c.get("trainable_params", math.nan)):
-                params, frac = c["trainable_params"], c["trainable_params"] / c["total_params"]
-        ptxt = "n/a" if math.isnan(params) else f"{params:,.0f}"
-        ftxt = "n/a" if math.isnan(frac) else f"{100 * frac:.2f}"
-        lines.append(f"| {v} | " + " | ".join(cells) + f" | {ptxt} | {ftxt} | " + " | ".join(times) + " |")
-    return lines + [""]
-
-
-def plot_error_vs_n(rows: list[dict[str, Any]], costs: dict[str, dict[str, float]], path: Path) -> None:
-    """Left: error vs N per variant. Right: error at the largest N vs trainable parameters."""
-    plt = _pyplot()
-    over = [r for r in rows if r["family"] == OVERALL]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    nmax = max(r["x"] for r in over)
-    for v in dict.fromkeys(r["group"] for r in over):
-        pts = sorted((r["x"], r["rel_l2_mean"], r["rel_l2_std"]) for r in over if r["group"] == v)
-        xs, ys, es = zip(*pts)
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=v)
-        last = next(r for r in over if r["group"] == v and r["x"] == nmax)
-        params = costs.get(last["condition"], {}).get("trainable_params", math.nan)
-        if not math.isnan(params):
-            ax2.errorbar([params], [last["rel_l2_mean"]], yerr=[last["rel_l2_std"]], marker="o", capsize=3, label=v)
-    ax.set_xlabel("fine-tuning trajectories N")
-    ax.set_xticks(sorted({r["x"] for r in over}))
-    ax.set_ylabel("test relative L2")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax2.set_xscale("log")
-    ax2.set_xlabel("trainable parameters")
-    ax2.set_title(f"N = {nmax}", fontsize=9)
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_report(name: str, exp_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Write table.md, results.csv and the experiment's plots; returns the written paths."""
+        name, module = experiment, EXPERIMENTS.get(experiment)
+    else:
+        name, module = experiment.NAME, experiment
     exp_dir = Path(exp_dir)
     out = Path(out_dir or exp_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -422,41 +337,18 @@ def write_report(name: str, exp_dir: str | Path, out_dir: str | Path | None = No
     rows = aggregate(results)
     if not rows:
         raise ValueError(f"no finished test steps under {exp_dir / 'steps'}")
-    paths = [out / "results.csv", out / "table.md"]
-    write_csv(rows, paths[0])
-    summary: list[str] = []
-    examples: dict[str, Any] = {}  # plot_examples arguments per experiment
-    curves = aggregate_curves(results)
-    if curves:
-        paths.append(out / "curve.csv")
-        write_curve_csv(curves, paths[-1])
-        paths.append(out / "error_vs_steps.png")
-        plot_curves(curves, paths[-1])
-    if name == "scaling":
-        paths.append(out / "scaling.png")
-        plot_scaling(rows, paths[-1])
-    elif name == "zero-shot":
-        paths.append(out / "zero_shot.png")
-        plot_bars(rows, paths[-1], "test relative L2, no adaptation")
-    elif name == "init-comparison":
-        summary = summary_init_comparison(rows, curves)
-        paths.append(out / "init_comparison.png")
-        plot_model_bars(rows, paths[-1], "query relative L2 after few-shot adaptation")
-        unseen = next((fams for r in results for g, fams in (r["tags"].get("groups") or {}).items()
-                       if g == "unseen families"), None)
-        examples = {"family": unseen[0] if unseen else None}
-    elif name == "finetune":
-        costs = finetune_costs(results)
-        summary = summary_finetune(rows, costs)
-        paths.append(out / "error_vs_n.png")
-        plot_error_vs_n(rows, costs, paths[-1])
-        nmax = max((r["tags"].get("x", 0) for r in results), default=0)
-        examples = {"keep": lambda r: r["tags"].get("x") == nmax}
+    rep = Report(name, exp_dir, out, results, rows, aggregate_curves(results), [out / "results.csv", out / "table.md"])
+    write_csv(rows, rep.paths[0])
+    if rep.curves:
+        write_curve_csv(rep.curves, rep.add("curve.csv"))
+        plot_curves(rep.curves, rep.add("error_vs_steps.png"))
+    hook = getattr(module, "report", None)
+    if hook is not None:
+        hook(rep)
     else:
-        paths.append(out / f"{name}.png")
-        plot_bars(rows, paths[-1], "test relative L2")
-    write_markdown(rows, paths[1], f"{name} ({exp_dir.name})", summary)
-    ex = plot_examples(results, out / "examples.png", **examples)
+        plot_bars(rows, rep.add(f"{name}.png"), "test relative L2")
+    write_markdown(rows, rep.paths[1], f"{name} ({exp_dir.name})", rep.summary)
+    ex = plot_examples(results, out / "examples.png", **rep.examples)
     if ex:
-        paths.append(ex)
-    return paths
+        rep.paths.append(ex)
+    return rep.paths

@@ -1,7 +1,9 @@
 """A small resumable pipeline engine: every step is one ``lemon-pl`` command run in-process.
 
-A step has an id, an argv for :func:`lemon_pl.cli.main` and the ids it needs. Training and
-evaluation steps (``fit``/``validate``/``test``) log into their own, predictable folder
+A step has an id, an argv and the ids it needs. :func:`run_steps` runs each argv through the
+entry point it is given (``main(argv) -> exit code``; ``lemon-pl experiment`` passes
+:func:`lemon_pl.cli.main`): this module imports no CLI and leaves ``sys.argv`` alone. Training
+and evaluation steps (``fit``/``validate``/``test``) log into their own, predictable folder
 ``<exp_dir>/runs/<id>/version_0``. When a step succeeds, ``<exp_dir>/steps/<id>.json`` is
 written atomically (argv, seconds, outputs: checkpoint and metrics paths, tags); a re-run skips
 every step whose record exists and was made with the same arguments. A step whose arguments
@@ -22,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,11 +98,10 @@ def load_record(exp_dir: Path, step_id: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _write_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+def _write_record(exp_dir: Path, step_id: str, payload: dict) -> None:
+    from lemon_pl.checkpointing import atomic_write  # imports torch: only once a step has run
+
+    atomic_write(record_path(exp_dir, step_id), json.dumps(payload, indent=2))
 
 
 def with_overlays(argv: Sequence[str], overlays: Sequence[str]) -> list[str]:
@@ -206,13 +206,16 @@ def lock_experiment(exp_dir: Path):
     return fh
 
 
-def run_steps(steps: Sequence[Step], exp_dir: str | Path, overlays: Sequence[str] = (),
-              main: Callable[[Sequence[str]], int] | None = None, log: Callable[[str], None] = print,
+def run_steps(steps: Sequence[Step], exp_dir: str | Path, overlays: Sequence[str],
+              main: Callable[[Sequence[str]], int | None], log: Callable[[str], None] = print,
               rank: int | None = None, wait_timeout: float | None = None) -> int:
     """Run the steps in order, skipping completed ones. Returns the number of steps run now.
 
-    ``rank`` (default: from the environment) > 0 runs only the Lightning steps and waits for
-    rank 0's records. Raises :class:`StepFailed` on the first failing step (earlier records are kept)."""
+    Each step runs as ``main(argv)`` (:func:`full_argv`: ``overlays`` added after its config
+    files, logging into its run folder); it succeeds with exit code 0 or None, and fails with
+    another code (returned or raised as ``SystemExit``) or an exception. ``rank`` (default: from the environment) > 0 runs
+    only the Lightning steps and waits for rank 0's records. Raises :class:`StepFailed` on the
+    first failing step (earlier records are kept)."""
     exp_dir = Path(exp_dir).absolute()  # recorded checkpoint paths must not depend on the cwd
     rank = global_rank() if rank is None else rank
     check_graph(steps)
@@ -225,10 +228,6 @@ def run_steps(steps: Sequence[Step], exp_dir: str | Path, overlays: Sequence[str
 
 
 def _run(steps, exp_dir: Path, overlays, main, log, rank: int, wait_timeout) -> int:
-    if main is None:
-        from lemon_pl import cli
-
-        main = cli.main
     ran = 0
     rerun: set[str] = set()
     for i, step in enumerate(steps, 1):
@@ -257,8 +256,6 @@ def _run(steps, exp_dir: Path, overlays, main, log, rank: int, wait_timeout) -> 
             shutil.rmtree(exp_dir / "runs" / step.id, ignore_errors=True)  # a fresh start after a crash
         log(f"{head}: run")
         t0 = time.perf_counter()
-        saved_argv = sys.argv
-        sys.argv = [saved_argv[0] if saved_argv else "lemon-pl", *argv]  # what the step's CLI sees
         try:
             code = main(argv)
         except SystemExit as err:  # argument errors of jsonargparse/argparse
@@ -267,8 +264,6 @@ def _run(steps, exp_dir: Path, overlays, main, log, rank: int, wait_timeout) -> 
             raise
         except Exception as err:  # noqa: BLE001 - reported with the step's name
             raise StepFailed(step.id, f"{type(err).__name__}: {err}".splitlines()[0]) from err
-        finally:
-            sys.argv = saved_argv
         seconds = time.perf_counter() - t0
         if code not in (0, None):
             raise StepFailed(step.id, f"exit code {code}")
@@ -282,7 +277,7 @@ def _run(steps, exp_dir: Path, overlays, main, log, rank: int, wait_timeout) -> 
             raise StepFailed(step.id, f"no checkpoint at {run_dir(exp_dir, step.id) / 'checkpoints/last.ckpt'}")
         if step.command == "test" and "metrics" not in outputs:
             raise StepFailed(step.id, f"no test_metrics.json in {run_dir(exp_dir, step.id)}")
-        _write_atomic(record_path(exp_dir, step.id), {
+        _write_record(exp_dir, step.id, {
             "id": step.id, "index": i, "spec": spec, "argv": argv, "seconds": round(seconds, 3), "outputs": outputs,
             "tags": step.tags, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log(f"{head}: done in {seconds:.1f} s")

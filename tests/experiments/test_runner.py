@@ -11,13 +11,15 @@ import pytest
 
 from lemon_pl.cli import main
 from lemon_pl.experiments import report
+from lemon_pl.experiments import build_steps, finetune
 from lemon_pl.experiments.runner import (Step, StepFailed, describe, record_path, run_dir, run_steps,
                                          with_overlays)
-from lemon_pl.experiments.specs import build_steps
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class FakeCLI:
-    """Stands in for lemon_pl.cli.main: records calls; `fit` writes a checkpoint, `test` metrics."""
+    """Stands in for lemon_pl.cli.main (run_steps' entry point): records calls; `fit` writes a checkpoint, `test` metrics."""
 
     def __init__(self, fail: set[str] = frozenset(), crash: set[str] = frozenset()):
         self.calls: list[list[str]] = []
@@ -49,13 +51,13 @@ def noop(step_id: str) -> Step:
 def test_rerun_skips_completed_steps(tmp_path, capsys):
     steps = [noop("a"), noop("b")]
     fake = FakeCLI()
-    assert run_steps(steps, tmp_path, main=fake) == 2
+    assert run_steps(steps, tmp_path, (), fake) == 2
     assert [c[1] for c in fake.calls] == ["a", "b"]
     rec = json.loads(record_path(tmp_path, "a").read_text())
     assert rec["argv"] == ["noop", "a"] and rec["seconds"] >= 0
-    assert not list((tmp_path / "steps").glob(".*tmp"))  # atomic write leaves no temp file
+    assert not list((tmp_path / "steps").glob(".*"))  # atomic write leaves no temp file
     capsys.readouterr()
-    assert run_steps(steps, tmp_path, main=fake) == 0
+    assert run_steps(steps, tmp_path, (), fake) == 0
     assert len(fake.calls) == 2
     assert capsys.readouterr().out.count("skip") == 2
 
@@ -66,38 +68,38 @@ def test_a_second_run_of_the_same_experiment_is_refused(tmp_path):
     held = lock_experiment(tmp_path)
     try:
         with pytest.raises(ExperimentLocked, match="another process is running the experiment"):
-            run_steps([noop("a")], tmp_path, main=FakeCLI(), log=lambda m: None)
+            run_steps([noop("a")], tmp_path, (), FakeCLI(), log=lambda m: None)
         assert not record_path(tmp_path, "a").exists()
     finally:
         held.close()
-    assert run_steps([noop("a")], tmp_path, main=FakeCLI(), log=lambda m: None) == 1  # released
+    assert run_steps([noop("a")], tmp_path, (), FakeCLI(), log=lambda m: None) == 1  # released
 
 
 def test_changed_arguments_rerun_the_step_and_its_dependents(tmp_path):
     steps = [Step("pre", ["fit", "--k", "1"]), Step("ft", ["fit", "--init", "{ckpt:pre}"]),
              Step("other", ["fit", "--k", "3"])]
-    assert run_steps(steps, tmp_path, main=FakeCLI(), log=lambda m: None) == 3
+    assert run_steps(steps, tmp_path, (), FakeCLI(), log=lambda m: None) == 3
     edited = [Step("pre", ["fit", "--k", "2"]), steps[1], steps[2]]
     assert "stale pre" in "\n".join(describe(edited, tmp_path))
     fake, lines = FakeCLI(), []
-    assert run_steps(edited, tmp_path, main=fake, log=lines.append) == 2
+    assert run_steps(edited, tmp_path, (), fake, log=lines.append) == 2
     assert [c[2] for c in fake.calls] == ["2", fake.calls[1][2]] and fake.calls[1][1] == "--init"
     assert any("pre: rerun (its arguments changed)" in m for m in lines)
     assert any("ft: rerun (pre ran again)" in m for m in lines)
     assert any("other: skip" in m for m in lines)
-    assert run_steps(edited, tmp_path, main=FakeCLI(), log=lambda m: None) == 0
+    assert run_steps(edited, tmp_path, (), FakeCLI(), log=lambda m: None) == 0
 
 
 def test_failing_step_stops_and_keeps_completed(tmp_path):
     steps = [noop("a"), noop("b"), noop("c")]
     with pytest.raises(StepFailed, match="step 'b' failed: exit code 2"):
-        run_steps(steps, tmp_path, main=FakeCLI(fail={"b"}), log=lambda m: None)
+        run_steps(steps, tmp_path, (), FakeCLI(fail={"b"}), log=lambda m: None)
     assert record_path(tmp_path, "a").exists() and not record_path(tmp_path, "b").exists()
     assert not record_path(tmp_path, "c").exists()
     with pytest.raises(StepFailed, match="step 'b' failed: RuntimeError: boom"):
-        run_steps(steps, tmp_path, main=FakeCLI(crash={"b"}), log=lambda m: None)
+        run_steps(steps, tmp_path, (), FakeCLI(crash={"b"}), log=lambda m: None)
     resume = FakeCLI()
-    assert run_steps(steps, tmp_path, main=resume, log=lambda m: None) == 2
+    assert run_steps(steps, tmp_path, (), resume, log=lambda m: None) == 2
     assert [c[1] for c in resume.calls] == ["b", "c"]
 
 
@@ -107,7 +109,7 @@ def test_ckpt_placeholder_resolves_to_last_ckpt(tmp_path):
              Step("ev", ["test", "--ckpt_path", "{ckpt:ft}"], tags={"condition": "c", "seed": 0})]
     assert steps[1].needs == ["pre"] and steps[2].needs == ["ft"]
     fake = FakeCLI()
-    run_steps(steps, tmp_path, overlays=["extra.yaml"], main=fake, log=lambda m: None)
+    run_steps(steps, tmp_path, ["extra.yaml"], fake, log=lambda m: None)
     ft_argv = fake.calls[1]
     pre_ckpt = run_dir(tmp_path, "pre") / "checkpoints" / "last.ckpt"
     assert ft_argv[ft_argv.index("--model.init_args.init_from") + 1] == str(pre_ckpt)
@@ -116,7 +118,7 @@ def test_ckpt_placeholder_resolves_to_last_ckpt(tmp_path):
     rec = json.loads(record_path(tmp_path, "ev").read_text())
     assert rec["outputs"]["metrics"] == str(run_dir(tmp_path, "ev") / "test_metrics.json")
     with pytest.raises(ValueError, match="needs \\['later'\\]"):
-        run_steps([Step("x", ["fit", "{ckpt:later}"]), Step("later", ["fit"])], tmp_path / "o", main=fake)
+        run_steps([Step("x", ["fit", "{ckpt:later}"]), Step("later", ["fit"])], tmp_path / "o", (), fake)
 
 
 def test_multi_process_launch_rank0_generates_and_records(tmp_path):
@@ -140,13 +142,13 @@ def test_multi_process_launch_rank0_generates_and_records(tmp_path):
 
     def rank1():
         try:
-            run_steps(steps, tmp_path, main=joined(r1), log=lambda m: None, rank=1, wait_timeout=30)
+            run_steps(steps, tmp_path, (), joined(r1), log=lambda m: None, rank=1, wait_timeout=30)
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
     t = threading.Thread(target=rank1)
     t.start()
-    run_steps(steps, tmp_path, main=joined(r0), log=lambda m: None, rank=0)
+    run_steps(steps, tmp_path, (), joined(r0), log=lambda m: None, rank=0)
     t.join(60)
     assert not errors and not t.is_alive()
     assert [c[0] for c in r0.calls] == ["generate", "fit", "test"]
@@ -155,7 +157,7 @@ def test_multi_process_launch_rank0_generates_and_records(tmp_path):
     assert r1.calls[1][r1.calls[1].index("--ckpt_path") + 1] == ckpt  # resolved from rank 0's record
     assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["ev.json", "gen.json", "pre.json"]
     with pytest.raises(StepFailed, match="rank 0 recorded no result"):
-        run_steps([Step("other", ["generate", "x"])], tmp_path / "o", main=FakeCLI(), log=lambda m: None, rank=1,
+        run_steps([Step("other", ["generate", "x"])], tmp_path / "o", (), FakeCLI(), log=lambda m: None, rank=1,
                   wait_timeout=0.1)
 
 
@@ -272,9 +274,27 @@ def test_report_mean_std_over_seeds(tmp_path):
     assert "| pretrained k=1 | kdv | 3 | 0.4 ± 0.26 |" in md
 
 
+def test_steps_run_through_the_given_entry_point_with_sys_argv_untouched(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["lemon-pl", "experiment", "x"])
+    seen = []
+    run_steps([noop("a"), Step("b", ["fit", "--k", "1"])], tmp_path, (),
+              lambda argv: seen.append((list(argv), list(sys.argv))) or FakeCLI()(argv), log=lambda m: None)
+    assert [a[:2] for a, _ in seen] == [["noop", "a"], ["fit", "--k"]]
+    assert all(sa == ["lemon-pl", "experiment", "x"] for _, sa in seen)
+
+
 # ------------------------------------------------------------------------ the CLI, end to end
-def test_scaling_tiny_end_to_end_and_resume(exp_data, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run from an empty folder; the configs/ folder is the repository's, named by LEMON_CONFIGS."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEMON_CONFIGS", str(REPO / "configs"))
+    return tmp_path
+
+
+def test_scaling_tiny_end_to_end_and_resume(exp_data, tmp_path, in_tmp, capsys):
     argv = ["experiment", "scaling", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]
     assert main(argv) == 0
     out = tmp_path / "res/scaling/tiny"
@@ -290,18 +310,18 @@ def test_scaling_tiny_end_to_end_and_resume(exp_data, tmp_path, monkeypatch, cap
     assert main(argv) == 0  # everything is done: nothing reruns
     text = capsys.readouterr().out
     assert text.count("skip") == len(build_steps("scaling", "tiny")) and ": run" not in text
+    rec = json.loads((out / "steps/pretrain_k1_s0.json").read_text())
+    assert rec["argv"][:3] == ["fit", "--config", str(REPO / "configs" / "pretrain.yaml")]
 
 
-def test_zero_shot_tiny_end_to_end(exp_data, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_zero_shot_tiny_end_to_end(exp_data, tmp_path, in_tmp):
     assert main(["experiment", "zero-shot", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "res/zero-shot/tiny/results.csv")))
     assert [r["condition"] for r in rows if r["family"] == "overall"] == ["in-distribution", "unseen", "ood gamma=0.3"]
     assert (tmp_path / "res/zero-shot/tiny/zero_shot.png").exists()
 
 
-def test_init_comparison_tiny_end_to_end(exp_data, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_init_comparison_tiny_end_to_end(exp_data, tmp_path, in_tmp):
     assert main(["experiment", "init-comparison", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]) == 0
     out = tmp_path / "res/init-comparison/tiny"
     for name in ("table.md", "results.csv", "curve.csv", "error_vs_steps.png", "init_comparison.png", "examples.png"):
@@ -327,13 +347,12 @@ def test_init_comparison_tiny_end_to_end(exp_data, tmp_path, monkeypatch):
         (out / "runs/prose_hybrid_pretrain_s1/version_0/checkpoints/last.ckpt").absolute())
 
 
-def test_finetune_tiny_end_to_end(exp_data, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_finetune_tiny_end_to_end(exp_data, tmp_path, in_tmp):
     assert main(["experiment", "finetune", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]) == 0
     out = tmp_path / "res/finetune/tiny"
     for name in ("table.md", "results.csv", "error_vs_n.png", "examples.png"):
         assert (out / name).stat().st_size > 0, name
-    costs = report.finetune_costs(report.load_results(out))
+    costs = finetune.fit_costs(report.load_results(out))
     assert set(costs) == {f"{v} N={n}" for v in ("full", "decoder", "lora_r2") for n in (4, 8)}
     full, dec, lora = (costs[f"{v} N=8"]["trainable_params"] for v in ("full", "decoder", "lora_r2"))
     assert lora < full and dec < full and costs["full N=8"]["trainable_params"] == costs["full N=8"]["total_params"]
@@ -343,7 +362,14 @@ def test_finetune_tiny_end_to_end(exp_data, tmp_path, monkeypatch):
     assert rec[rec.index("--data.init_args.num_train_samples") + 1] == "8"
 
 
-def test_dry_run_prints_the_steps(tmp_path, capsys):
+@pytest.fixture
+def in_repo(monkeypatch):
+    """Run from the repository's root, which holds configs/ (no LEMON_CONFIGS)."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("LEMON_CONFIGS", raising=False)
+
+
+def test_dry_run_prints_the_steps(tmp_path, in_repo, capsys):
     code = main(["experiment", "scaling", "--scale", "cpu", "--out", str(tmp_path), "--dry-run",
                  "--config", "configs/trainer/ddp.yaml"])
     out = capsys.readouterr().out
@@ -358,14 +384,14 @@ def test_dry_run_prints_the_steps(tmp_path, capsys):
      "the experiment config sets no 'pretrain_families', 'variants' for this scale"),
     (["scaling", "--scale", "cpu", "--config", "missing.yaml", "--dry-run"], "missing.yaml does not exist"),
 ])
-def test_cli_errors_are_one_line(argv, message, tmp_path, capsys):
+def test_cli_errors_are_one_line(argv, message, tmp_path, in_repo, capsys):
     assert main(["experiment", *argv, "--out", str(tmp_path)]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lemon-pl experiment: error:") and message in err[0]
 
 
-def test_output_piped_into_head_stops_quietly(tmp_path):
+def test_output_piped_into_head_stops_quietly(tmp_path, in_repo):
     """`lemon-pl experiment ... --dry-run | head` ends without a BrokenPipeError traceback."""
     import subprocess
     import sys

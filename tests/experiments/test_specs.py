@@ -8,7 +8,7 @@ from contextlib import redirect_stdout
 import pytest
 
 from lemon_pl.cli import main
-from lemon_pl.experiments.specs import EXPERIMENTS, SCALES, build_steps, config_file, load_scale
+from lemon_pl.experiments import EXPERIMENTS, SCALES, build_steps, config_file, load_scale
 
 
 def kinds(steps):
