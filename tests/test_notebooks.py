@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lemon_pl.cli import main
+from tests.conftest import CONFIGS
 from tests.conftest import REPO
 
 nbclient = pytest.importorskip("nbclient")
@@ -38,6 +39,7 @@ def test_quickstart_notebook(tmp_path, monkeypatch):
 
 def test_results_notebook(exp_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEMON_CONFIGS", str(CONFIGS))  # run from a folder without configs/
     assert main(["experiment", "zero-shot", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]) == 0
     monkeypatch.setenv("LEMON_RESULTS", str(tmp_path / "res"))
     monkeypatch.setenv("LEMON_SCALE", "tiny")
