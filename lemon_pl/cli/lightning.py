@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -64,6 +65,35 @@ class LemonSaveConfig(SaveConfigCallback):
         if lg is not None:
             cfg = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
             lg.experiment.config.update(cfg, allow_val_change=True)
+
+
+_PARSER = None  # the parser of the current command (for one-line config errors)
+_TRAINER = None  # the trainer of the current command (to tidy its run folder after a failure)
+
+
+def _default(class_path: str | None, name: str) -> Any:
+    """The constructor default of argument ``name`` of ``class_path`` (``inspect._empty`` if none)."""
+    import inspect
+
+    if not class_path:
+        return inspect.Parameter.empty
+    module, _, cls_name = str(class_path).rpartition(".")
+    try:
+        param = inspect.signature(getattr(importlib.import_module(module), cls_name)).parameters.get(name)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return inspect.Parameter.empty
+    return param.default if param is not None else inspect.Parameter.empty
+
+
+def preflight_checkpoint(model: LightningModule, ckpt_path: str) -> None:
+    """Refuse a checkpoint that cannot load into ``model`` before the run writes anything."""
+    from lemon_pl import checkpointing
+
+    reader = getattr(checkpointing, "load_checkpoint", None) or getattr(checkpointing, "read_checkpoint")
+    ckpt = reader(ckpt_path)
+    hook = getattr(model, "on_load_checkpoint", None)
+    if hook is not None:
+        hook(dict(ckpt))  # the stages' hooks check (and may rewrite) a shallow copy
 
 
 def model_links(data_class_path: str | None) -> tuple[str, ...]:
@@ -129,11 +159,19 @@ class LemonCLI(LightningCLI):
             subclass_mode_data=True,
             save_config_callback=LemonSaveConfig,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "yaml"},
+            parser_kwargs={"parser_mode": "yaml", "exit_on_error": False, "allow_abbrev": False},
             auto_configure_optimizers=False,  # each stage builds its optimiser (see modules.optim)
             args=args,
             run=run,
         )
+
+    def parse_arguments(self, parser, args) -> None:
+        global _PARSER
+        _PARSER = parser
+        subs = getattr(self, "_subcommand_parsers", {})
+        if args and args[0] in subs:
+            _PARSER = subs[args[0]]
+        super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--defaults", type=Optional[list[str]], default=None,
@@ -145,13 +183,19 @@ class LemonCLI(LightningCLI):
 
         if not config.get("plugins"):
             config["plugins"] = [AtomicCheckpointIO()]  # checkpoints are written atomically
-        extra = [RunIdentity()]
+        from lemon_pl.modules.callbacks import SaveOnInterrupt
+
+        extra = [RunIdentity(), SaveOnInterrupt()]
         from lightning.pytorch.callbacks import ProgressBar
 
         if config.get("enable_progress_bar", True) is not False and not any(
                 isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])]):
             extra.append(LogFriendlyProgressBar())  # one line per ~30 s when output is not a terminal
-        return super()._instantiate_trainer(config, [*callbacks, *extra])
+        trainer = super()._instantiate_trainer(config, [*callbacks, *extra])
+        logger = trainer.loggers[0] if trainer.loggers else None
+        folder = getattr(logger, "log_dir", None) if logger is not None else None  # no collective call
+        trainer._lemon_new_log_dir = Path(folder) if folder and not Path(folder).exists() else None
+        return trainer
 
     def _subcommand_config(self):
         sub = self.config.get("subcommand") if hasattr(self, "_subcommand_parsers") else None  # run=False: none
@@ -159,21 +203,51 @@ class LemonCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         sub, cfg = self._subcommand_config()
-        self._link_data_to_model(self._parser(sub), cfg)
+        self._linked = self._link_data_to_model(self._parser(sub), cfg)
         self._continue_wandb_run(sub, cfg)
 
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        self._check_linked_values()
+        global _TRAINER
+        _TRAINER = getattr(self, "trainer", None)
+
+    def _check_linked_values(self) -> None:
+        """A value given for a linked argument that differs from the data's is an error (it would
+        be replaced silently)."""
+        for name, key, given, default in getattr(self, "_linked", []):
+            value = getattr(self.datamodule, name, None)
+            if given != default and given != value and value is not None:
+                raise ValueError(f"{key} is set to {given!r}, but it is linked from the data ({name} = {value!r}); "
+                                 f"remove it (the data module sets it) or change data.init_args.{name}")
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Checks that can fail run before anything is written into a run folder."""
+        sub_cfg = self.config.get(subcommand, {})
+        ckpt = sub_cfg.get("ckpt_path") if hasattr(sub_cfg, "get") else None
+        if ckpt and ckpt not in ("best", "last", "hpc", "registry"):
+            preflight_checkpoint(self.model, ckpt)
+        elif subcommand in ("validate", "test", "predict") and not getattr(self.model.hparams, "init_from", None):
+            print(f"lemon-pl: warning: `{subcommand}` without --ckpt_path evaluates the model as constructed "
+                  "(random weights unless init_from is set)", file=sys.stderr, flush=True)
+        super()._run_subcommand(subcommand)
+
     @staticmethod
-    def _link_data_to_model(parser, cfg) -> None:
+    def _link_data_to_model(parser, cfg) -> list[tuple[str, str, Any, Any]]:
         """Instantiation links for the names the chosen data module declares (see module doc).
 
         A target exists only if the chosen class's constructor takes it, so a network without a
         ``vocab_size`` argument never receives one."""
         data = cfg.get("data")
+        linked = []
         for name in model_links(getattr(data, "class_path", None)):
             for target in LINK_TARGETS:
                 key = target.format(name=name)
                 if key in cfg:  # the parsed config holds exactly the arguments each constructor takes
                     parser.link_arguments(f"data.{name}", key, apply_on="instantiate")
+                    owner = cfg.get(key.rsplit(".init_args.", 1)[0])
+                    linked.append((name, key, cfg[key], _default(getattr(owner, "class_path", None), name)))
+        return linked
 
     @staticmethod
     def _continue_wandb_run(sub, cfg) -> None:
@@ -201,23 +275,68 @@ class LemonCLI(LightningCLI):
 
 def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
     """Run the Lightning CLI; known user errors become one line on stderr and exit code 2."""
-    from lemon_pl.data.io import DataFileError
-    from lemon_pl.errors import CheckpointMismatchError, NonFiniteLossError
+    from argparse import ArgumentError
 
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from lemon_pl.data.io import DataFileError
+    from lemon_pl.errors import CheckpointMismatchError, CheckpointWriteError, NonFiniteLossError
+
+    global _PARSER, _TRAINER
+    _PARSER = _TRAINER = None
     argv = list(sys.argv[1:] if argv is None else argv)
+    failed = True
     try:
         with warnings.catch_warnings():  # argv is always passed explicitly (pipelines run steps in-process)
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             LemonCLI(args=argv)
-    except (DataFileError, CheckpointMismatchError, NonFiniteLossError, FileNotFoundError,
-            ValueError, KeyError) as err:  # user errors: one line (LEMON_TRACEBACK=1 shows the traceback)
+        failed = False
+    except ArgumentError as err:  # config errors: file, key, what is wrong (no screen of usage)
         if os.environ.get("LEMON_TRACEBACK"):
             raise
-        print(f"lemon-pl: error: {_root_message(err)}", file=sys.stderr)
+        from lemon_pl.cli.config_errors import describe
+
+        sub = argv[0] if argv and not argv[0].startswith("-") else "fit"
+        print(f"lemon-pl: error: {describe(err, compose_defaults(argv), _PARSER)}\n  (lemon-pl {sub} --help lists the options)",
+              file=sys.stderr)
         return 2
+    except (DataFileError, CheckpointMismatchError, CheckpointWriteError, NonFiniteLossError, FileNotFoundError,
+            MisconfigurationException, ValueError, KeyError) as err:  # user errors: one line (LEMON_TRACEBACK=1 shows the traceback)
+        if os.environ.get("LEMON_TRACEBACK"):
+            raise
+        msg = _root_message(err)
+        if isinstance(err, MisconfigurationException) and re.search(r"gpu|cuda|accelerator", msg, re.I):
+            msg += " (on a machine without a GPU use --config configs/trainer/cpu.yaml)"
+        print(f"lemon-pl: error: {msg}", file=sys.stderr)
+        return 2
+    except SystemExit as err:
+        if getattr(_TRAINER, "_lemon_interrupted", False):
+            return 130  # Ctrl-C: the stage said where the state was saved
+        raise
     finally:
+        if failed:
+            _tidy_failed_run(_TRAINER)
         _destroy_process_group()
     return 0
+
+
+#: files a run writes before it has done anything worth keeping
+_SETUP_FILES = {"config.yaml", "hparams.yaml"}
+
+
+def _tidy_failed_run(trainer) -> None:
+    """Remove the run folder a failed command created if it holds nothing but setup files, so that
+    failures leave no empty ``version_N/``. A folder that existed before the command is never touched."""
+    if trainer is None or not trainer.is_global_zero:
+        return
+    folder = getattr(trainer, "_lemon_new_log_dir", None)
+    if folder is None or not folder.is_dir():
+        return
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    if all(p.name in _SETUP_FILES for p in files):
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _destroy_process_group() -> None:

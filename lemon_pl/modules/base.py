@@ -30,6 +30,26 @@ from lemon_pl.modules.metrics import FamilyMetrics, denormalise, flat_names, sam
 NOT_HPARAMS = ["net", "optimizer", "lr_scheduler"]
 
 
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
+                closed: bool = False) -> None:
+    """A clear error for a numeric stage argument that is not finite or out of range
+    (``closed``: the bounds themselves are allowed; otherwise ``low < value``)."""
+    import math
+
+    try:
+        ok = math.isfinite(float(value))
+    except (TypeError, ValueError):
+        ok = False
+    if ok and low is not None:
+        ok = value >= low if closed else value > low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        lo = "" if low is None else (f" >= {low:g}" if closed else f" > {low:g}")
+        hi = "" if high is None else f" and <= {high:g}"
+        raise ValueError(f"model.init_args.{name} must be a finite number{lo}{hi}, got {value!r}")
+
+
 class Stage(pl.LightningModule):
     """Base class of every stage.
 
@@ -72,26 +92,55 @@ class Stage(pl.LightningModule):
         return ""
 
     def ensure_finite(self, loss: torch.Tensor, batch: Any, batch_idx: int) -> None:
-        """Stop on a NaN/Inf loss, after saving the current (last good) state as ``last.ckpt``.
+        """Stop on a NaN/Inf loss, saving the last good state as ``last.ckpt`` (see ``_stop``).
 
         All ranks agree on the decision (one all-reduce of a flag), so DDP never hangs.
         """
-        bad = torch.tensor(float(not torch.isfinite(loss.detach()).all()), device=loss.device)
+        if self._all_finite([loss.detach()]):
+            return
+        self._stop(f"non-finite training loss ({float(loss.detach()):.4g})", batch, batch_idx)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._current = (batch, batch_idx)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Stop before an update with a NaN/Inf gradient: the weights are still those of the
+        last good step (after the update they would be NaN, and clipping cannot help: an infinite
+        norm scales every gradient to NaN)."""
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not grads or self._all_finite(grads):
+            return
+        batch, batch_idx = getattr(self, "_current", (None, -1))
+        self._stop("non-finite gradient", batch, batch_idx)
+
+    def weights_finite(self) -> bool:
+        return self._all_finite([p.detach() for p in self.parameters()])
+
+    def _all_finite(self, tensors: list[torch.Tensor]) -> bool:
+        norms = torch._foreach_norm([t.float() for t in tensors]) if len(tensors) > 1 else [tensors[0].float().norm()]
+        bad = (~torch.isfinite(torch.stack(list(norms)))).any().float()
         if self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
-        if float(bad) == 0:
-            return
+        return float(bad) == 0
+
+    def _stop(self, what: str, batch: Any, batch_idx: int) -> None:
+        """Save the current state as ``last.ckpt`` if its weights are finite (otherwise keep what is
+        on disk and say so), then raise ``NonFiniteLossError`` with where it happened."""
         from lemon_pl.errors import NonFiniteLossError
 
         saved = ""
         ckpt_cb = getattr(self.trainer, "checkpoint_callback", None)
         if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None) and not self.trainer.fast_dev_run:
             path = Path(ckpt_cb.dirpath) / "last.ckpt"
-            self.trainer.save_checkpoint(path)
-            saved = f"; the last good state was saved to {path}"
-        raise NonFiniteLossError(
-            f"non-finite training loss ({float(loss.detach()):.4g}) at global step {self.global_step}, epoch "
-            f"{self.current_epoch}, batch {batch_idx}{self.describe_batch(batch)}{saved}")
+            if self.weights_finite():
+                self.trainer.save_checkpoint(path)
+                saved = f"; the last good state was saved to {path}"
+            elif path.exists():
+                saved = f"; the weights are no longer finite, so {path} (an earlier state) was kept"
+            else:
+                saved = "; the weights are no longer finite and no earlier checkpoint exists"
+        where = "" if batch is None else f", batch {batch_idx}{self.describe_batch(batch)}"
+        raise NonFiniteLossError(f"{what} at global step {self.global_step}, epoch {self.current_epoch}{where}{saved}")
 
 
 class OperatorModule(Stage):
@@ -145,6 +194,14 @@ class OperatorModule(Stage):
             raise ValueError(f"eval_curve holds adaptation-step counts >= 0, got {eval_curve}")
         if unit not in ("sample", "task"):
             raise ValueError(f"unit must be 'sample' or 'task', got {unit!r}")
+        check_range("lr", lr, low=0.0)
+        check_range("eval_lr", eval_lr, low=0.0)
+        check_range("eps", eps, low=0.0)
+        check_range("weight_decay", weight_decay, low=0.0, closed=True)
+        check_range("warmup_ratio", warmup_ratio, low=0.0, high=1.0, closed=True)
+        check_range("min_lr_ratio", min_lr_ratio, low=0.0, high=1.0, closed=True)
+        for i, b in enumerate(betas):
+            check_range(f"betas[{i}]", b, low=0.0, high=1.0, closed=True)
         self.save_hparams()
         self.net = net
         self.train_families = list(train_family_names or [])

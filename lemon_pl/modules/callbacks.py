@@ -172,3 +172,25 @@ class FitSummary(Callback):
         log_dir = trainer.log_dir  # collective under DDP: every rank must ask
         if trainer.is_global_zero and log_dir and not trainer.fast_dev_run:
             atomic_write(Path(log_dir) / "fit_summary.json", json.dumps(self.summary(pl_module), indent=2))
+
+
+class SaveOnInterrupt(Callback):
+    """Ctrl-C during ``fit``: save the current state as ``last.ckpt`` (one process; finite weights
+    only) and say how to resume. The CLI installs it in every run and exits with code 130."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        import sys
+
+        if not isinstance(exception, KeyboardInterrupt) or trainer.state.fn != "fit":
+            return
+        trainer._lemon_interrupted = True
+        msg = f"lemon-pl: interrupted at global step {trainer.global_step} (epoch {trainer.current_epoch})"
+        ckpt_cb = getattr(trainer, "checkpoint_callback", None)
+        finite = getattr(pl_module, "weights_finite", lambda: True)()
+        if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None) and trainer.world_size == 1 and finite:
+            path = Path(ckpt_cb.dirpath) / "last.ckpt"
+            trainer.save_checkpoint(path)
+            msg += f"; the state was saved to {path}: resume with --ckpt_path {path}"
+        else:
+            msg += "; nothing was saved"
+        print(msg, file=sys.stderr, flush=True)

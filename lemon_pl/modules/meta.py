@@ -37,7 +37,7 @@ from lemon_pl.adaptation.tasks import task_view, task_views
 from lemon_pl.data.symbols import PAD_ID, VOCAB_SIZE
 from lemon_pl.models import differentiable_attention
 from lemon_pl.models.layers import MLP
-from lemon_pl.modules.base import OperatorModule
+from lemon_pl.modules.base import OperatorModule, check_range
 
 LR_MODES = ("fixed", "learned", "learned_symbolic")
 
@@ -85,8 +85,14 @@ class MetaModule(OperatorModule):
     ):
         if inner_lr not in LR_MODES:
             raise ValueError(f"inner_lr must be one of {LR_MODES}, got {inner_lr!r}")
-        if inner_steps < 0 or support_size < 1 or query_size < 1 or inner_lr_init <= 0:
-            raise ValueError("inner_steps >= 0, support_size >= 1, query_size >= 1 and inner_lr_init > 0 required")
+        if inner_steps < 0 or support_size < 1 or query_size < 1:
+            raise ValueError("model.init_args: inner_steps >= 0, support_size >= 1 and query_size >= 1 are required, "
+                             f"got {inner_steps}, {support_size}, {query_size}")
+        check_range("inner_lr_init", inner_lr_init, low=0.0)
+        if inner_grad_clip is not None:
+            check_range("inner_grad_clip", inner_grad_clip, low=0.0)
+        if grad_clip is not None:
+            check_range("grad_clip", grad_clip, low=0.0)
         super().__init__(net, eval_steps=inner_steps if eval_steps is None else eval_steps, unit=unit, **kwargs)
         self.save_hparams()
         self.automatic_optimization = False
