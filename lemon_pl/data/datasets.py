@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lemon_pl.data.io import FamilySplit
+from lemon_pl.data.io import DataFileError, FamilySplit, _regen_hint
 from lemon_pl.data.symbols import PAD_ID
 
 NORM_EPS = 1e-6
@@ -64,7 +64,11 @@ def normalise(u_in: np.ndarray, u_out: np.ndarray):
 
 
 class _FamilySource:
-    """Frames of one family/split, read lazily or held in memory (only the needed frames)."""
+    """Frames of one family/split, read lazily or held in memory (only the needed frames).
+
+    Every slice read from the file is checked for NaN/Inf; a bad value raises DataFileError
+    naming the file, operator and trajectory (also from a DataLoader worker process).
+    """
 
     def __init__(self, split: FamilySplit, layout: FrameLayout, n_samples: int | None, in_memory: bool):
         self.split = split
@@ -76,17 +80,29 @@ class _FamilySource:
             n_ops = -(-self.n // split.k)
             frames = np.stack([split.operator(i)[:, layout.frames] for i in range(n_ops)])
             self.data = frames.reshape(-1, len(layout.frames), split.nx)[: self.n]
+            if not np.isfinite(self.data).all():  # name the first bad trajectory actually used
+                j = int(np.flatnonzero(~np.isfinite(self.data).reshape(self.n, -1).all(axis=1))[0])
+                self._checked(self.data[j], *divmod(j, split.k))
+
+    def _checked(self, arr: np.ndarray, op: int, traj: int | None = None) -> np.ndarray:
+        if not np.isfinite(arr).all():
+            if traj is None:  # (K, frames, nx): name the first bad trajectory
+                traj = int(np.flatnonzero(~np.isfinite(arr).reshape(arr.shape[0], -1).all(axis=1))[0])
+            raise DataFileError(
+                f"{self.split.path}: non-finite value (NaN/Inf) in operator {op} trajectory {traj}; "
+                f"{_regen_hint(self.split.path, self.split.attrs)}")
+        return arr
 
     def frames(self, j: int) -> np.ndarray:
         if self.data is not None:
             return self.data[j]
         op, traj = divmod(j, self.split.k)
-        return self.split.sample(op, traj)[self.layout.frames]
+        return self._checked(self.split.sample(op, traj)[self.layout.frames], op, traj)
 
     def op_frames(self, op: int) -> np.ndarray:
         if self.data is not None and (op + 1) * self.split.k <= self.n:
             return self.data[op * self.split.k:(op + 1) * self.split.k]
-        return self.split.operator(op)[:, self.layout.frames]
+        return self._checked(self.split.operator(op)[:, self.layout.frames], op)
 
 
 def _item(x_in, y, mean, std, layout: FrameLayout, src: "_FamilySource", op: int, family_id: int,
@@ -108,7 +124,7 @@ def _item(x_in, y, mean, std, layout: FrameLayout, src: "_FamilySource", op: int
 
 def _check_finite(arr: np.ndarray, where: str) -> None:
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"non-finite values (NaN/Inf) in {where}; regenerate that file")
+        raise DataFileError(f"non-finite values (NaN/Inf) in {where}; regenerate that file")
 
 
 class TrajectoryDataset(Dataset):

@@ -13,11 +13,30 @@ the (quantised) parameter space has room; families with very few distinct operat
 
 Files are written under ``<split>.h5.partial`` and renamed when complete; a re-run skips
 complete files and resumes partial ones at the first unfinished operator.
+
+Nothing lost, nothing silently wrong:
+
+* a file is renamed ``<split>.h5`` only after every operator is written (``op_done``, plus the
+  CRC-32 of its data in ``u_crc32``), the file is flushed, closed, fsynced and read back and
+  verified (:func:`lemon_pl.data.io.verify_operators`);
+* a re-run verifies every existing ``<split>.h5`` before calling it complete. One that fails
+  (an operator unwritten, unreadable or not matching its checksum) is reported in one line
+  naming the file and operator, becomes the ``.partial`` again and only its damaged operators
+  are regenerated; an unreadable (e.g. truncated) one is regenerated from scratch. Either way
+  the result is the bit-identical file. Resuming a ``.partial`` verifies its finished
+  operators the same way;
+* a full disk (or any other write error) ends with one line naming the file, leaving a
+  ``.partial`` that the same command resumes once there is space;
+* two runs never write one file: each file is guarded by an exclusive ``flock`` on
+  ``ROOT/<family>/.<split>.lock`` taken (by the parent process, which does all the writing;
+  workers only solve) for every requested file before any of them is opened; a second run
+  stops with one line naming the file and the pid holding it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import sys
@@ -30,6 +49,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lemon_pl.data.families import Family, UnknownFamilyError, get_family, resolve_families
+from lemon_pl.data.io import CHECKSUM, REQUIRED, describe_problems, operator_checksum, verify_operators
 from lemon_pl.data.symbols import PAD_ID, pad_batch
 
 GENERATOR_VERSION = "1.0"
@@ -159,6 +179,8 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
         raise GenerationError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     pre = PRESETS[preset]
     names = resolve_families(families)
+    if seed < 0:
+        raise GenerationError(f"--seed must be non-negative, got {seed}")
     for label, value, low in (("nx", nx, 8), ("nt", nt, 2)):
         if value < low:
             raise GenerationError(f"--{label} must be at least {low}, got {value}")
@@ -180,6 +202,8 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
         counts[split_name] = pre.n_operators["test"]
     else:
         wanted = list(splits)
+        if not wanted:
+            raise GenerationError("--splits names no split; give e.g. --splits train,val,test")
         bad = [s for s in wanted if s not in STANDARD_SPLITS]
         if bad:
             raise GenerationError(f"unknown split(s) {bad}; standard splits are {STANDARD_SPLITS} "
@@ -213,7 +237,7 @@ def _check_root(root: Path) -> None:
 @dataclass
 class SplitReport:
     path: str
-    status: str  # written | resumed | skipped
+    status: str  # written | resumed | repaired | skipped
     n_operators: int
     k: int
     rejected: int
@@ -233,45 +257,77 @@ def _create_partial(path: Path, spec: SplitSpec, params: np.ndarray, shared: int
     fam = get_family(spec.family)
     toks, lens = pad_batch([fam.tokens(p) for p in params])
     f = h5py.File(path, "w")
-    f.create_dataset("u", shape=(spec.n_operators, spec.k, spec.nt, spec.nx), dtype="f4",
-                     chunks=(1, spec.k, spec.nt, spec.nx), fletcher32=True)
-    f.create_dataset("params", data=params).attrs["param_names"] = list(fam.param_names)
-    f.create_dataset("tokens", data=toks)
-    f.create_dataset("token_len", data=lens)
-    f.create_dataset("x", data=fam.x_grid(spec.nx))
-    f.create_dataset("t", data=fam.t_grid(spec.nt))
-    f.create_dataset("n_rejected", data=np.zeros(spec.n_operators, dtype=np.int32))
-    f.create_dataset("op_done", data=np.zeros(spec.n_operators, dtype=bool))
-    attrs = f.attrs
-    for key, val in spec.identity().items():
-        attrs[key] = val
-    attrs.update({
-        "preset": spec.preset, "equation_template": fam.template, "t_final": fam.t_final,
-        "c_t": fam.c_t, "ic_type": fam.ic_type, "second_order": fam.second_order,
-        "pad_id": PAD_ID, "n_shared_params": shared, "complete": False, "command": command,
-        "time_convention": "t is physical time; stored (model) time = c_t * t in [0, 2)",
-    })
-    f.flush()
+    try:
+        f.create_dataset("u", shape=(spec.n_operators, spec.k, spec.nt, spec.nx), dtype="f4",
+                         chunks=(1, spec.k, spec.nt, spec.nx), fletcher32=True)
+        f.create_dataset("params", data=params).attrs["param_names"] = list(fam.param_names)
+        f.create_dataset("tokens", data=toks)
+        f.create_dataset("token_len", data=lens)
+        f.create_dataset("x", data=fam.x_grid(spec.nx))
+        f.create_dataset("t", data=fam.t_grid(spec.nt))
+        f.create_dataset("n_rejected", data=np.zeros(spec.n_operators, dtype=np.int32))
+        f.create_dataset("op_done", data=np.zeros(spec.n_operators, dtype=bool))
+        f.create_dataset(CHECKSUM, data=np.zeros(spec.n_operators, dtype=np.uint32))
+        attrs = f.attrs
+        for key, val in spec.identity().items():
+            attrs[key] = val
+        attrs.update({
+            "preset": spec.preset, "equation_template": fam.template, "t_final": fam.t_final,
+            "c_t": fam.c_t, "ic_type": fam.ic_type, "second_order": fam.second_order,
+            "pad_id": PAD_ID, "n_shared_params": shared, "complete": False, "command": command,
+            "time_convention": "t is physical time; stored (model) time = c_t * t in [0, 2)",
+        })
+        f.flush()
+    except BaseException:
+        _close_quietly(f)
+        raise
     return f
 
 
-def _open_partial(path: Path, spec: SplitSpec):
-    """Re-open a partial file if it belongs to ``spec`` and is readable, else None."""
+def _close_quietly(f) -> None:
+    try:
+        f.close()
+    except Exception:  # noqa: BLE001 - already failing; the first error is the one to report
+        pass
+
+
+def _open_partial(path: Path, spec: SplitSpec, warn: bool = True):
+    """Re-open a partial file if it belongs to ``spec`` and is readable, else None.
+
+    Operators marked done are verified (on disk, fletcher32, CRC-32); those that fail are
+    marked undone so they are generated again. A partial file without ``u_crc32`` (written
+    before checksums were stored) cannot be trusted and is started over.
+    """
     import h5py
 
     try:
         f = h5py.File(path, "r+")
-        ident = {k: f.attrs[k] for k in spec.identity()}
-        _ = f["op_done"][:]
     except Exception:  # corrupt, truncated or foreign partial file: start over
-        try:
-            f.close()
-        except Exception:
-            pass
         return None
-    if not _same_identity(ident, spec.identity()):
-        f.close()
+    try:
+        ident = {k: f.attrs[k] for k in spec.identity()}
+        done = f["op_done"][:]
+        ok = (_same_identity(ident, spec.identity()) and CHECKSUM in f
+              and f["u"].shape == (spec.n_operators, spec.k, spec.nt, spec.nx) and done.shape == (spec.n_operators,))
+        bad = verify_operators(f, np.flatnonzero(done)) if ok else []
+    except Exception:  # noqa: BLE001 - unreadable metadata: start over
+        ok = False
+    if not ok:
+        _close_quietly(f)
         return None
+    if bad and warn:
+        print(f"warning: {path} {describe_problems(bad)}; generating again", file=sys.stderr)
+    try:
+        if bad:
+            for i, _ in bad:
+                done[i] = False
+            f["op_done"][:] = done
+        if f.attrs.get("complete", False):
+            f.attrs["complete"] = False
+        f.flush()
+    except BaseException:
+        _close_quietly(f)
+        raise
     return f
 
 
@@ -289,24 +345,115 @@ def _same_identity(attrs: dict, ident: dict) -> bool:
 
 
 def _existing_status(path: Path, spec: SplitSpec, overwrite: bool) -> str:
-    """'missing', 'complete' or raise if a file with other settings is in the way."""
-    from lemon_pl.data.io import DataFileError, read_attrs
+    """'missing', 'complete', 'damaged' (to repair) or raise if a file with other settings is in the way.
+
+    A complete file must pass :func:`verify_operators` (every operator read back and checked).
+    """
+    import h5py
 
     if not path.exists():
         return "missing"
     if overwrite:
         return "missing"
     try:
-        attrs = read_attrs(path)
-    except DataFileError as err:
-        print(f"warning: {err}; regenerating it", file=sys.stderr)
+        f = h5py.File(path, "r")
+    except OSError as err:
+        print(f"warning: {path} is unreadable, corrupt or truncated ({_first_line(err)}); regenerating it",
+              file=sys.stderr)
         return "missing"
-    if not _same_identity(attrs, spec.identity()):
-        diff = [f"{k}={attrs.get(k)!r} (wanted {v!r})" for k, v in spec.identity().items()
-                if not _same_identity({k: attrs.get(k)}, {k: v})]
-        raise GenerationError(f"{path} exists with different settings: {', '.join(diff)}; "
-                              "pass --overwrite to replace it or use another --root")
+    with f:
+        try:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            missing = [d for d in REQUIRED if d not in f]
+        except Exception as err:  # noqa: BLE001 - damaged metadata
+            missing = [f"? ({_first_line(err)})"]
+        if missing:
+            print(f"warning: {path} lacks datasets {missing}; regenerating it", file=sys.stderr)
+            return "missing"
+        if not _same_identity(attrs, spec.identity()):
+            diff = [f"{k}={attrs.get(k)!r} (wanted {v!r})" for k, v in spec.identity().items()
+                    if not _same_identity({k: attrs.get(k)}, {k: v})]
+            raise GenerationError(f"{path} exists with different settings: {', '.join(diff)}; "
+                                  "pass --overwrite to replace it or use another --root")
+        try:
+            problems = verify_operators(f)
+        except Exception as err:  # noqa: BLE001 - e.g. op_done unreadable
+            print(f"warning: {path} cannot be verified ({_first_line(err)}); regenerating it", file=sys.stderr)
+            return "missing"
+        if not problems and not bool(attrs.get("complete", False)):
+            problems = [(-1, "")]
+        if problems:
+            what = ("is not marked complete" if problems[0][0] < 0
+                    else f"fails verification ({describe_problems(problems)})")
+            print(f"warning: {path} {what}; regenerating the damaged operators", file=sys.stderr)
+            return "damaged"
     return "complete"
+
+
+def _lock_path(root: Path, spec: SplitSpec) -> Path:
+    return root / spec.family / f".{spec.split}.lock"
+
+
+def _acquire_locks(root: Path, specs: Sequence[SplitSpec]) -> list[int]:
+    """Exclusive, non-blocking ``flock`` of every file's lock file; raises if another run holds one."""
+    import fcntl
+
+    fds: list[int] = []
+    try:
+        for spec in specs:
+            lock = _lock_path(root, spec)
+            try:
+                lock.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise GenerationError(_os_error_message(err, lock)) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                try:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                finally:
+                    os.close(fd)
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    partial = root / spec.family / f"{spec.split}.h5.partial"
+                    raise GenerationError(f"another lemon-pl generate is writing {partial} (pid {holder}); "
+                                          "wait for it or use another --root") from None
+                raise GenerationError(f"cannot lock {lock}: {err.strerror or err}") from None
+            fds.append(fd)
+            try:  # who holds it, for the message of a second run (best effort)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError:
+                pass
+    except BaseException:
+        _release_locks(fds)
+        raise
+    return fds
+
+
+def _release_locks(fds: Sequence[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)  # closing the descriptor releases its flock
+        except OSError:
+            pass
+
+
+def _is_enospc(err: BaseException) -> bool:
+    return getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err)
+
+
+def _os_error_message(err: OSError, path: Path) -> str:
+    if _is_enospc(err):
+        return (f"no space left on device while writing {path}; free some space and run the same command "
+                "again to resume")
+    reason = err.strerror if err.strerror else _first_line(err)
+    return f"cannot write {path}: {reason}; run the same command again to resume"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def generate(root: str | os.PathLike, preset: str = "default", families: str | Sequence[str] | None = "all",
@@ -320,6 +467,15 @@ def generate(root: str | os.PathLike, preset: str = "default", families: str | S
     specs = plan(root, preset, families, splits, split_name, n_operators, k, nx, nt, gamma, seed)
     root = Path(root)
     command = command or f"lemon-pl generate --root {shlex.quote(str(root))} --preset {preset}"
+    locks = _acquire_locks(root, specs)  # before any data file is looked at, created or opened
+    try:
+        return _generate_locked(root, specs, workers, overwrite, progress, command)
+    finally:
+        _release_locks(locks)
+
+
+def _generate_locked(root: Path, specs: Sequence[SplitSpec], workers: int, overwrite: bool, progress: bool,
+                     command: str) -> list[SplitReport]:
     from tqdm.auto import tqdm
 
     from lemon_pl.progress import bar_kwargs
@@ -346,7 +502,7 @@ def generate(root: str | os.PathLike, preset: str = "default", families: str | S
                 continue
             bar.set_description(f"family {fam_order.index(spec.family) + 1}/{len(fam_order)} "
                                 f"{spec.family}/{spec.split}")
-            reports.append(_write_split(spec, path, pool, bar, command))
+            reports.append(_write_split(spec, path, pool, bar, command, repair=status == "damaged"))
     finally:
         if pool is not None:
             pool.terminate()
@@ -355,12 +511,22 @@ def generate(root: str | os.PathLike, preset: str = "default", families: str | S
     return reports
 
 
-def _write_split(spec: SplitSpec, path: Path, pool, bar, command: str) -> SplitReport:
+def _write_split(spec: SplitSpec, path: Path, pool, bar, command: str, repair: bool = False) -> SplitReport:
+    partial = path.with_name(path.name + ".partial")
+    try:
+        return _write_split_unchecked(spec, path, partial, pool, bar, command, repair)
+    except OSError as err:  # disk full, I/O error, ...: one line; the .partial stays resumable
+        raise GenerationError(_os_error_message(err, partial)) from None
+
+
+def _write_split_unchecked(spec: SplitSpec, path: Path, partial: Path, pool, bar, command: str,
+                           repair: bool) -> SplitReport:
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    f = _open_partial(partial, spec) if partial.exists() else None
-    status = "resumed" if f is not None else "written"
+    if repair:  # a damaged complete file: it becomes the partial, its bad operators are redone
+        os.replace(path, partial)
+    f = _open_partial(partial, spec, warn=not repair) if partial.exists() else None
+    status = ("repaired" if repair else "resumed") if f is not None else "written"
     if f is None:
         params, shared = _operator_params(spec)
         f = _create_partial(partial, spec, params, shared, command)
@@ -372,8 +538,11 @@ def _write_split(spec: SplitSpec, path: Path, pool, bar, command: str) -> SplitR
                 for i in np.flatnonzero(~done)]
         results: Iterable = (pool.imap(_worker, jobs) if pool is not None else map(_worker, jobs))
         for i, (u, rejected) in results:
+            # data first, flushed; only then the done flag: a flag never outruns its data
             f["u"][i] = u
             f["n_rejected"][i] = rejected
+            f[CHECKSUM][i] = operator_checksum(u)
+            f.flush()
             f["op_done"][i] = True
             f.flush()
             bar.update(1)
@@ -382,18 +551,62 @@ def _write_split(spec: SplitSpec, path: Path, pool, bar, command: str) -> SplitR
         f.attrs["complete"] = True
         rejected_total = int(f["n_rejected"][:].sum())
         shared = int(f.attrs["n_shared_params"])
-    finally:
-        f.close()
-    os.replace(partial, path)  # atomic: a file named <split>.h5 is always complete
+        f.flush()
+    except BaseException:
+        _close_quietly(f)
+        raise
+    f.close()
+    _fsync(partial)
+    problems = _verify_written(partial)
+    if problems:
+        raise GenerationError(f"{partial} failed verification after writing ({problems}); it was not renamed; "
+                              "run the same command again to regenerate the damaged operators")
+    os.replace(partial, path)  # atomic: a file named <split>.h5 is always complete and verified
+    _fsync_dir(path.parent)
     return SplitReport(str(path), status, spec.n_operators, spec.k, rejected_total, shared,
                        time.perf_counter() - t0)
+
+
+def _verify_written(path: Path) -> str:
+    """'' if the closed file reads back complete, else a description of the first problem."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if not bool(f.attrs.get("complete", False)):
+            return "not marked complete"
+        bad = verify_operators(f)
+    return describe_problems(bad) if bad else ""
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename durable (best effort: not every file system fsyncs directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from lemon_pl.cli.args import OneLineArgumentParser
+
+    p = OneLineArgumentParser(
         prog="lemon-pl generate",
         description="Generate operator-family datasets as ROOT/<family>/<split>.h5.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -431,15 +644,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:34s} {tag:9s} t_f={fam.t_final:<4g} {fam.template}")
         return 0
     t0 = time.perf_counter()
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    if not splits and args.split_name is None:
+        print(f"lemon-pl generate: error: --splits {args.splits!r} names no split; give e.g. --splits train,val,test",
+              file=sys.stderr)
+        return 2
     try:
         reports = generate(
-            args.root, args.preset, args.families, [s.strip() for s in args.splits.split(",") if s.strip()],
+            args.root, args.preset, args.families, splits,
             args.split_name, args.n_operators, args.k, args.nx, args.nt, args.gamma, args.seed,
             args.workers, args.overwrite, not args.no_progress,
             command="lemon-pl generate " + " ".join(shlex.quote(a) for a in argv),
         )
     except (GenerationError, UnknownFamilyError, ValueError) as err:
-        print(f"lemon-pl generate: error: {err}", file=sys.stderr)
+        print(f"lemon-pl generate: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # anything not already named by a file: still one line
+        print(f"lemon-pl generate: error: {_os_error_message(err, Path(args.root))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lemon-pl generate: interrupted; run the same command again to resume", file=sys.stderr)
@@ -451,6 +672,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({n_new} trajectories, {rejected} blow-ups rejected and resampled), {n_skip} already complete; "
           f"{time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(msg.split()) or type(err).__name__
 
 
 __all__ = ["PRESETS", "GenerationError", "generate", "generate_operator", "plan", "plan_params", "main",

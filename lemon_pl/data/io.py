@@ -11,25 +11,121 @@ dataset        shape / dtype                meaning
 ``token_len``  (n_ops,) int16               true token counts
 ``x``, ``t``   (nx,), (nt,) float64         cell centres; *physical* time of each frame
 ``n_rejected`` (n_ops,) int32               blow-ups rejected and resampled per operator
+``op_done``    (n_ops,) bool                operator fully written (set after its data)
+``u_crc32``    (n_ops,) uint32              CRC-32 of each operator's ``u[i]`` (little-endian
+                                            float32 bytes); files of generator 1.0 before
+                                            it lack it and rely on fletcher32 alone
 =============  ===========================  ==============================================
 
 Attributes: family, split, equation_template, t_final, c_t (stored time = c_t * t), gamma,
 ic_type, seed, generator_version, n_operators, k, nx, nt, preset, command, complete.
+
+A file is complete when ``complete`` is true, every ``op_done`` is true and every operator's
+data are on disk, pass their fletcher32 chunk checksum and match ``u_crc32``
+(:func:`verify_operators`; ``lemon-pl generate`` checks this before calling a file complete).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 REQUIRED = ("u", "params", "tokens", "token_len", "x", "t")
+CHECKSUM = "u_crc32"
+
+_WORKER = re.compile(r"^Caught (\w+) (in DataLoader worker process \d+)\.")
 
 
 class DataFileError(RuntimeError):
-    """A data file is missing, truncated, corrupt or inconsistent."""
+    """A data file is missing, truncated, corrupt or inconsistent.
+
+    A DataLoader worker re-raises an exception in the main process as
+    ``type(err)("Caught DataFileError in DataLoader worker process N.\\nOriginal Traceback ...")``;
+    that message is turned back into the original one-line message (plus the worker), so the
+    file, operator and trajectory it names reach the user. The full worker traceback is kept
+    in ``worker_traceback``.
+    """
+
+    def __init__(self, *args):
+        self.worker_traceback = None
+        if len(args) == 1 and isinstance(args[0], str):
+            original = _unwrap_worker_message(args[0])
+            if original is not None:
+                self.worker_traceback = args[0]
+                args = (original,)
+        super().__init__(*args)
+
+
+def _unwrap_worker_message(msg: str) -> str | None:
+    m = _WORKER.match(msg)
+    if m is None:
+        return None
+    marker = f"{m.group(1)}: "
+    pos = msg.rfind("\n" + marker)
+    if pos < 0:
+        pos = msg.rfind(marker)  # the qualified name: lemon_pl.data.io.DataFileError: ...
+        if pos < 0:
+            return None
+    else:
+        pos += 1
+    line = msg[pos + len(marker):].strip().splitlines()
+    return f"{line[0]} ({m.group(2)})" if line else None
+
+
+def operator_checksum(u: np.ndarray) -> int:
+    """CRC-32 of one operator's trajectories as stored (little-endian float32)."""
+    return zlib.crc32(np.ascontiguousarray(u, dtype="<f4").tobytes())
+
+
+def verify_operators(f, indices: Iterable[int] | None = None) -> list[tuple[int, str]]:
+    """Check operators of an open HDF5 file; returns ``[(operator, problem), ...]`` (empty: fine).
+
+    An operator is fine when it is marked done, its chunk exists on disk (an unwritten chunk
+    reads as zeros), it reads back (fletcher32) and matches its CRC-32 (when stored).
+    """
+    u = f["u"]
+    n = u.shape[0]
+    done = f["op_done"][:] if "op_done" in f else np.ones(n, dtype=bool)
+    sums = f[CHECKSUM][:] if CHECKSUM in f else None
+    bad = []
+    for i in range(n) if indices is None else indices:
+        i = int(i)
+        if not done[i]:
+            bad.append((i, "not written"))
+            continue
+        zero = (i,) + (0,) * (u.ndim - 1)
+        try:
+            on_disk = u.id.get_chunk_info_by_coord(zero).byte_offset is not None
+        except Exception:  # pragma: no cover - h5py without chunk queries
+            on_disk = True
+        if not on_disk:
+            bad.append((i, "no data on disk"))
+            continue
+        try:
+            arr = u[i]
+        except OSError as err:
+            bad.append((i, f"unreadable, chunk checksum failed ({_first_line(err)})"))
+            continue
+        if sums is not None and operator_checksum(arr) != int(sums[i]):
+            bad.append((i, "data do not match their CRC-32 checksum"))
+    return bad
+
+
+def describe_problems(problems: list[tuple[int, str]]) -> str:
+    """``operator 1: no data on disk`` (plus how many more), for one-line messages."""
+    i, why = problems[0]
+    more = f"; {len(problems) - 1} more operator(s) damaged" if len(problems) > 1 else ""
+    return f"operator {i}: {why}{more}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _regen_hint(path: Path, attrs: dict | None = None) -> str:
@@ -52,13 +148,14 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
         with h5py.File(path, "r") as f:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             missing = [d for d in REQUIRED if d not in f]
+            unfinished = int((~f["op_done"][:]).sum()) if "op_done" in f else 0
     except FileNotFoundError:
         raise DataFileError(f"{path} does not exist; {_regen_hint(path)}") from None
     except OSError as err:
         raise DataFileError(f"{path} is corrupt or truncated ({err}); {_regen_hint(path)}") from None
     if missing:
         raise DataFileError(f"{path} lacks datasets {missing}; {_regen_hint(path, attrs)}")
-    if not bool(attrs.get("complete", False)):
+    if not bool(attrs.get("complete", False)) or unfinished:
         raise DataFileError(f"{path} is incomplete; {_regen_hint(path, attrs)}")
     return attrs
 
@@ -144,7 +241,9 @@ class FamilySplit:
         try:
             return self._file()["u"][index]
         except OSError as err:
-            raise DataFileError(f"{self.path}: cannot read trajectories ({err}); the file is corrupt; "
+            where = (f"operator {index[0]} trajectory {index[1]}" if isinstance(index, tuple)
+                     else f"operator {index}")
+            raise DataFileError(f"{self.path}: cannot read {where} ({_first_line(err)}); the file is corrupt; "
                                 f"{_regen_hint(self.path, self.attrs)}") from None
 
     def operator(self, i: int) -> np.ndarray:
