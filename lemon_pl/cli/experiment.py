@@ -21,11 +21,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from lemon_pl.cli.args import OneLineArgumentParser
+
 from lemon_pl.experiments import EXPERIMENTS, SCALES, build_steps
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lemon-pl experiment", description=__doc__,
+    p = OneLineArgumentParser(prog="lemon-pl experiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="one of: " + ", ".join(EXPERIMENTS))
     p.add_argument("--scale", default="cpu", choices=SCALES, help="tiny (tests), cpu (<= 1 h on 2 cores), paper")
