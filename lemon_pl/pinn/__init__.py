@@ -1,0 +1,11 @@
+"""Physics-informed neural networks (PINNs) for parameterised PDEs: Hyper-LR-PINN now, LAM-PINN later.
+
+Modules:
+
+* ``derivatives``: autograd and torch.func derivative helpers for PINN residuals
+  (gradients, partial and mixed second derivatives, Laplacians) and their benchmark;
+* ``problems``: parameterised PDE problems (1-D convection-diffusion-reaction, 2-D
+  Helmholtz) with domain, parameter space, initial and boundary conditions, residual and
+  verified reference solutions;
+* ``networks``: PINN MLP, PINN-P, low-rank and Hyper-LR-PINN networks.
+"""

@@ -1,0 +1,409 @@
+"""Networks of the physics-informed subsystem: maps from collocation coordinates (and PDE
+parameters μ) to the solution u.
+
+Every network here is a plain ``nn.Module`` with one calling convention::
+
+    forward(coords (N, in_dim), mu=None, mu_index=None) -> u (N, out_dim)
+
+``coords`` stacks the coordinates of N collocation points (columns ``(x, t)`` for the 1-D
+convection-diffusion-reaction problem), so derivatives are taken with ``torch.autograd.grad``
+with respect to ``coords``.  ``mu`` gives the PDE parameters, either one vector ``(mu_dim,)`` for
+all points or one row per point ``(N, mu_dim)``; with ``mu_index`` (N,) ``mu`` is instead a table
+of M rows and point n uses row ``mu_index[n]``.  Networks that do not read μ (``uses_mu`` is
+False) ignore both.
+
+* :class:`PINN`: the vanilla MLP, 2 -> 50 -> (4 x 50 -> 50) -> 1, tanh, linear output
+  (10,401 parameters).
+* :class:`PINNP`: the same MLP with μ concatenated to the coordinates (10,551 with mu_dim = 3).
+* :class:`LowRankLinear`: y = U diag(s) Vᵀ x + b with trainable U (out x r), s (r), V (in x r).
+* :class:`NaiveLRPINN`: dense first layer, L low-rank hidden layers with their own s, dense last
+  layer.  It is also the phase-2 network that :meth:`HyperLRPINN.adapt` returns.
+* :class:`HyperLRPINN`: the same trunk whose diagonals s come from a hypernetwork of μ, with
+  shared bases U, V.
+* :func:`orthogonality_penalty`: Σ_l w_U ‖U_lᵀU_l − I‖ + w_V ‖V_lᵀV_l − I‖ (Frobenius, squared
+  or not) over the low-rank layers of a module.
+
+Layouts of the low-rank networks (``layout``):
+
+* ``"paper"``: hidden layers σ(U diag(s) Vᵀ h + b) with a bias b, and an activated output
+  u = σ(W h + b).  With tanh this bounds |u| < 1.
+* ``"release"``: bias-free hidden layers σ(U diag(s) Vᵀ h) and a linear output u = W h + b.
+
+Sizes at the defaults (in_dim 2, width 50, three rank-50 layers, mu_dim 3, hypernetwork of
+three tanh layers of width 50): HyperLRPINN release 28,151 = first 150 + last 51 + bases 15,000
++ embedding 5,300 + heads 7,650; paper 28,301 (+150 hidden biases).  The phase-2 network trains
+exactly s, W⁰, b⁰, W^{L+1}, b^{L+1}: 150 + 150 + 51 = 351 at full rank, fewer at adaptive rank.
+
+State-dict keys are stable so stages can freeze by name: ``hyper.*`` (``hyper.scaler.shift``,
+``hyper.scaler.scale``, ``hyper.embed.N.*``, ``hyper.heads.N.*``), ``first.*``,
+``layers.N.U`` / ``layers.N.s`` / ``layers.N.V`` / ``layers.N.bias``, ``last.*`` (the MLPs:
+``first.*``, ``hidden.N.*``, ``last.*``, ``scaler.*``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Iterable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LAYOUTS",
+    "PINN",
+    "PINNP",
+    "MuScaler",
+    "LowRankLinear",
+    "NaiveLRPINN",
+    "Hypernetwork",
+    "HyperLRPINN",
+    "orthogonality_penalty",
+]
+
+#: the low-rank layouts: the paper's equations or the released code
+LAYOUTS = ("paper", "release")
+
+
+class _Sine(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sin(x)
+
+
+def _activation(name: str) -> nn.Module:
+    table = {"tanh": nn.Tanh, "sin": _Sine, "silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
+    if name.lower() not in table:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")
+    return table[name.lower()]()
+
+
+def _check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    return layout
+
+
+def _mu_per_point(mu: Optional[Tensor], coords: Tensor, mu_index: Optional[Tensor]) -> Tensor:
+    """μ as one row per point, shaped like ``coords`` but for the last dimension."""
+    if mu is None:
+        raise ValueError("this network reads the PDE parameters: pass mu")
+    if mu_index is not None:
+        return mu[mu_index]
+    if mu.dim() == 1:
+        return mu.expand(*coords.shape[:-1], -1)
+    n = coords.shape[0]
+    if mu.dim() != 2 or mu.shape[0] != n:
+        raise ValueError(f"mu must be (mu_dim,) or (N, mu_dim) with N = {n} points, got {tuple(mu.shape)}")
+    return mu
+
+
+def _mu_groups(mu: Optional[Tensor], n: int, mu_index: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    """The μ rows to evaluate once each, and the row of every point (None: rows line up with
+    the points, or a single row serves all of them)."""
+    if mu is None:
+        raise ValueError("this network reads the PDE parameters: pass mu")
+    if mu_index is not None:
+        return mu, mu_index
+    if mu.dim() == 1:
+        return mu[None], None
+    if mu.dim() != 2 or mu.shape[0] != n:
+        raise ValueError(f"mu must be (mu_dim,) or (N, mu_dim) with N = {n} points, got {tuple(mu.shape)}")
+    if mu.requires_grad:  # torch.unique would cut the graph to mu: evaluate per point instead
+        return mu, None
+    rows, index = torch.unique(mu, dim=0, return_inverse=True)
+    return rows, index
+
+
+class MuScaler(nn.Module):
+    """Affine map of μ to [-1, 1] per component, given the box [low, high] of the training μ,
+    or the identity (no box; what the release feeds the hypernetwork).  A component with
+    low == high is only shifted.  Kept as buffers, so a checkpoint carries its normalisation."""
+
+    def __init__(self, mu_dim: int, low: Optional[Sequence[float]] = None,
+                 high: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        shift, scale = torch.zeros(mu_dim), torch.ones(mu_dim)
+        if (low is None) != (high is None):
+            raise ValueError("give both mu_low and mu_high, or neither")
+        if low is not None:
+            lo, hi = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+            if lo.shape != (mu_dim,) or hi.shape != (mu_dim,):
+                raise ValueError(f"mu_low and mu_high need {mu_dim} entries each")
+            if bool((hi < lo).any()):
+                raise ValueError("mu_high must be >= mu_low in every component")
+            shift = (lo + hi) / 2
+            half = (hi - lo) / 2
+            scale = torch.where(half > 0, half, torch.ones_like(half))
+        self.register_buffer("shift", shift)
+        self.register_buffer("scale", scale)
+
+    def forward(self, mu: Tensor) -> Tensor:
+        return (mu - self.shift) / self.scale
+
+
+class PINN(nn.Module):
+    """The vanilla PINN: an MLP ``in_dim -> width -> (hidden_layers x width -> width) -> out_dim``
+    with the activation after every layer but the last.  Defaults give the 10,401-parameter
+    network (2 -> 50, four 50 -> 50, 50 -> 1, tanh)."""
+
+    uses_mu: ClassVar[bool] = False
+
+    def __init__(self, in_dim: int = 2, out_dim: int = 1, width: int = 50, hidden_layers: int = 4,
+                 activation: str = "tanh") -> None:
+        super().__init__()
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.first = nn.Linear(in_dim, width)
+        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(hidden_layers))
+        self.last = nn.Linear(width, out_dim)
+        self.act = _activation(activation)
+
+    def trunk(self, inputs: Tensor) -> Tensor:
+        h = self.act(self.first(inputs))
+        for layer in self.hidden:
+            h = self.act(layer(h))
+        return self.last(h)
+
+    def forward(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None) -> Tensor:
+        return self.trunk(coords)
+
+
+class PINNP(PINN):
+    """PINN-P: the PINN MLP on ``[coords, μ]``, trained across μ.  ``mu_low``/``mu_high``
+    optionally map μ to [-1, 1] first (:class:`MuScaler`)."""
+
+    uses_mu: ClassVar[bool] = True
+
+    def __init__(self, in_dim: int = 2, out_dim: int = 1, mu_dim: int = 3, width: int = 50,
+                 hidden_layers: int = 4, activation: str = "tanh",
+                 mu_low: Optional[Sequence[float]] = None, mu_high: Optional[Sequence[float]] = None) -> None:
+        super().__init__(in_dim + mu_dim, out_dim, width, hidden_layers, activation)
+        self.in_dim, self.mu_dim = in_dim, mu_dim
+        self.scaler = MuScaler(mu_dim, mu_low, mu_high)
+
+    def forward(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None) -> Tensor:
+        mu = self.scaler(_mu_per_point(mu, coords, mu_index))
+        return self.trunk(torch.cat([coords, mu.to(coords.dtype)], dim=-1))
+
+
+class LowRankLinear(nn.Module):
+    """y = U diag(s) Vᵀ x + b, computed as ((x V) * s) Uᵀ + b without forming the weight.
+
+    U is (out_features, rank), V (in_features, rank), s (rank,), b (out_features,).  With
+    ``diagonal=False`` the layer owns no s and ``forward`` must be given one, either (rank,) or
+    one row per input, (N, rank) (the hypernetwork's per-point diagonals).
+
+    ``init``: ``"uniform"`` draws U and V from U[0, 1) divided by their number of rows (the
+    release's U[0, 1)/50 at 50 x 50: positive, not orthogonal); ``"orthogonal"`` gives them
+    orthonormal columns (``nn.init.orthogonal_``).  s starts at ones, b at zeros.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
+                 diagonal: bool = True, init: str = "uniform") -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.U = nn.Parameter(torch.empty(out_features, rank))
+        if diagonal:
+            self.s = nn.Parameter(torch.ones(rank))
+        else:
+            self.register_parameter("s", None)
+        self.V = nn.Parameter(torch.empty(in_features, rank))
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_bases(init)
+
+    @torch.no_grad()
+    def reset_bases(self, init: str = "uniform") -> None:
+        if init == "uniform":
+            self.U.uniform_(0.0, 1.0).div_(max(self.out_features, 1))
+            self.V.uniform_(0.0, 1.0).div_(max(self.in_features, 1))
+        elif init == "orthogonal":
+            if self.rank > 0:
+                nn.init.orthogonal_(self.U)
+                nn.init.orthogonal_(self.V)
+        else:
+            raise ValueError(f"unknown basis init {init!r}; expected 'uniform' or 'orthogonal'")
+
+    def _diagonal(self, s: Optional[Tensor]) -> Tensor:
+        if s is not None:
+            return s
+        if self.s is None:
+            raise ValueError("this low-rank layer has no diagonal of its own: pass s")
+        return self.s
+
+    def dense_weight(self, s: Optional[Tensor] = None) -> Tensor:
+        """The (out_features, in_features) weight U diag(s) Vᵀ (s: the layer's own, or (rank,))."""
+        return (self.U * self._diagonal(s)) @ self.V.t()
+
+    def forward(self, x: Tensor, s: Optional[Tensor] = None) -> Tensor:
+        z = F.linear(x, self.V.t()) * self._diagonal(s)
+        return F.linear(z, self.U, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
+                f"bias={self.bias is not None}, diagonal={self.s is not None}")
+
+
+class NaiveLRPINN(nn.Module):
+    """Naive-LR-PINN: h¹ = σ(W⁰ x + b⁰); h^{l+1} = σ(U^l diag(s^l) V^{lT} h^l [+ b^l]), l = 1..L;
+    u = W^{L+1} h + b^{L+1} (release) or σ(W^{L+1} h + b^{L+1}) (paper).  Every U, s, V is
+    trainable; ``rank`` is one int or one per layer.  :meth:`freeze_bases` freezes U and V."""
+
+    uses_mu: ClassVar[bool] = False
+
+    def __init__(self, in_dim: int = 2, out_dim: int = 1, width: int = 50, lowrank_layers: int = 3,
+                 rank: Union[int, Sequence[int]] = 50, layout: str = "release", activation: str = "tanh",
+                 basis_init: str = "uniform") -> None:
+        super().__init__()
+        self.layout = _check_layout(layout)
+        ranks = [rank] * lowrank_layers if isinstance(rank, int) else [int(r) for r in rank]
+        if len(ranks) != lowrank_layers:
+            raise ValueError(f"got {len(ranks)} ranks for {lowrank_layers} low-rank layers")
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.first = nn.Linear(in_dim, width)
+        self.layers = nn.ModuleList(
+            LowRankLinear(width, width, r, bias=layout == "paper", init=basis_init) for r in ranks)
+        self.last = nn.Linear(width, out_dim)
+        self.act = _activation(activation)
+
+    @property
+    def ranks(self) -> list[int]:
+        return [layer.rank for layer in self.layers]
+
+    def freeze_bases(self) -> None:
+        """Stop training the bases U, V of every low-rank layer."""
+        for layer in self.layers:
+            layer.U.requires_grad_(False)
+            layer.V.requires_grad_(False)
+
+    def forward(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None) -> Tensor:
+        h = self.act(self.first(coords))
+        for layer in self.layers:
+            h = self.act(layer(h))
+        u = self.last(h)
+        return self.act(u) if self.layout == "paper" else u
+
+
+class Hypernetwork(nn.Module):
+    """μ -> the diagonals of every low-rank layer: e⁰ = scaler(μ), e^m = tanh(W^m e^{m−1} + b^m)
+    for m = 1..depth, s^l = ReLU(W_l e^depth + b_l) (one head per layer; the ReLU zeros set the
+    rank).  Maps (M, mu_dim) to (M, n_layers, rank)."""
+
+    def __init__(self, mu_dim: int = 3, n_layers: int = 3, rank: int = 50, width: int = 50, depth: int = 3,
+                 mu_low: Optional[Sequence[float]] = None, mu_high: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        self.scaler = MuScaler(mu_dim, mu_low, mu_high)
+        embed: list[nn.Module] = []
+        for m in range(depth):
+            embed += [nn.Linear(mu_dim if m == 0 else width, width), nn.Tanh()]
+        self.embed = nn.Sequential(*embed)
+        self.heads = nn.ModuleList(nn.Linear(width if depth else mu_dim, rank) for _ in range(n_layers))
+
+    def forward(self, mu: Tensor) -> Tensor:
+        e = self.embed(self.scaler(mu))
+        return torch.stack([torch.relu(head(e)) for head in self.heads], dim=1)
+
+
+class HyperLRPINN(nn.Module):
+    """Hyper-LR-PINN: the :class:`NaiveLRPINN` trunk with s^l(μ) from a :class:`Hypernetwork`
+    and bases U^l, V^l shared across μ (phase 1 trains all of it).  For a batch with one μ per
+    point the hypernetwork runs once per distinct μ (``torch.unique``; with ``mu_index``, once
+    per row of ``mu``), not once per point.  :meth:`adapt` builds the phase-2 network.
+
+    ``mu_low``/``mu_high`` map μ to [-1, 1] before the hypernetwork; leaving them out feeds the
+    raw μ, as the release does (which saturates the first tanh for μ ≈ 30-40).
+    """
+
+    uses_mu: ClassVar[bool] = True
+
+    def __init__(self, in_dim: int = 2, out_dim: int = 1, mu_dim: int = 3, width: int = 50,
+                 lowrank_layers: int = 3, rank: int = 50, hyper_width: int = 50, hyper_layers: int = 3,
+                 layout: str = "release", activation: str = "tanh", basis_init: str = "uniform",
+                 mu_low: Optional[Sequence[float]] = None, mu_high: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        self.layout = _check_layout(layout)
+        self.in_dim, self.out_dim, self.mu_dim, self.width = in_dim, out_dim, mu_dim, width
+        self.activation = activation
+        self.hyper = Hypernetwork(mu_dim, lowrank_layers, rank, hyper_width, hyper_layers, mu_low, mu_high)
+        self.first = nn.Linear(in_dim, width)
+        self.layers = nn.ModuleList(
+            LowRankLinear(width, width, rank, bias=layout == "paper", diagonal=False, init=basis_init)
+            for _ in range(lowrank_layers))
+        self.last = nn.Linear(width, out_dim)
+        self.act = _activation(activation)
+
+    def diagonals(self, mu: Tensor) -> Tensor:
+        """s^l(μ) for a batch of μ, (M, mu_dim) or (mu_dim,) -> (M, lowrank_layers, rank)."""
+        return self.hyper(mu.reshape(-1, self.mu_dim).to(self.first.weight.dtype))
+
+    def ranks(self, mu: Tensor, threshold: float = 0.0) -> Tensor:
+        """Number of diagonal entries with |s| > threshold per μ and layer, (M, lowrank_layers)."""
+        with torch.no_grad():
+            return (self.diagonals(mu).abs() > threshold).sum(dim=-1)
+
+    def forward(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None) -> Tensor:
+        rows, index = _mu_groups(mu, coords.shape[0], mu_index)
+        s = self.diagonals(rows)  # (M, L, rank)
+        if index is not None:
+            s = s[index]  # (N, L, rank): each point's own μ
+        elif rows.shape[0] == 1 and mu.dim() == 1:
+            s = s[0]  # (L, rank): one μ for every point, broadcast (also a single point under vmap)
+        h = self.act(self.first(coords))
+        for l, layer in enumerate(self.layers):
+            h = self.act(layer(h, s[..., l, :]))
+        u = self.last(h)
+        return self.act(u) if self.layout == "paper" else u
+
+    @torch.no_grad()
+    def adapt(self, mu: Union[Tensor, Sequence[float]], rank: str = "full", threshold: float = 0.0) -> NaiveLRPINN:
+        """The phase-2 network for one target μ, a new :class:`NaiveLRPINN` sharing no tensor
+        with this one: s^l initialised to s^l(μ) from the hypernetwork, W⁰, b⁰, W^{L+1}, b^{L+1}
+        copied, all of them trainable; the bases U^l, V^l (and, in the paper layout, the
+        hidden biases b^l) copied and frozen.  The hypernetwork is not part of it.
+
+        ``rank="full"`` keeps every entry of s; ``"adaptive"`` keeps only the entries with
+        |s| > ``threshold`` and the matching columns of U and V.  The default threshold 0
+        drops exactly the entries the ReLU set to zero, so the output is unchanged."""
+        if rank not in ("full", "adaptive"):
+            raise ValueError(f"rank must be 'full' or 'adaptive', got {rank!r}")
+        if threshold < 0:
+            raise ValueError("threshold must be >= 0")
+        ref = self.first.weight
+        mu = torch.as_tensor(mu, dtype=ref.dtype, device=ref.device).reshape(-1)
+        if mu.numel() != self.mu_dim:
+            raise ValueError(f"adapt takes one μ of {self.mu_dim} components, got {mu.numel()}")
+        s = self.diagonals(mu)[0]
+        keep = [torch.ones_like(s_l, dtype=torch.bool) if rank == "full" else s_l.abs() > threshold for s_l in s]
+        net = NaiveLRPINN(self.in_dim, self.out_dim, self.width, len(self.layers), [int(k.sum()) for k in keep],
+                          self.layout, self.activation).to(ref)
+        net.first.load_state_dict(self.first.state_dict())
+        net.last.load_state_dict(self.last.state_dict())
+        for old, new, s_l, k in zip(self.layers, net.layers, s, keep):
+            new.U.copy_(old.U[:, k])
+            new.V.copy_(old.V[:, k])
+            new.s.copy_(s_l[k])
+            new.U.requires_grad_(False)
+            new.V.requires_grad_(False)
+            if old.bias is not None:
+                new.bias.copy_(old.bias)
+                new.bias.requires_grad_(False)
+        return net.train(self.training)
+
+
+def orthogonality_penalty(layers: Union[nn.Module, Iterable[LowRankLinear]], weight_u: float = 1.0,
+                          weight_v: float = 1.0, squared: bool = True) -> Tensor:
+    """Σ_l weight_u ‖U_lᵀU_l − I‖_F^p + weight_v ‖V_lᵀV_l − I‖_F^p over the low-rank layers of
+    a module (or an iterable of them); p = 2 with ``squared`` (the paper's Eq. 2), else p = 1.
+    The release's term is p = 1 divided by 50² and added once per forward pass (4 per step),
+    i.e. weights 4/50² with ``squared=False``."""
+    found = ([m for m in layers.modules() if isinstance(m, LowRankLinear)] if isinstance(layers, nn.Module)
+             else list(layers))
+    if not found:
+        raise ValueError("no low-rank layers to penalise")
+    total = None
+    for layer in found:
+        for basis, weight in ((layer.U, weight_u), (layer.V, weight_v)):
+            gap = basis.t() @ basis - torch.eye(basis.shape[1], dtype=basis.dtype, device=basis.device)
+            term = gap.square().sum() if squared else torch.linalg.matrix_norm(gap)
+            total = weight * term if total is None else total + weight * term
+    return total

@@ -1,0 +1,1 @@
+"""Tests of the physics-informed subsystem (lemon_pl.pinn)."""
