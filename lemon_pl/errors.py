@@ -7,3 +7,8 @@ class CheckpointMismatchError(RuntimeError):
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or Inf."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint (or another atomically written file) could not be written; the previous
+    version of the file, if any, is intact."""

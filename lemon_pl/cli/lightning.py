@@ -72,17 +72,25 @@ _TRAINER = None  # the trainer of the current command (to tidy its run folder af
 
 
 def _default(class_path: str | None, name: str) -> Any:
-    """The constructor default of argument ``name`` of ``class_path`` (``inspect._empty`` if none)."""
+    """The constructor default of argument ``name`` of ``class_path``, looked up through the base
+    classes when a constructor passes ``**kwargs`` on (``inspect._empty`` if none)."""
     import inspect
 
     if not class_path:
         return inspect.Parameter.empty
     module, _, cls_name = str(class_path).rpartition(".")
     try:
-        param = inspect.signature(getattr(importlib.import_module(module), cls_name)).parameters.get(name)
-    except (ImportError, AttributeError, ValueError, TypeError):
+        cls = getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError, ValueError):
         return inspect.Parameter.empty
-    return param.default if param is not None else inspect.Parameter.empty
+    for klass in getattr(cls, "__mro__", (cls,)):
+        try:
+            param = inspect.signature(klass).parameters.get(name)
+        except (ValueError, TypeError):
+            continue
+        if param is not None and param.kind is not param.VAR_KEYWORD:
+            return param.default
+    return inspect.Parameter.empty
 
 
 def preflight_checkpoint(model: LightningModule, ckpt_path: str) -> None:
@@ -217,7 +225,7 @@ class LemonCLI(LightningCLI):
         be replaced silently)."""
         for name, key, given, default in getattr(self, "_linked", []):
             value = getattr(self.datamodule, name, None)
-            if given != default and given != value and value is not None:
+            if given is not None and given != default and given != value and value is not None:
                 raise ValueError(f"{key} is set to {given!r}, but it is linked from the data ({name} = {value!r}); "
                                  f"remove it (the data module sets it) or change data.init_args.{name}")
 

@@ -5,18 +5,22 @@ merged or adapter-only) checkpoint; the network configuration must match (pass t
 run's ``config.yaml`` or the same model overlay). In ``lora`` mode every ``nn.Linear`` of the
 network (attention q/k/v/output projections included) gets a rank-``lora_rank`` adapter scaled
 by ``lora_alpha / lora_rank``; only adapters train, the optimiser sees only them, and
-checkpoints hold only the adapters (they load onto the base named by ``init_from``).
-``lemon-pl merge-lora`` folds them into the weights.
+checkpoints hold only the adapters. An adapter-only checkpoint records the absolute path of its
+base and a fingerprint of the base's weights: it loads (``--ckpt_path``, ``init_from``,
+``lemon-pl merge-lora``) only onto that very base, and is refused in one line when the base found
+there holds other weights. ``lemon-pl merge-lora`` folds the adapters into the weights.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from lemon_pl.adaptation.lora import inject_lora, lora_state_dict, mark_only_lora_trainable
-from lemon_pl.checkpointing import ADAPTERS_ONLY_KEY, load_into, load_net_state
+from lemon_pl.checkpointing import (ADAPTERS_ONLY_KEY, BASE_FINGERPRINT_KEY, BASE_PATH_KEY, load_into, load_net_state,
+                                    state_fingerprint)
 from lemon_pl.errors import CheckpointMismatchError
 from lemon_pl.models.base import count_parameters
 from lemon_pl.modules.pretrain import PretrainModule
@@ -51,8 +55,13 @@ class FinetuneModule(PretrainModule):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         super().__init__(net, **kwargs)
         self.save_hparams()
+        #: ``(absolute path, weights fingerprint)`` of the LoRA base (stored in adapter-only checkpoints)
+        self._lora_base: tuple[str, str] | None = None
         if init_from:
-            load_into(self.net, load_net_state(init_from), init_from)
+            base = load_net_state(init_from)
+            load_into(self.net, base, init_from)
+            if mode == "lora":
+                self._lora_base = (str(Path(init_from).resolve()), state_fingerprint(base))
         if mode == "lora":
             self.lora_layers = inject_lora(self.net, lora_rank, lora_alpha, lora_include, lora_exclude)
             mark_only_lora_trainable(self.net)
@@ -71,11 +80,13 @@ class FinetuneModule(PretrainModule):
                 return  # nothing to rebuild the base from: keep the full state
             checkpoint["state_dict"] = {"net." + k: v for k, v in lora_state_dict(self.net.state_dict()).items()}
             checkpoint[ADAPTERS_ONLY_KEY] = True
+            checkpoint[BASE_PATH_KEY], checkpoint[BASE_FINGERPRINT_KEY] = self._lora_base
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if checkpoint.get(ADAPTERS_ONLY_KEY):
             if self.hparams.mode != "lora":
                 raise CheckpointMismatchError("this checkpoint holds LoRA adapters only; load it with mode: lora")
+            self._check_lora_base(checkpoint)
             full = {"net." + k: v for k, v in self.net.state_dict().items()}
             missing = [k for k in checkpoint["state_dict"] if k not in full]
             if missing:
@@ -84,6 +95,25 @@ class FinetuneModule(PretrainModule):
             checkpoint["state_dict"] = full
             return
         super().on_load_checkpoint(checkpoint)
+
+    def _check_lora_base(self, checkpoint: dict) -> None:
+        """Refuse adapters trained on another base than the one this module was built on."""
+        trained_on = checkpoint.get(BASE_PATH_KEY) or (checkpoint.get("hyper_parameters") or {}).get("init_from")
+        ckpt = getattr(getattr(self, "_trainer", None), "ckpt_path", None)
+        what = f"checkpoint {ckpt}" if ckpt else "the checkpoint"
+        if self._lora_base is None:
+            raise CheckpointMismatchError(
+                f"{what} holds LoRA adapters only, but no base was loaded: set --model.init_args.init_from "
+                f"to their base {trained_on}")
+        expected = checkpoint.get(BASE_FINGERPRINT_KEY)
+        if expected and expected != self._lora_base[1]:
+            if str(trained_on) == self._lora_base[0]:
+                raise CheckpointMismatchError(
+                    f"{what} holds LoRA adapters trained on the base {trained_on}, which now holds other weights "
+                    "(fingerprint differs): restore that base checkpoint or fine-tune again")
+            raise CheckpointMismatchError(
+                f"{what} holds LoRA adapters trained on the base {trained_on}, but init_from {self._lora_base[0]} "
+                "holds other weights (fingerprint differs): use the base they were trained on")
 
     def on_fit_start(self) -> None:
         total = count_parameters(self.net)
