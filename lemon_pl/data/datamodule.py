@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Sequence
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from lemon_pl.data.datasets import FrameLayout, OperatorTaskDataset, TrajectoryDataset, collate
 from lemon_pl.data.families import resolve_families
 from lemon_pl.data.generate import DEFAULT_SEED, PRESETS, STANDARD_SPLITS, GenerationError, generate
 from lemon_pl.data.io import DataFileError, FamilySplit, open_split
+from lemon_pl.data.sampling import ResumableDataLoader, ResumableSampler
 from lemon_pl.data.symbols import PAD_ID, VOCAB_SIZE
 
 IN_MEMORY_LIMIT_BYTES = 4 * 2**30
@@ -215,23 +216,36 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
                                    in_memory=self._in_memory(splits), n_operators=n_operators)
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, ds, batch_size: int, sampler=None) -> DataLoader:
+    def _loader(self, ds, batch_size: int, sampler=None, cls: type[DataLoader] = DataLoader, **kw) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                          collate_fn=collate, persistent_workers=workers > 0, drop_last=False)
+        return cls(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+                   collate_fn=collate, persistent_workers=workers > 0, drop_last=False, **kw)
 
     def train_dataloader(self) -> DataLoader:
         if len(self.train_set) == 0:
             raise DataFileError("the training set is empty")
         # The shuffle depends only on (seed, epoch) - Lightning calls set_epoch - so a resumed run
         # sees exactly the batches an uninterrupted one would; under DDP each rank gets its shard.
+        # A run resumed from a mid-epoch checkpoint continues with the next batch of that epoch:
+        # the loader skips the batches Lightning's restored counter says were trained
+        # (see lemon_pl.data.sampling).
         trainer = self.trainer
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
-        sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True,
-                                     seed=self.hparams.seed, drop_last=False)
+        sampler = ResumableSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True,
+                                   seed=self.hparams.seed, drop_last=False)
         batch = self.hparams.tasks_per_batch if self.hparams.unit == "task" else self.hparams.batch_size
-        return self._loader(self.train_set, batch, sampler)
+        return self._loader(self.train_set, batch, sampler, cls=ResumableDataLoader,
+                            batches_done=self._train_batches_done)
+
+    def _train_batches_done(self) -> int:
+        """Batches of the current epoch already trained when the loader starts a pass: Lightning's
+        counter, which it continues from (0 in a fresh epoch, k after a resume from a checkpoint
+        written after k batches of the epoch)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(ds, self._eval_batch()) for ds in self.val_sets]
