@@ -140,7 +140,7 @@ def killed_runs(tiny_root, tmp_path_factory):
             proc.wait()
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [c if c == "sample" else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
 def test_sigkill_then_resume_from_mid_epoch_checkpoint_equals_uninterrupted(case, tiny_root, killed_runs, monkeypatch,
                                                                              one_thread):
     config, extra, _ = CASES[case]

@@ -32,7 +32,7 @@ def _arrays(root):
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_sigkill_at_a_random_point_then_rerun_is_bit_identical(seed, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     ref, run = tmp_path / "ref", tmp_path / "run"
