@@ -120,9 +120,13 @@ def call(net: nn.Module, params: Mapping[str, torch.Tensor], *args, **kwargs):
             store[leaf] = old
 
 
-def net_call(net: nn.Module, params: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The network's prediction for a sample batch with ``params`` in place of its parameters
-    (the equation is passed only to networks that read it)."""
+def net_inputs(net: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple:
+    """The network's positional inputs from a sample batch (the equation only for networks that read it)."""
     eq = getattr(net, "uses_equation", False)
-    return call(net, params, batch["u_in"], batch["t_in"], batch["t_out"],
-                batch["tokens"] if eq else None, batch["token_pad_mask"] if eq else None)
+    return (batch["u_in"], batch["t_in"], batch["t_out"],
+            batch["tokens"] if eq else None, batch["token_pad_mask"] if eq else None)
+
+
+def net_call(net: nn.Module, params: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The network's prediction for a sample batch with ``params`` in place of its parameters."""
+    return call(net, params, *net_inputs(net, batch))

@@ -95,10 +95,9 @@ def _default(class_path: str | None, name: str) -> Any:
 
 def preflight_checkpoint(model: LightningModule, ckpt_path: str) -> None:
     """Refuse a checkpoint that cannot load into ``model`` before the run writes anything."""
-    from lemon_pl import checkpointing
+    from lemon_pl.checkpointing import load_checkpoint
 
-    reader = getattr(checkpointing, "load_checkpoint", None) or getattr(checkpointing, "read_checkpoint")
-    ckpt = reader(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)
     hook = getattr(model, "on_load_checkpoint", None)
     if hook is not None:
         hook(dict(ckpt))  # the stages' hooks check (and may rewrite) a shallow copy

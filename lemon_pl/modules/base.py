@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from lemon_pl.adaptation.functional import net_inputs
 from lemon_pl.adaptation.tasks import task_view
 from lemon_pl.models.base import count_parameters
 from lemon_pl.modules.metrics import FamilyMetrics, denormalise, flat_names, sample_metrics
@@ -218,10 +219,7 @@ class OperatorModule(Stage):
 
     # ------------------------------------------------------------------ prediction
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        uses_eq = getattr(self.net, "uses_equation", False)
-        return self.net(batch["u_in"], batch["t_in"], batch["t_out"],
-                        batch["tokens"] if uses_eq else None,
-                        batch["token_pad_mask"] if uses_eq else None)
+        return self.net(*net_inputs(self.net, batch))
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(pred.float(), target.float())
