@@ -5,8 +5,8 @@
   folder; after each validation and test, logs the table to W&B (one row per family).
 * ``PredictionFigures``: truth / prediction / error images per family after each validation
   (W&B images, else ``figures/epochNNN_<family>.png``), and ``test_examples.npz`` after a test.
-* ``FitSummary``: ``fit_summary.json`` with parameter counts and the median time per
-  training batch.
+* ``FitSummary``: ``fit_summary.json`` with parameter counts, the median time per
+  training batch and what the stage's ``fit_extras()`` adds (if it has one).
 
 They read what the stage exposes: ``eval_results`` (tables), ``examples`` (one trajectory per
 family), ``table_extra_columns()``, ``net``. Under DDP every rank runs them (``trainer.log_dir``
@@ -166,7 +166,8 @@ class FitSummary(Callback):
         return {"total_params": total, "trainable_params": trainable,
                 "trainable_fraction": trainable / max(total, 1), "train_steps": len(self.seconds),
                 "ms_per_step": 1000 * statistics.median(timed) if timed else None,
-                "train_seconds": sum(self.seconds)}
+                "train_seconds": sum(self.seconds),
+                **(pl_module.fit_extras() if hasattr(pl_module, "fit_extras") else {})}
 
     def on_fit_end(self, trainer, pl_module) -> None:
         log_dir = trainer.log_dir  # collective under DDP: every rank must ask

@@ -414,9 +414,9 @@ class Helmholtz2D(Problem):
         self.k = float(k)
 
     @staticmethod
-    def grid(n: int = 101) -> tuple[np.ndarray, np.ndarray]:
-        x = np.linspace(-1.0, 1.0, n)
-        return x, x.copy()
+    def grid(nx: int = 101, ny: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform closed grids of [-1, 1] in x and y (``ny`` defaults to ``nx``)."""
+        return np.linspace(-1.0, 1.0, nx), np.linspace(-1.0, 1.0, ny or nx)
 
     def exact(self, mu: Mu, x, y):
         """sin(a1 pi x) sin(a2 pi y), numpy or torch, broadcasting."""

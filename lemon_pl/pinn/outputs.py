@@ -1,0 +1,166 @@
+"""What a physics-informed test run leaves in its run folder, and its figures.
+
+:class:`PINNOutputs` (listed in ``configs/callbacks/pinn.yaml``) runs after ``lemon-pl test``
+of a stage of :mod:`lemon_pl.modules.pinn` and writes into the run folder:
+
+* the per-μ table, printed and as ``test_metrics.csv`` / ``test_metrics.json`` (relative L2,
+  MAE, max error, explained variance, residual RMS; ``families`` maps each μ's label, e.g.
+  ``beta=30,nu=0,rho=0``, to its metrics, as the experiment reports expect);
+* ``predictions.npz``: the grid (``x``, ``t`` or ``x``, ``y``), ``mu`` (M, P),
+  ``param_names``, ``u_pred``, ``u_ref`` and ``residual`` (M, n_t, n_x);
+* ``figures/``: reference / prediction / error / residual maps per μ
+  (``field_<label>.png``), and for Hyper-LR-PINN the learned rank of every layer over a sweep
+  of μ (``ranks_vs_mu.png``) and the sorted |s| of each layer as a heat map over μ
+  (``s_heatmap.png``, the paper's Fig. 4), with their data in ``predictions.npz``
+  (``sweep_mu``, ``sweep_s``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch import Callback
+
+from lemon_pl.checkpointing import atomic_write
+from lemon_pl.pinn.metrics import PINN_METRICS, mu_label
+
+
+def format_table(rows: dict[str, dict[str, float]], title: str, extra: dict[str, Any] | None = None) -> str:
+    header = ["mu", *PINN_METRICS]
+    width = max(len(header[0]), *(len(k) for k in rows))
+    lines = [f"\n{title}", "  ".join([header[0].ljust(width), *(h.ljust(12) for h in header[1:])])]
+    for name, r in rows.items():
+        lines.append("  ".join([name.ljust(width), *(f"{r[m]:.4g}".ljust(12) for m in PINN_METRICS)]))
+    if extra:
+        lines.append(", ".join(f"{k}: {v}" for k, v in extra.items()))
+    return "\n".join(lines)
+
+
+def write_tables(rows: dict[str, dict[str, float]], folder: Path, seconds: float, extra: dict[str, Any]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["mu", *PINN_METRICS, "seconds"])
+    for name, r in rows.items():
+        w.writerow([name, *(f"{r[m]:.6g}" for m in PINN_METRICS), f"{seconds:.3f}"])
+    atomic_write(folder / "test_metrics.csv", buf.getvalue())
+    payload = {"stage": "test", "seconds": seconds, "metrics": list(PINN_METRICS), **extra, "families": rows}
+    atomic_write(folder / "test_metrics.json", json.dumps(payload, indent=2, allow_nan=True))
+
+
+def write_predictions(pred: dict[str, Any], folder: Path) -> Path:
+    names = list(pred["names"])
+    arrays = {names[0]: pred["axes"][0], names[1]: pred["axes"][1], "mu": pred["mu"],
+              "param_names": np.array(pred["param_names"]), "u_pred": pred["u_pred"], "u_ref": pred["u_ref"],
+              "residual": pred["residual"]}
+    for k in ("sweep_mu", "sweep_s"):
+        if k in pred:
+            arrays[k] = pred[k]
+    return atomic_write(folder / "predictions.npz", lambda fh: np.savez_compressed(fh, **arrays))
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def field_figure(pred: dict[str, Any], i: int, title: str):
+    """Reference, prediction, |error| and |residual| of the i-th μ on the grid."""
+    plt = _plt()
+    names, (a0, a1) = pred["names"], pred["axes"]
+    ref, u = pred["u_ref"][i], pred["u_pred"][i]
+    panels = [("reference", ref, "viridis"), ("prediction", u, "viridis"),
+              ("|error|", np.abs(u - ref), "magma"), ("|residual|", np.abs(pred["residual"][i]), "magma")]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.3), constrained_layout=True)
+    lo, hi = float(min(ref.min(), u.min())), float(max(ref.max(), u.max()))
+    for ax, (name, z, cmap) in zip(axes, panels):
+        kw = {"vmin": lo, "vmax": hi} if cmap == "viridis" else {}
+        im = ax.pcolormesh(a0, a1, z, shading="auto", cmap=cmap, **kw)
+        ax.set_title(name)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        fig.colorbar(im, ax=ax)
+    fig.suptitle(title)
+    return fig
+
+
+def rank_figure(pred: dict[str, Any], train: np.ndarray | None = None):
+    """Non-zero entries of s per layer (the learned rank) over the μ sweep."""
+    plt = _plt()
+    s, param = pred["sweep_s"], pred["sweep_param"]
+    col = list(pred["param_names"]).index(param)
+    x = pred["sweep_mu"][:, col]
+    fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
+    for layer in range(s.shape[1]):
+        ax.plot(x, (np.abs(s[:, layer]) > 0).sum(-1), marker=".", label=f"layer {layer + 1}")
+    if train is not None and len(train):
+        ax.axvspan(float(train[:, col].min()), float(train[:, col].max()), color="0.85", zorder=0,
+                   label="training μ")
+    ax.set_xlabel(param)
+    ax.set_ylabel("rank (non-zero s)")
+    ax.set_ylim(0, s.shape[2] + 1)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def s_heatmap(pred: dict[str, Any]):
+    """Sorted |s| of every layer as a heat map over the μ sweep."""
+    plt = _plt()
+    s, param = pred["sweep_s"], pred["sweep_param"]
+    col = list(pred["param_names"]).index(param)
+    x = pred["sweep_mu"][:, col]
+    fig, axes = plt.subplots(1, s.shape[1], figsize=(4.5 * s.shape[1], 3.3), constrained_layout=True, squeeze=False)
+    for layer, ax in enumerate(axes[0]):
+        z = -np.sort(-np.abs(s[:, layer]), axis=-1).T  # (rank, sweep), largest first
+        im = ax.pcolormesh(x, np.arange(z.shape[0]), z, shading="auto", cmap="viridis")
+        ax.set_title(f"layer {layer + 1}: sorted |s|")
+        ax.set_xlabel(param)
+        ax.set_ylabel("index")
+        fig.colorbar(im, ax=ax)
+    return fig
+
+
+def write_figures(pred: dict[str, Any], folder: Path, max_fields: int, train: np.ndarray | None = None) -> list[Path]:
+    plt = _plt()
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    figs = []
+    for i in range(min(max_fields, len(pred["mu"]))):
+        label = mu_label(pred["param_names"], pred["mu"][i])
+        figs.append((f"field_{label.replace(',', '_')}.png", field_figure(pred, i, label)))
+    if "sweep_s" in pred:
+        figs += [("ranks_vs_mu.png", rank_figure(pred, train)), ("s_heatmap.png", s_heatmap(pred))]
+    for name, fig in figs:
+        path = folder / name
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+class PINNOutputs(Callback):
+    """After ``lemon-pl test``: the per-μ table (printed, CSV, JSON), ``predictions.npz`` and
+    the figures of the module doc, in the run folder (global rank 0)."""
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        log_dir = trainer.log_dir  # collective under DDP
+        result = getattr(pl_module, "eval_results", {}).get("test")
+        if not result or not trainer.is_global_zero:
+            return
+        folder = Path(log_dir or ".")
+        extra = pl_module.table_extra_columns() if hasattr(pl_module, "table_extra_columns") else {}
+        write_tables(result["table"], folder, result["seconds"], extra)
+        print(format_table(result["table"], f"test results ({result['seconds']:.1f} s)", extra))
+        pred = getattr(pl_module, "predictions", None)
+        if pred is not None:
+            write_predictions(pred, folder)
+            train = np.asarray(getattr(pl_module, "mu_values", []), dtype=np.float64)
+            write_figures(pred, folder / "figures", int(getattr(pl_module.hparams, "max_figures", 6)), train)
