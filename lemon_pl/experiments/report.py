@@ -46,7 +46,7 @@ def load_results(exp_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def aggregate(results: list[dict[str, Any]], metrics: tuple[str, ...] = REPORTED) -> list[dict[str, Any]]:
     """Rows per (condition, family): mean, std, n_seeds and raw per-seed values of each metric."""
     per: dict[tuple[str, Any], dict[str, dict[str, float]]] = {}  # (condition, seed) -> family -> metrics
     info: dict[str, dict[str, Any]] = {}
@@ -69,7 +69,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             members = groups[cond].get(fam)
             row: dict[str, Any] = {"condition": cond, "family": fam, **info[cond], "seeds": seeds,
                                    "is_group": members is not None}
-            for m in REPORTED:
+            for m in metrics:
                 vals = []
                 for s in seeds:
                     fm = per[(cond, s)]
@@ -89,30 +89,36 @@ def fmt(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.4g} ± {std:.2g}"
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+def write_csv(rows: list[dict[str, Any]], path: Path, metrics: tuple[str, ...] = REPORTED) -> None:
     header = ["condition", "family", "n_seeds", "seeds"]
-    for m in REPORTED:
+    for m in metrics:
         header += [f"{m}_mean", f"{m}_std", f"{m}_per_seed"]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         for r in rows:
             line = [r["condition"], r["family"], r["n_seeds"], " ".join(str(s) for s in r["seeds"])]
-            for m in REPORTED:
+            for m in metrics:
                 line += [f"{r[f'{m}_mean']:.6g}", f"{r[f'{m}_std']:.6g}", " ".join(f"{v:.6g}" for v in r[m])]
             w.writerow(line)
 
 
-def write_markdown(rows: list[dict[str, Any]], path: Path, title: str, summary: list[str] | None = None) -> None:
-    lines = [f"# {title}", "", *(summary or []), "## Per family", "",
-             "Relative L2 error, mean ± std over seeds (first / second half of the predicted frames). "
-             "`overall` is the unweighted mean over the families of the condition.", "",
-             "| condition | family | seeds | rel_l2 | rel_l2 first half | rel_l2 second half |",
-             "|---|---|---|---|---|---|"]
+#: the per-family section of ``table.md`` for the operator metrics (an experiment module may
+#: declare its own ``METRICS`` and ``TABLE_HEAD``: section title, note, column names)
+OPERATOR_TABLE = ("Per family", "Relative L2 error, mean ± std over seeds (first / second half of the predicted "
+                  "frames). `overall` is the unweighted mean over the families of the condition.",
+                  ("rel_l2", "rel_l2 first half", "rel_l2 second half"))
+
+
+def write_markdown(rows: list[dict[str, Any]], path: Path, title: str, summary: list[str] | None = None,
+                   metrics: tuple[str, ...] = REPORTED, head: tuple = OPERATOR_TABLE) -> None:
+    section, note, columns = head
+    lines = [f"# {title}", "", *(summary or []), f"## {section}", "", note, "",
+             "| condition | family | seeds | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
     for r in rows:
         fam = f"**{r['family']}**" if r["family"] == OVERALL or r.get("is_group") else r["family"]
         lines.append(f"| {r['condition']} | {fam} | {r['n_seeds']} | "
-                     + " | ".join(fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in REPORTED) + " |")
+                     + " | ".join(fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -334,11 +340,12 @@ def write_report(experiment: str | ModuleType, exp_dir: str | Path, out_dir: str
     out = Path(out_dir or exp_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(exp_dir)
-    rows = aggregate(results)
+    metrics = tuple(getattr(module, "METRICS", REPORTED))
+    rows = aggregate(results, metrics)
     if not rows:
         raise ValueError(f"no finished test steps under {exp_dir / 'steps'}")
     rep = Report(name, exp_dir, out, results, rows, aggregate_curves(results), [out / "results.csv", out / "table.md"])
-    write_csv(rows, rep.paths[0])
+    write_csv(rows, rep.paths[0], metrics)
     if rep.curves:
         write_curve_csv(rep.curves, rep.add("curve.csv"))
         plot_curves(rep.curves, rep.add("error_vs_steps.png"))
@@ -347,7 +354,8 @@ def write_report(experiment: str | ModuleType, exp_dir: str | Path, out_dir: str
         hook(rep)
     else:
         plot_bars(rows, rep.add(f"{name}.png"), "test relative L2")
-    write_markdown(rows, rep.paths[1], f"{name} ({exp_dir.name})", rep.summary)
+    write_markdown(rows, rep.paths[1], f"{name} ({exp_dir.name})", rep.summary, metrics,
+                   getattr(module, "TABLE_HEAD", OPERATOR_TABLE))
     ex = plot_examples(results, out / "examples.png", **rep.examples)
     if ex:
         rep.paths.append(ex)
