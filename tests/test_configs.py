@@ -12,7 +12,12 @@ from tests.conftest import CONFIGS
 from lemon_pl.cli import main
 
 STAGES = sorted(p for p in CONFIGS.glob("*.yaml"))
-OVERLAYS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "experiments")
+#: the overlays of the physics-informed stages (composed with configs/pinn/pinn.yaml)
+PINN_OVERLAYS = sorted([*CONFIGS.glob("model/pinn/*.yaml"), *CONFIGS.glob("data/pinn_*.yaml"),
+                        CONFIGS / "optim/lbfgs.yaml", CONFIGS / "callbacks/pinn.yaml", CONFIGS / "trainer/pinn.yaml"])
+PINN_STAGES = sorted(CONFIGS.glob("pinn/*.yaml"))
+OVERLAYS = sorted(p for p in CONFIGS.glob("*/*.yaml")
+                  if p.parent.name not in ("experiments", "pinn") and p not in PINN_OVERLAYS)
 
 
 def print_config(*configs) -> dict:
@@ -33,9 +38,30 @@ def test_stage_config_parses(path):
     assert cfg["data"]["class_path"] == "lemon_pl.data.datamodule.OperatorFamilyDataModule"
 
 
+@pytest.mark.parametrize("path", PINN_STAGES, ids=lambda p: p.name)
+def test_pinn_stage_config_parses(path):
+    cfg = print_config(path)
+    assert cfg["model"]["class_path"].startswith("lemon_pl.modules.")
+    assert cfg["data"]["class_path"] == "lemon_pl.pinn.collocation.CollocationDataModule"
+    assert cfg["trainer"]["inference_mode"] is False  # residual metrics in validation and test
+    net = cfg["model"]["init_args"]["net"]["init_args"]
+    assert net["in_dim"] == 2  # linked from the data
+    if "mu_dim" in net:
+        assert net["mu_dim"] == 3
+
+
+@pytest.mark.parametrize("path", PINN_OVERLAYS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_pinn_overlay_composes_with_the_pinn_stage(path):
+    base = CONFIGS / ("pinn/hyper_lr_pinn.yaml" if "pinn_helmholtz" in path.name else "pinn/pinn.yaml")
+    check_overlay(print_config(base, path), path)
+
+
 @pytest.mark.parametrize("path", OVERLAYS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_overlay_composes_with_pretrain(path):
-    cfg = print_config(CONFIGS / "pretrain.yaml", path)
+    check_overlay(print_config(CONFIGS / "pretrain.yaml", path), path)
+
+
+def check_overlay(cfg: dict, path) -> None:
     overlay = yaml.safe_load(path.read_text())
     for section, body in overlay.items():  # every key of the overlay wins
         if section == "trainer":
@@ -48,6 +74,9 @@ def test_overlay_composes_with_pretrain(path):
                 else:
                     assert cfg["trainer"][key] == value
         elif section == "model":
+            if "optimizer" in body["init_args"]:
+                assert cfg["model"]["init_args"]["optimizer"]["class_path"] == body["init_args"]["optimizer"]["class_path"]
+                continue
             net = body["init_args"]["net"]
             assert cfg["model"]["init_args"]["net"]["class_path"] == net["class_path"]
             for key, value in net.get("init_args", {}).items():

@@ -145,6 +145,12 @@ class CollocationDataModule(pl.LightningDataModule):
             raise ValueError("data.init_args.n_ic and n_bc must be >= 0")
         self.n_grid, self.seed, self.steps_per_epoch = grid, int(seed), int(steps_per_epoch)
         self.sizes = {"collocation": int(n_collocation), "ic": int(n_ic), "bc": int(n_bc), "test": int(n_test)}
+        dom = self.pde.domain
+        interior = int(np.prod([n - 1 if (dom.periodic[i] or dom.names[i] == "t") else n - 2
+                                for i, n in enumerate(grid)]))
+        if n_collocation + n_test > interior:
+            raise ValueError(f"data.init_args: n_collocation + n_test = {n_collocation + n_test} exceeds the "
+                             f"{interior} interior nodes of the {'x'.join(map(str, grid))} grid")
         self._built: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ linked values

@@ -1,0 +1,368 @@
+#!/usr/bin/env python
+"""Speed ratios of the physics-informed (PINN) subsystem, each measured within one run.
+
+Every comparison times two variants, A and B, of one training computation and reports
+A_ms / B_ms, i.e. how many times faster B is than A:
+
+1. ``pinn/phase2``    the train step of the 10,401-parameter ``PINN`` (A) vs the Hyper-LR-PINN
+                      phase-2 train step (B: ``HyperLRPINN().adapt([30, 0, 0])``, 351 trainable
+                      parameters: s, first, last), both on one μ (β = 30, table2_convection) with
+                      the release point sets (1000 collocation + 256 IC + 100 periodic BC pairs).
+                      A step = ``PINNModule.loss_terms`` + ``total_loss`` + backward + Adam step.
+                      Target (the paper's claim): phase 2 trains > 4x faster per epoch.
+2. ``loop/batched``   Hyper-LR-PINN phase 1 over the 11 μ of table2_convection: a per-μ Python loop
+                      (A: 11 ``loss_terms`` calls on the batch sliced to one μ, each loss / 11
+                      back-propagated, the orthogonality penalty once, one Adam step) vs one batched
+                      ``loss_terms`` call over every μ (B: ``mu_index``), penalty weights 0.0016,
+                      backward, Adam step. Both compute the same loss (checked once: the gradients
+                      of the two are compared before timing). Target (the issue): >= 3x.
+3. ``func/autograd``  the CDR residual u_t + β u_x − ν u_xx − ρ u(1 − u) of the PINN on the 1000
+                      collocation points, forward + residual + backward into the parameters: through
+                      ``torch.func`` (A: ``func_derivatives``, vmap of jacfwd(jacrev)) vs batch
+                      autograd (B: ``problem.residual``, built on ``derivatives.grad``/``partial``).
+                      μ = (30, 1, 1) here so that every term, u_xx included, is non-zero.
+4. ``1thr/2thr``      the PINN train step of (1) with 1 (A) vs 2 (B) torch threads, each in a fresh
+                      process (``--worker pinn --threads N``, OMP_NUM_THREADS=N,
+                      OMP_WAIT_POLICY=PASSIVE) that reports the median of its timed steps as JSON.
+
+Method: in-process comparisons run at ``--threads`` torch threads (default 1). Each variant gets
+``--warmup`` untimed steps, then the variants alternate in ``--rounds`` rounds, A B A B ..., so that
+drift and load from other jobs hit both alike; a round times ``--steps`` consecutive steps of one
+variant (wall clock, ``time.perf_counter``) and records ms per step. Reported: the median ms/step
+over rounds, the spread (min-max over rounds), and the ratio = the median over rounds of the
+per-round ratio A/B (adjacent measurements). Comparison 4 alternates processes, N = 1, 2, 1, 2, ...,
+for ``--proc-rounds`` rounds. Nothing here is a stored timing: every number is measured by the run.
+
+Examples::
+
+    python benchmarks/pinn_step.py --quick           # smoke run: few rounds and steps
+    python benchmarks/pinn_step.py                   # defaults: about a minute on 2 CPU cores
+    python benchmarks/pinn_step.py --rounds 10 --steps 10 --json pinn_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MU = [30.0, 0.0, 0.0]  # comparisons 1 and 4: β = 30, the first μ of table2_convection
+DERIV_MU = [30.0, 1.0, 1.0]  # comparison 3: every term of the residual non-zero
+ORTH_WEIGHT = 0.0016  # phase 1: orth_weight_u = orth_weight_v
+LR = 2.5e-4  # Adam, as the release
+TARGETS = {"pinn/phase2": 4.0, "loop/batched": 3.0}  # the stated targets (ratios, not timings)
+
+
+# ============================================================================ set-up
+def table2_batch():
+    """The problem and the full training batch of table2_convection (11 μ, release point sets)."""
+    from lemon_pl.pinn.collocation import CollocationDataModule
+
+    dm = CollocationDataModule(preset="table2_convection")
+    return dm.pde, dm.train_batch()
+
+
+def one_mu(batch: dict, i: int) -> dict:
+    """The batch restricted to its μ row i (the point sets are shared by every μ)."""
+    out = dict(batch)
+    out["mu"] = batch["mu"][i:i + 1]
+    out["u_ic"] = batch["u_ic"][i:i + 1]
+    return out
+
+
+def mu_row(batch: dict, mu: list[float]) -> int:
+    import torch
+
+    hits = (batch["mu"] == torch.tensor(mu)).all(dim=1).nonzero()
+    if len(hits) != 1:
+        raise SystemExit(f"μ = {mu} is not in the table2_convection batch")
+    return int(hits[0])
+
+
+def batched_backward(module, batch: dict) -> None:
+    """The loss of every μ in one ``loss_terms`` call (+ penalty), back-propagated."""
+    terms = module.loss_terms(module.field(mu=batch["mu"]), batch)
+    module.total_loss(terms, module.penalty()).backward()
+
+
+def loop_backward(module, subs: list[dict]) -> None:
+    """The same loss one μ at a time: each μ's loss / M back-propagated (gradients accumulate),
+    then the penalty once."""
+    for sub in subs:
+        terms = module.loss_terms(module.field(mu=sub["mu"]), sub)
+        (module.total_loss(terms) / len(subs)).backward()
+    pen = module.penalty()
+    if pen is not None:
+        pen.backward()
+
+
+def train_step(module, backward, *args):
+    """zero_grad, ``backward(module, *args)``, Adam step over the module's trainable parameters."""
+    import torch
+
+    opt = torch.optim.Adam(module.trainable_parameters(), lr=LR)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        backward(module, *args)
+        opt.step()
+
+    return step
+
+
+def pinn_module(batch: dict):
+    """The 10,401-parameter PINN stage on one μ (β = 30) and its one-μ batch."""
+    import torch
+
+    from lemon_pl.modules.pinn import PINNModule
+    from lemon_pl.pinn.networks import PINN
+
+    torch.manual_seed(0)
+    return PINNModule(PINN(), mu_values=[MU]), one_mu(batch, mu_row(batch, MU))
+
+
+# ============================================================================ timing
+def time_rounds(fn_a, fn_b, rounds: int, steps: int, warmup: int) -> tuple[list[float], list[float]]:
+    """ms per step of A and of B in each of ``rounds`` alternating rounds (after warm-up)."""
+    for fn in (fn_a, fn_b):
+        for _ in range(warmup):
+            fn()
+    ms_a, ms_b = [], []
+    for _ in range(rounds):
+        for fn, out in ((fn_a, ms_a), (fn_b, ms_b)):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            out.append(1e3 * (time.perf_counter() - t0) / steps)
+    return ms_a, ms_b
+
+
+def summarise(key: str, title: str, name_a: str, name_b: str, ms_a: list[float], ms_b: list[float],
+              **extra) -> dict:
+    """One result row; prints its ratio line."""
+    row = {"key": key, "title": title, "a": name_a, "b": name_b,
+           "a_ms": statistics.median(ms_a), "a_min": min(ms_a), "a_max": max(ms_a), "a_rounds": ms_a,
+           "b_ms": statistics.median(ms_b), "b_min": min(ms_b), "b_max": max(ms_b), "b_rounds": ms_b,
+           "ratio": statistics.median(a / b for a, b in zip(ms_a, ms_b)),
+           "target": TARGETS.get(key), **extra}
+    verdict = ""
+    if row["target"] is not None:
+        verdict = f"  (target >= {row['target']:g}x: {'met' if row['ratio'] >= row['target'] else 'MISSED'})"
+    print(f"  {name_a}: {fmt_ms(row, 'a')} ms/step | {name_b}: {fmt_ms(row, 'b')} ms/step", flush=True)
+    print(f"ratio {key} = {row['ratio']:.2f}x{verdict}", flush=True)
+    return row
+
+
+def fmt_ms(row: dict, v: str) -> str:
+    return f"{row[v + '_ms']:.2f} ({row[v + '_min']:.2f}-{row[v + '_max']:.2f})"
+
+
+# ============================================================================ comparisons
+def compare_pinn_vs_phase2(args, pde, batch) -> dict:
+    import torch
+
+    from lemon_pl.modules.pinn import PINNModule
+    from lemon_pl.pinn.networks import HyperLRPINN
+
+    print("\n[1] PINN train step vs Hyper-LR-PINN phase-2 train step, one μ (β = 30)", flush=True)
+    pinn, one = pinn_module(batch)
+    torch.manual_seed(0)
+    phase2 = PINNModule(HyperLRPINN().adapt(MU, rank="full"), mu_values=[MU])
+    counts = {"a_trainable": pinn.n_trainable, "b_trainable": phase2.n_trainable}
+    print(f"  trainable parameters: PINN {counts['a_trainable']:,}, phase 2 {counts['b_trainable']:,}; points: "
+          f"{len(one['x_f'])} collocation + {len(one['x_ic'])} IC + {len(one['x_bc_a'])} BC pairs", flush=True)
+    ms_a, ms_b = time_rounds(train_step(pinn, batched_backward, one), train_step(phase2, batched_backward, one),
+                             args.rounds, args.steps, args.warmup)
+    return summarise("pinn/phase2", "PINN vs phase-2 train step", "PINN", "phase 2", ms_a, ms_b, **counts)
+
+
+def compare_batched_phase1(args, pde, batch) -> dict:
+    import torch
+
+    from lemon_pl.modules.pinn import PINNModule
+    from lemon_pl.pinn.networks import HyperLRPINN
+
+    m = batch["mu"].shape[0]
+    print(f"\n[2] Hyper-LR-PINN phase 1 over {m} μ: per-μ loop vs one batched loss_terms call", flush=True)
+    torch.manual_seed(0)
+    batched = PINNModule(HyperLRPINN(), mu_values=batch["mu"].tolist(), orth_weight_u=ORTH_WEIGHT,
+                         orth_weight_v=ORTH_WEIGHT)
+    loop = copy.deepcopy(batched)
+    subs = [one_mu(batch, i) for i in range(m)]
+    # the two compute the same loss: compare their gradients at the same weights, once
+    batched.zero_grad(set_to_none=True)
+    loop.zero_grad(set_to_none=True)
+    batched_backward(batched, batch)
+    loop_backward(loop, subs)
+    pairs = [(p.grad, q.grad) for p, q in zip(batched.trainable_parameters(), loop.trainable_parameters())]
+    scale = max(float(g.abs().max()) for g, _ in pairs)
+    diff = max(float((g - h).abs().max()) for g, h in pairs) / scale
+    print(f"  check: max |grad batched - grad loop| = {diff:.1e} of the largest gradient; "
+          f"{batched.n_trainable:,} trainable parameters", flush=True)
+    ms_a, ms_b = time_rounds(train_step(loop, loop_backward, subs), train_step(batched, batched_backward, batch),
+                             args.rounds, args.steps, args.warmup)
+    return summarise("loop/batched", f"phase 1 over {m} μ: loop vs batched", f"loop x{m}", "batched", ms_a, ms_b,
+                     grad_rel_diff=diff)
+
+
+def compare_derivatives(args, pde, batch) -> dict:
+    import torch
+
+    from lemon_pl.pinn.derivatives import func_derivatives
+    from lemon_pl.pinn.networks import PINN
+
+    pts = batch["x_f"]
+    print(f"\n[3] CDR residual (u_xx) of the PINN on {len(pts)} points, forward + residual + backward: "
+          f"torch.func vs autograd, μ = {DERIV_MU}", flush=True)
+    torch.manual_seed(0)
+    net = PINN()
+    p = pde.mu(DERIV_MU)
+
+    def residual_autograd():
+        x = pts.detach().requires_grad_(True)
+        return pde.residual(net(x), x, DERIV_MU)  # derivatives.grad / partial on the batch
+
+    def residual_func():
+        u, g, h = func_derivatives(net, pts)  # vmap over points of jacfwd(jacrev)
+        return g[:, 1] + p["beta"] * g[:, 0] - p["nu"] * h[:, 0, 0] - p["rho"] * u * (1 - u)
+
+    diff = float((residual_autograd() - residual_func()).abs().max())
+    print(f"  check: max |residual autograd - residual torch.func| = {diff:.1e}", flush=True)
+
+    def step(residual):
+        def run() -> None:
+            net.zero_grad(set_to_none=True)
+            residual().square().mean().backward()
+        return run
+
+    ms_a, ms_b = time_rounds(step(residual_func), step(residual_autograd), args.rounds, args.steps, args.warmup)
+    return summarise("func/autograd", "residual + backward: torch.func vs autograd", "torch.func", "autograd",
+                     ms_a, ms_b, residual_max_diff=diff)
+
+
+def compare_threads(args) -> dict:
+    print(f"\n[4] PINN train step with 1 vs 2 torch threads, fresh processes alternating "
+          f"({args.proc_rounds} round(s), {args.worker_steps} timed steps each)", flush=True)
+    ms = {1: [], 2: []}
+    seen = {}
+    for _ in range(args.proc_rounds):
+        for n in (1, 2):
+            env = dict(os.environ, OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n), OMP_WAIT_POLICY="PASSIVE")
+            env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "pinn", "--threads", str(n),
+                   "--steps", str(args.worker_steps), "--warmup", str(args.warmup)]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                raise SystemExit(f"worker with {n} thread(s) timed out after {args.timeout}s") from None
+            lines = proc.stdout.strip().splitlines()
+            if proc.returncode != 0 or not lines:
+                tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+                raise SystemExit(f"worker with {n} thread(s) exited with {proc.returncode}:\n{tail}")
+            res = json.loads(lines[-1])
+            ms[n].append(res["ms"])
+            seen[n] = res["torch_threads"]
+    return summarise("1thr/2thr", "PINN train step: 1 vs 2 threads", "1 thread", "2 threads", ms[1], ms[2],
+                     worker_threads=seen)
+
+
+# ============================================================================ worker
+def worker_main(args) -> None:
+    """One fresh process: the PINN train step of comparison 1 at ``--threads`` threads; prints
+    the median ms over ``--steps`` individually timed steps as one JSON line."""
+    import torch
+
+    torch.set_num_threads(args.threads or 1)
+    _, batch = table2_batch()
+    module, one = pinn_module(batch)
+    step = train_step(module, batched_backward, one)
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(1e3 * (time.perf_counter() - t0))
+    print(json.dumps({"worker": args.worker, "torch_threads": torch.get_num_threads(),
+                      "ms": statistics.median(times), "steps_ms": times}))
+
+
+# ============================================================================ driver
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: few rounds and steps, one process per "
+                                                        "thread count")
+    p.add_argument("--rounds", type=int, default=None, help="alternating timed rounds (default 5, --quick 3)")
+    p.add_argument("--steps", type=int, default=None, help="steps timed per round (default 5, --quick 1)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps of each variant before the rounds")
+    p.add_argument("--proc-rounds", type=int, default=None,
+                   help="rounds of fresh processes (1 and 2 threads) for comparison 4 (default 3, --quick 1)")
+    p.add_argument("--worker-steps", type=int, default=None,
+                   help="timed steps in each thread-count process (default 20, --quick 5)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the in-process comparisons")
+    p.add_argument("--timeout", type=int, default=300, help="per-process timeout of comparison 4, seconds")
+    p.add_argument("--json", type=str, default=None, help="also write the results to this JSON file")
+    p.add_argument("--worker", choices=["pinn"], default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker is not None:
+        args.steps = args.steps or 20
+        worker_main(args)
+        return
+    quick = args.quick
+    args.rounds = args.rounds or (3 if quick else 5)
+    args.steps = args.steps or (1 if quick else 5)
+    args.proc_rounds = args.proc_rounds or (1 if quick else 3)
+    args.worker_steps = args.worker_steps or (5 if quick else 20)
+
+    t_start = time.perf_counter()
+    load_before = os.getloadavg()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    print(f"torch {torch.__version__} | in-process threads {torch.get_num_threads()} | CPUs {cpus} "
+          f"({usable} usable) | load average before {' '.join(f'{x:.2f}' for x in load_before)}")
+    print(f"{args.rounds} alternating rounds x {args.steps} timed step(s) per variant after {args.warmup} warm-up "
+          f"step(s); ratio = median over rounds of A/B (how many times faster B is)", flush=True)
+
+    pde, batch = table2_batch()
+    rows = [compare_pinn_vs_phase2(args, pde, batch), compare_batched_phase1(args, pde, batch),
+            compare_derivatives(args, pde, batch), compare_threads(args)]
+    load_after = os.getloadavg()
+
+    head = f"{'comparison':44s} {'A':10s} {'A ms/step (min-max)':>22s} {'B':10s} {'B ms/step (min-max)':>22s} " \
+           f"{'A/B':>7s}  target"
+    print("\n" + head)
+    print("-" * len(head))
+    for r in rows:
+        target = ""
+        if r["target"] is not None:
+            target = f">= {r['target']:g}x {'met' if r['ratio'] >= r['target'] else 'MISSED'}"
+        print(f"{r['title']:44s} {r['a']:10s} {fmt_ms(r, 'a'):>22s} {r['b']:10s} {fmt_ms(r, 'b'):>22s} "
+              f"{r['ratio']:6.2f}x  {target}")
+    first = rows[0]
+    print(f"trainable parameters: PINN {first['a_trainable']:,} vs phase 2 {first['b_trainable']:,}")
+    print(f"load average after {' '.join(f'{x:.2f}' for x in load_after)} | total wall time "
+          f"{time.perf_counter() - t_start:.1f}s")
+    if args.json:
+        out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": cpus,
+               "usable_cpus": usable, "loadavg_before": load_before, "loadavg_after": load_after,
+               "settings": {k: getattr(args, k) for k in ("quick", "rounds", "steps", "warmup", "proc_rounds",
+                                                          "worker_steps", "threads")},
+               "rows": rows}
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
