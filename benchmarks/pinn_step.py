@@ -236,7 +236,7 @@ def compare_derivatives(args, pde, batch) -> dict:
         u, g, h = func_derivatives(net, pts)  # vmap over points of jacfwd(jacrev)
         return g[:, 1] + p["beta"] * g[:, 0] - p["nu"] * h[:, 0, 0] - p["rho"] * u * (1 - u)
 
-    diff = float((residual_autograd() - residual_func()).abs().max())
+    diff = float((residual_autograd() - residual_func()).detach().abs().max())
     print(f"  check: max |residual autograd - residual torch.func| = {diff:.1e}", flush=True)
 
     def step(residual):
@@ -337,12 +337,19 @@ def main(argv=None) -> None:
           f"step(s); ratio = median over rounds of A/B (how many times faster B is)", flush=True)
 
     pde, batch = table2_batch()
-    rows = [compare_pinn_vs_phase2(args, pde, batch), compare_batched_phase1(args, pde, batch),
-            compare_derivatives(args, pde, batch), compare_threads(args)]
+    print(f"set-up (imports, point sets) {time.perf_counter() - t_start:.1f}s", flush=True)
+    rows = []
+    for compare in (compare_pinn_vs_phase2, compare_batched_phase1, compare_derivatives):
+        t0 = time.perf_counter()
+        rows.append(compare(args, pde, batch))
+        rows[-1]["seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows.append(compare_threads(args))
+    rows[-1]["seconds"] = time.perf_counter() - t0
     load_after = os.getloadavg()
 
     head = f"{'comparison':44s} {'A':10s} {'A ms/step (min-max)':>22s} {'B':10s} {'B ms/step (min-max)':>22s} " \
-           f"{'A/B':>7s}  target"
+           f"{'A/B':>7s}  {'took':>6s}  target"
     print("\n" + head)
     print("-" * len(head))
     for r in rows:
@@ -350,7 +357,7 @@ def main(argv=None) -> None:
         if r["target"] is not None:
             target = f">= {r['target']:g}x {'met' if r['ratio'] >= r['target'] else 'MISSED'}"
         print(f"{r['title']:44s} {r['a']:10s} {fmt_ms(r, 'a'):>22s} {r['b']:10s} {fmt_ms(r, 'b'):>22s} "
-              f"{r['ratio']:6.2f}x  {target}")
+              f"{r['ratio']:6.2f}x  {r['seconds']:5.1f}s  {target}")
     first = rows[0]
     print(f"trainable parameters: PINN {first['a_trainable']:,} vs phase 2 {first['b_trainable']:,}")
     print(f"load average after {' '.join(f'{x:.2f}' for x in load_after)} | total wall time "

@@ -10,9 +10,10 @@ row per μ and ``overall``, the unweighted mean over the μ rows.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are computed: experiment listings stay light
+    import torch
 
 #: the metrics of every PINN table, in column order (``rel_l2`` is the headline)
 PINN_METRICS = ("rel_l2", "mae", "max_err", "explained_variance", "residual_rms")
