@@ -282,6 +282,22 @@ class PINNModule(Stage):
             s = self.net.diagonals(sweep.to(self.device)).cpu()
         return {"sweep_mu": sweep.numpy(), "sweep_param": self.pde.param_names[col], "sweep_s": s.numpy()}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A network without a μ input solves the μ it was trained on: refuse another one."""
+        from lemon_pl.errors import CheckpointMismatchError
+
+        trained = (checkpoint.get("hyper_parameters") or {}).get("mu_values")
+        if trained and self.solves_one_mu() and [list(map(float, m)) for m in trained] != self.mu_values:
+            names = self.pde.param_names
+            from lemon_pl.pinn.metrics import mu_label
+
+            raise CheckpointMismatchError(
+                f"the checkpoint solves {mu_label(names, trained[0])} but data.init_args.mu is "
+                f"{mu_label(names, self.mu_values[0])}: pass --data.init_args.mu {list(trained[0])}")
+
+    def solves_one_mu(self) -> bool:
+        return not getattr(self.net, "uses_mu", False)
+
     def fit_extras(self) -> dict[str, Any]:
         """What ``fit_summary.json`` records beside the parameter counts and step times."""
         return {"mae_target": self.hparams.mae_target, "steps_to_target": self.steps_to_target,
@@ -324,6 +340,7 @@ class HyperLRPINNAdapt(PINNModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A phase-2 checkpoint may hold adaptive ranks: rebuild the layers to their shapes."""
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("state_dict") or {}
         ranks = [int(state[f"net.layers.{i}.s"].shape[0]) for i in range(len(self.net.layers))
                  if f"net.layers.{i}.s" in state]
@@ -364,6 +381,9 @@ class MetaPINNModule(PINNModule):
 
     def check_network(self) -> None:
         pass  # tasks differ by μ only through the loss: a network without a μ input is the point
+
+    def solves_one_mu(self) -> bool:
+        return False  # an initialisation for every μ
 
     def task_field(self, params: dict[str, Tensor], m: int) -> Field:
         """The network with task weights ``params`` (leading dimension m) on μ-major points."""

@@ -7,5 +7,10 @@ Modules:
 * ``problems``: parameterised PDE problems (1-D convection-diffusion-reaction, 2-D
   Helmholtz) with domain, parameter space, initial and boundary conditions, residual and
   verified reference solutions;
-* ``networks``: PINN MLP, PINN-P, low-rank and Hyper-LR-PINN networks.
+* ``collocation``: the collocation data module (point sets and references of every μ in one batch);
+* ``networks``: PINN MLP, PINN-P, low-rank and Hyper-LR-PINN networks;
+* ``metrics``: relative L2, MAE, max error, explained variance per μ;
+* ``outputs``: the per-μ tables, ``predictions.npz`` and figures of a test run.
+
+The stages that train these networks are in :mod:`lemon_pl.modules.pinn`.
 """

@@ -113,6 +113,15 @@ def _mu_groups(mu: Optional[Tensor], n: int, mu_index: Optional[Tensor]) -> tupl
     return rows, index
 
 
+def _blocks(index: Tensor, m: int) -> bool:
+    """Whether ``index`` is 0..0 1..1 ... (m-1)..(m-1) in equal blocks."""
+    n = index.numel()
+    if n % m or n == m:
+        return False
+    expected = torch.arange(m, device=index.device)[:, None]
+    return bool((index.view(m, -1) == expected).all())
+
+
 class MuScaler(nn.Module):
     """Affine map of μ to [-1, 1] per component, given the box [low, high] of the training μ,
     or the identity (no box; what the release feeds the hypernetwork).  A component with
@@ -185,7 +194,8 @@ class PINNP(PINN):
 
 
 class LowRankLinear(nn.Module):
-    """y = U diag(s) Vᵀ x + b, computed as ((x V) * s) Uᵀ + b without forming the weight.
+    """y = U diag(s) Vᵀ x + b, computed as ((x V) * s) Uᵀ + b, or, with one s for every row and
+    rank > in·out / (in + out), through the dense weight U diag(s) Vᵀ (less work per point).
 
     U is (out_features, rank), V (in_features, rank), s (rank,), b (out_features,).  With
     ``diagonal=False`` the layer owns no s and ``forward`` must be given one, either (rank,) or
@@ -236,8 +246,17 @@ class LowRankLinear(nn.Module):
         return (self.U * self._diagonal(s)) @ self.V.t()
 
     def forward(self, x: Tensor, s: Optional[Tensor] = None) -> Tensor:
-        z = F.linear(x, self.V.t()) * self._diagonal(s)
-        return F.linear(z, self.U, self.bias)
+        s = self._diagonal(s)
+        if s.dim() == 2 and x.dim() == 3 and s.shape[0] == x.shape[0] != x.shape[1]:
+            # one block of points per diagonal (M, n, in): per-block dense weights, one batched product
+            w = (self.U[None] * s[:, None, :]) @ self.V.t()[None]  # (M, out, in)
+            y = torch.bmm(x, w.transpose(1, 2))
+            return y if self.bias is None else y + self.bias
+        if s.dim() == 1 and self.rank * (self.in_features + self.out_features) > self.in_features * self.out_features:
+            # one diagonal for every row and a rank above the break-even: the dense weight
+            # (out x in, formed in O(out in rank)) makes one product per point instead of two
+            return F.linear(x, (self.U * s) @ self.V.t(), self.bias)
+        return F.linear(F.linear(x, self.V.t()) * s, self.U, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
@@ -344,6 +363,15 @@ class HyperLRPINN(nn.Module):
     def forward(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None) -> Tensor:
         rows, index = _mu_groups(mu, coords.shape[0], mu_index)
         s = self.diagonals(rows)  # (M, L, rank)
+        m = rows.shape[0]
+        if index is not None and m > 1 and _blocks(index, m):
+            # the points come in M equal blocks, block k at μ row k (how the stages lay them out):
+            # every low-rank layer is one batched product with the blocks' dense weights
+            h = self.act(self.first(coords.view(m, -1, coords.shape[-1])))
+            for l, layer in enumerate(self.layers):
+                h = self.act(layer(h, s[:, l, :]))
+            u = self.last(h).reshape(coords.shape[0], -1)
+            return self.act(u) if self.layout == "paper" else u
         if index is not None:
             s = s[index]  # (N, L, rank): each point's own μ
         elif rows.shape[0] == 1 and mu.dim() == 1:

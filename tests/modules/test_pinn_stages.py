@@ -261,3 +261,14 @@ def test_a_pinn_learns_low_beta_convection_to_a_few_percent(tmp_path):
     t.fit(m, dm)
     (res,) = t.test(m, dm, verbose=False)
     assert res["test/rel_l2"] < 0.05, res
+
+
+def test_a_single_mu_checkpoint_refuses_another_mu_in_one_line(tmp_path, capsys):
+    common = ["--trainer.logger.init_args.save_dir", str(tmp_path), *SMALL_ARGS]
+    assert main(["fit", "--config", str(CONFIGS / "pinn/pinn.yaml"), "--data.init_args.mu", "[30,0,0]",
+                 "--trainer.max_steps", "2", *common]) == 0
+    capsys.readouterr()
+    code = main(["test", "--config", str(CONFIGS / "pinn/pinn.yaml"), "--data.init_args.mu", "[35,0,0]",
+                 "--ckpt_path", str(tmp_path / "pinn/version_0/checkpoints/last.ckpt"), *common])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "beta=30,nu=0,rho=0" in err[0] and "--data.init_args.mu" in err[0], err

@@ -258,3 +258,22 @@ def test_orthogonality_penalty_gradient_matches_finite_differences(squared):
     expected = sum(w * torch.linalg.matrix_norm(b.t() @ b - torch.eye(b.shape[1], dtype=b.dtype)) ** power
                    for b, w in zip(bases, (0.7, 1.3, 0.7, 1.3)))
     torch.testing.assert_close(penalty(*bases), expected)
+
+
+@pytest.mark.parametrize("layout", ["paper", "release"])
+def test_blocked_points_use_per_mu_dense_weights_with_the_same_output_and_gradients(layout):
+    torch.manual_seed(0)
+    net = HyperLRPINN(layout=layout)
+    mu = torch.tensor([[30.0, 0, 0], [35.0, 1, 0], [40.0, 0, 2]])
+    coords = torch.rand(3 * 7, 2, requires_grad=True)
+    blocks = torch.arange(3).repeat_interleave(7)
+    u_blocked = net(coords, mu, blocks)  # the batched dense-weight path
+    u_rows = net(coords, mu[blocks].clone())  # one μ row per point: the per-point diagonal path
+    torch.testing.assert_close(u_blocked, u_rows, rtol=1e-5, atol=1e-6)
+    g1 = torch.autograd.grad(u_blocked.sum(), [coords, *net.parameters()], allow_unused=True)
+    g2 = torch.autograd.grad(u_rows.sum(), [coords, *net.parameters()], allow_unused=True)
+    for a, b in zip(g1, g2):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    shuffled = blocks[torch.randperm(21)]  # not blocked: the general path, same values
+    torch.testing.assert_close(net(coords, mu, shuffled), net(coords, mu[shuffled].clone()), rtol=1e-5, atol=1e-6)
