@@ -36,6 +36,7 @@ def last_val(run_dir):
     return rows[-1]
 
 
+@pytest.mark.slow  # tests/test_resume_mid_epoch.py kills mid-epoch and resumes in the default suite
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_root, tmp_path):
     ref = cli(args(tiny_root, tmp_path / "ref"), tmp_path)
     assert ref.returncode == 0, ref.stderr[-2000:]

@@ -314,6 +314,7 @@ def test_scaling_tiny_end_to_end_and_resume(exp_data, tmp_path, in_tmp, capsys):
     assert rec["argv"][:3] == ["fit", "--config", str(REPO / "configs" / "pretrain.yaml")]
 
 
+@pytest.mark.slow  # the scaling experiment runs end to end in the default suite
 def test_zero_shot_tiny_end_to_end(exp_data, tmp_path, in_tmp):
     assert main(["experiment", "zero-shot", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "res/zero-shot/tiny/results.csv")))
@@ -321,6 +322,7 @@ def test_zero_shot_tiny_end_to_end(exp_data, tmp_path, in_tmp):
     assert (tmp_path / "res/zero-shot/tiny/zero_shot.png").exists()
 
 
+@pytest.mark.slow  # the scaling experiment runs end to end in the default suite
 def test_init_comparison_tiny_end_to_end(exp_data, tmp_path, in_tmp):
     assert main(["experiment", "init-comparison", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]) == 0
     out = tmp_path / "res/init-comparison/tiny"
@@ -347,6 +349,7 @@ def test_init_comparison_tiny_end_to_end(exp_data, tmp_path, in_tmp):
         (out / "runs/prose_hybrid_pretrain_s1/version_0/checkpoints/last.ckpt").absolute())
 
 
+@pytest.mark.slow  # the scaling experiment runs end to end in the default suite
 def test_finetune_tiny_end_to_end(exp_data, tmp_path, in_tmp):
     assert main(["experiment", "finetune", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]) == 0
     out = tmp_path / "res/finetune/tiny"

@@ -20,7 +20,7 @@ def kinds(steps):
     return list(seen.values())
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", [pytest.param(s, marks=pytest.mark.slow) if s == "paper" else s for s in SCALES])
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_experiment_builds_and_its_steps_parse(name, scale):
     assert config_file(name).exists()
