@@ -12,6 +12,8 @@ Modules:
     zero_shot        the pretrained network tested without adaptation
     init_comparison  scratch / pretrained / LeMON / LeMONS / pretrained+LeMONS per model
     finetune         full vs decoder vs LoRA fine-tuning at several N, with their costs
+    hyper_lr_pinn    Hyper-LR-PINN beside PINN, PINN-P, S2S, Naive-LR-PINN, curriculum, MAML and
+                     Reptile (the paper's Tables 2 and 4, many-query, cost, Helmholtz)
 
 An experiment is one module of this package with ``NAME`` (its CLI name), ``steps(sc) ->
 list[Step]`` (``sc``: the merged settings of one scale of ``configs/experiments/<NAME>.yaml``,
