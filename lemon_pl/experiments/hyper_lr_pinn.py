@@ -14,11 +14,13 @@ Settings (``configs/experiments/hyper_lr_pinn.yaml``; every stage config is in `
                                 helmholtz_phase2, helmholtz_pinn
     sections                    which of table2, table4, many_query, helmholtz run
     table2                      {train: preset, targets: [beta], ranks: [r], curriculum: [beta, ...],
-                                 meta_rank: r, meta: {inner_steps, inner_lr}}
+                                 meta_rank: r, meta: {inner_steps, inner_lr}, baselines: true}
+                                (``baselines: false`` runs Hyper-LR-PINN and its deviations only)
     table4                      {ic, rank, pdes: {name: {train: [[beta, nu, rho], ...], targets: [...]}}}
     many_query                  {targets: [beta]} (phase 2 from the Table 2 phase 1)
     helmholtz                   {train: [[a1, a2], ...], targets: [[a1, a2], ...]}
-    deviations                  extra Table 2 phase-1 variants: {label: {model.init_args.X: value}}
+    deviations                  extra Table 2 variants: {label: {key: value}}, arguments of their
+                                phase-1 and phase-2 runs (e.g. model.init_args.orth_squared: true)
 
 Every training run is followed by a test at its target μ (phase 1: at every training μ), whose
 tags name the section, the method and the μ; the cost study reads the validation curves and
@@ -170,7 +172,7 @@ def _table2(st: _Steps, sc: dict, s: int, baselines: bool, many_query: bool) -> 
                              {**_target(mu), "model.init_args.init_from": f"{{ckpt:{p1}}}"}, s, [p1])
                 st.test(fid, "hyper_lr_pinn_adapt.yaml", _target(mu), s,
                         _tags("many-query", "Hyper-LR-PINN full rank", CDR, mu, x=b))
-    if not baselines:
+    if not baselines or not t2.get("baselines", True):
         return
     for b in targets:
         mu = [b, 0.0, 0.0]
