@@ -51,3 +51,20 @@ def test_tiny_end_to_end_then_every_step_is_skipped(tmp_path, monkeypatch, capsy
     capsys.readouterr()
     assert main(argv) == 0
     assert ": run" not in capsys.readouterr().out
+
+
+def test_the_deviations_config_builds_labelled_rows_whose_steps_parse():
+    import io
+    from contextlib import redirect_stdout
+
+    steps = build_steps("hyper-lr-pinn", "cpu", config=REPO / "configs/experiments/hyper_lr_pinn_deviations.yaml")
+    methods = {s.tags["method"] for s in steps if s.command == "test" and s.tags.get("section") == "Table 2"}
+    assert methods == {"Hyper-LR-PINN full rank", "Hyper-LR-PINN adaptive rank",
+                       "Hyper-LR-PINN, squared penalty w=1 full rank",
+                       "Hyper-LR-PINN, L-BFGS both phases, 100 steps full rank"}
+    lbfgs = next(s for s in steps if s.id == "t2_phase1_dev2_s0")
+    buf = io.StringIO()
+    with redirect_stdout(buf), pytest.raises(SystemExit) as exit_:
+        main([*lbfgs.argv, "--print_config"])
+    assert exit_.value.code in (0, None) and "class_path: torch.optim.LBFGS" in buf.getvalue()
+    assert "max_steps: 100" in buf.getvalue()
