@@ -98,10 +98,10 @@ class _Steps:
         return sid
 
     def test(self, fit_id: str, config: str, args: dict, seed: int, tags: dict,
-             extra_configs: tuple[str, ...] = (), figures: int = 0) -> None:
+             extra_configs: tuple[str, ...] = (), figures: int = 0, step_id: str | None = None) -> None:
         a = {"model.init_args.max_figures": figures, "trainer.enable_progress_bar": False, **args,
              "ckpt_path": f"{{ckpt:{fit_id}}}"}
-        self.out.append(Step(f"{fit_id}_test", self.argv("test", config, a, seed, extra_configs),
+        self.out.append(Step(step_id or f"{fit_id}_test", self.argv("test", config, a, seed, extra_configs),
                              tags={"seed": seed, "fit": fit_id, **tags}))
 
 
@@ -231,8 +231,7 @@ def _table4(st: _Steps, sc: dict, s: int) -> None:
             st.test(fid, "hyper_lr_pinn_adapt.yaml", tgt, s, tags("Hyper-LR-PINN"))
             fid = st.fit(f"t4_pinn_{suffix}", "pinn.yaml", "pinn", tgt, s)
             st.test(fid, "pinn.yaml", tgt, s, tags("PINN"))
-            st.test(pp, "pinn_p.yaml", tgt, s, tags("PINN-P"))
-            st.out[-1].id = f"{pp}_test_{j}"
+            st.test(pp, "pinn_p.yaml", tgt, s, tags("PINN-P"), step_id=f"{pp}_test_{j}")
             fid = st.fit(f"t4_s2s_{suffix}", "pinn_s2s.yaml", "s2s", tgt, s)
             st.test(fid, "pinn_s2s.yaml", tgt, s, tags("PINN-S2S"))
             for alg, label in (("maml", "MAML"), ("reptile", "Reptile")):
@@ -280,7 +279,7 @@ def _table2_lines(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> 
              "Relative L2 on the 1,000 test points, mean ± std over seeds; [P] = the paper's value.", "",
              "| method | " + " | ".join(f"β = {b:g} | [P]" for b in betas) + " |", "|---|" + "---|---|" * len(betas)]
     for m in methods:
-        paper = PAPER_TABLE2.get(m.replace(" full rank", " full rank").replace(" adaptive rank", " adaptive rank"))
+        paper = PAPER_TABLE2.get(m)
         cells = []
         for b, lab in zip(betas, labels):
             p = paper[paper_idx[b]] if paper and b in paper_idx else None
@@ -314,16 +313,13 @@ def _table4_lines(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> 
     return lines + [""]
 
 
-def _fit_summaries(results: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    return [(r["tags"], r["fit"]) for r in results if r.get("fit")]
-
-
 def _cost_lines(results: list[dict[str, Any]]) -> list[str]:
     """Optimiser steps to validation MAE < target and the time per step: PINN vs phase 2."""
     from lemon_pl.modules.metrics import mean_std
 
-    pairs = [(t, f) for t, f in _fit_summaries(results) if t.get("section") in ("Table 2", "many-query")
-             and (t["method"] == "PINN" or t["method"].startswith("Hyper-LR-PINN full"))]
+    pairs = [(r["tags"], r["fit"]) for r in results if r.get("fit") and r["tags"].get("section") in
+             ("Table 2", "many-query") and (r["tags"]["method"] == "PINN"
+                                            or r["tags"]["method"].startswith("Hyper-LR-PINN full"))]
     if not pairs:
         return []
     lines = ["## Cost: steps to validation MAE < 0.05 and time per step", "",
@@ -331,9 +327,11 @@ def _cost_lines(results: list[dict[str, Any]]) -> list[str]:
              "at the validation interval's resolution (`never` = not within the run), and the median time per "
              "step; mean ± std over seeds, 1 torch thread.", "",
              "| β | method | steps to MAE < 0.05 (per seed) | ms per step | trainable parameters |", "|---|---|---|---|---|"]
-    keys = sorted({(t["x"], "PINN" if t["method"] == "PINN" else "Hyper-LR-PINN phase 2") for t, _ in pairs})
-    for b, m in keys:
-        sel = [f for t, f in pairs if t["x"] == b and ("PINN" if t["method"] == "PINN" else "Hyper-LR-PINN phase 2") == m]
+    def kind(t: dict[str, Any]) -> str:
+        return "PINN" if t["method"] == "PINN" else "Hyper-LR-PINN phase 2"
+
+    for b, m in sorted({(t["x"], kind(t)) for t, _ in pairs}):
+        sel = [f for t, f in pairs if t["x"] == b and kind(t) == m]
         steps_ = ", ".join("never" if f.get("steps_to_target") is None else str(f["steps_to_target"]) for f in sel)
         ms = mean_std([f["ms_per_step"] for f in sel if f.get("ms_per_step")])
         lines.append(f"| {b:g} | {m} | {steps_} | {ms[0]:.1f} ± {ms[1]:.1f} | {sel[0]['trainable_params']} |")

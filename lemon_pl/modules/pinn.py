@@ -346,9 +346,9 @@ class HyperLRPINNAdapt(PINNModule):
                  if f"net.layers.{i}.s" in state]
         if len(ranks) == len(self.net.layers) and ranks != self.net.ranks:
             old = self.net
-            new = NaiveLRPINN(old.in_dim, old.out_dim, old.first.out_features, len(ranks), ranks, old.layout,
-                              getattr(self.hparams, "activation", "tanh")).to(old.first.weight)
-            new.act = old.act
+            new = NaiveLRPINN(old.in_dim, old.out_dim, old.first.out_features, len(ranks), ranks,
+                              old.layout).to(old.first.weight)
+            new.act = old.act  # the phase-1 network's activation
             for o, n in zip(old.layers, new.layers):
                 n.U.requires_grad_(o.U.requires_grad)
                 n.V.requires_grad_(o.V.requires_grad)
@@ -417,15 +417,10 @@ class MetaPINNModule(PINNModule):
         else:
             target = {k: v.detach().mean(0) for k, v in fast.items()}
             loss = 0.5 * sum((params[k] - target[k]).square().sum() for k in params)
-            with torch.no_grad():
-                terms = self.loss_terms(self.task_field({k: v.detach() for k, v in fast.items()}, m), batch)
+            terms = self.loss_terms(self.task_field({k: v.detach() for k, v in fast.items()}, m), batch)  # logged only
         self.ensure_finite(loss, batch, batch_idx)
         self.log_terms(loss, terms)
         return loss
-
-    def loss_terms(self, u: Field, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        with torch.enable_grad():
-            return super().loss_terms(u, batch)
 
     def field(self, net: nn.Module | None = None, mu: Tensor | None = None) -> Field:
         """Evaluation: the meta-learned initialisation itself, for every μ (no adaptation)."""
@@ -507,8 +502,6 @@ class TimeMarchingPINN(PINNModule):
         return u
 
     def check_network(self) -> None:
-        if isinstance(self.net, nn.ModuleList):
-            return
         if getattr(self.net, "uses_mu", False):
             raise ValueError("model.init_args.net: time-marching trains a plain PINN on one μ")
         super().check_network()

@@ -190,10 +190,7 @@ class CollocationDataModule(pl.LightningDataModule):
             hi = len(ax) if (dom.periodic[i] or i == time_axis) else len(ax) - 1
             inner.append(np.arange(lo, hi))
         nodes = np.stack(np.meshgrid(*inner, indexing="ij"), -1).reshape(-1, len(axes))
-        need = self.sizes["collocation"] + self.sizes["test"]
-        if need > len(nodes):
-            raise ValueError(f"data.init_args: n_collocation + n_test = {need} exceeds the {len(nodes)} interior "
-                             f"nodes of the {'x'.join(map(str, self.n_grid))} grid")
+        need = self.sizes["collocation"] + self.sizes["test"]  # <= len(nodes): checked in __init__
         pick = rng.permutation(len(nodes))
         f_idx, test_idx = nodes[pick[: self.sizes["collocation"]]], nodes[pick[self.sizes["collocation"]: need]]
 
