@@ -93,14 +93,25 @@ class SplitSpec:
     preset: str = "custom"
     # operator counts of the standard splits, which this split's parameters must avoid
     reserved: tuple[tuple[str, int, float], ...] = field(default=())
+    # multi-level data: ICs are drawn on ``ic_nx`` points (the finest level) and restricted to
+    # ``nx`` by ``restriction`` (``lemon_pl.multilevel.transfer``); 0 draws them on ``nx``
+    ic_nx: int = 0
+    restriction: str = "average"
+
+    @property
+    def levelled(self) -> bool:
+        return bool(self.ic_nx) and self.ic_nx != self.nx
 
     def identity(self) -> dict:
         """Attributes that must match for an existing file to count as this split."""
-        return {
+        ident = {
             "family": self.family, "split": self.split, "n_operators": self.n_operators,
             "k": self.k, "nx": self.nx, "nt": self.nt, "gamma": float(self.gamma),
             "seed": self.seed, "generator_version": GENERATOR_VERSION,
         }
+        if self.levelled:
+            ident.update(finest_grid=self.ic_nx, restriction=self.restriction)
+        return ident
 
 
 # ----------------------------------------------------------------------------- seeding
@@ -139,23 +150,39 @@ def plan_params(family: Family, seed: int, splits: Sequence[tuple[str, int, floa
 
 
 def generate_operator(family_name: str, params: np.ndarray, seed: int, split: str, index: int,
-                      k: int, nx: int, nt: int) -> tuple[np.ndarray, int]:
-    """Solve one operator: exactly ``k`` accepted trajectories (k, nt, nx) float32 + rejections."""
+                      k: int, nx: int, nt: int, ic_nx: int = 0,
+                      restriction: str = "average") -> tuple[np.ndarray, int, float, np.ndarray | None]:
+    """Solve one operator: exactly ``k`` accepted trajectories (k, nt, nx) float32, the number
+    of rejected ones, the solver's wall seconds (every solve, rejected ones included) and, for
+    multi-level data (``ic_nx != nx``), the accepted ICs on the ``ic_nx`` grid (k, ic_nx)."""
     fam = get_family(family_name)
     rng = _rng(seed, family_name, split, "ics", index)
+    levelled = bool(ic_nx) and ic_nx != nx
     kept: list[np.ndarray] = []
-    n_kept, rejected = 0, 0
+    kept_fine: list[np.ndarray] = []
+    n_kept, rejected, seconds = 0, 0, 0.0
     for _round in range(MAX_IC_ROUNDS):
         need = k - n_kept
-        u0 = fam.sample_initial_conditions(rng, need, nx)
+        if levelled:
+            from lemon_pl.multilevel.transfer import restrict
+
+            u0_fine = fam.sample_initial_conditions(rng, need, ic_nx)
+            u0 = restrict(u0_fine, nx, "periodic_cells", restriction)
+        else:
+            u0 = fam.sample_initial_conditions(rng, need, nx)
+        start = time.perf_counter()
         with np.errstate(all="ignore"):
             u = fam.solve(params, u0, nt=nt)
+        seconds += time.perf_counter() - start
         ok = fam.accept(u)
         rejected += int((~ok).sum())
         kept.append(u[ok])
+        if levelled:
+            kept_fine.append(u0_fine[ok])
         n_kept += int(ok.sum())
         if n_kept == k:
-            return np.concatenate(kept).astype(np.float32), rejected
+            fine = np.concatenate(kept_fine).astype(np.float32) if levelled else None
+            return np.concatenate(kept).astype(np.float32), rejected, seconds, fine
     raise GenerationError(
         f"{family_name} operator {index} of split {split!r} with parameters "
         f"{dict(zip(fam.param_names, params.tolist()))}: only {n_kept} of {k} trajectories stayed "
@@ -173,7 +200,8 @@ def _worker(args):
 def plan(root: str | os.PathLike, preset: str = "default", families: str | Sequence[str] | None = "all",
          splits: Sequence[str] = STANDARD_SPLITS, split_name: str | None = None,
          n_operators: int | None = None, k: int | None = None, nx: int = 128, nt: int = 64,
-         gamma: float = DEFAULT_GAMMA, seed: int = DEFAULT_SEED) -> list[SplitSpec]:
+         gamma: float = DEFAULT_GAMMA, seed: int = DEFAULT_SEED, ic_nx: int = 0,
+         restriction: str = "average") -> list[SplitSpec]:
     """Validate arguments and list the files to produce."""
     if preset not in PRESETS:
         raise GenerationError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -192,6 +220,14 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
         raise GenerationError(f"--gamma must lie in [0, 1), got {gamma}")
     if nx % 2:
         raise GenerationError(f"--nx must be even (spectral solvers), got {nx}")
+    if ic_nx and ic_nx != nx:
+        from lemon_pl.multilevel.transfer import RESTRICTIONS
+
+        if ic_nx % nx:
+            raise GenerationError(f"--levels: the finest grid {ic_nx} is not a multiple of {nx}")
+        if restriction not in RESTRICTIONS["periodic_cells"]:
+            raise GenerationError(f"--restriction {restriction!r} is not one of "
+                                  f"{', '.join(RESTRICTIONS['periodic_cells'])} for the data engine's families")
     counts = dict(pre.n_operators)
     if split_name is not None:
         if split_name in STANDARD_SPLITS:
@@ -217,7 +253,8 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
     for fam in names:
         for s in wanted:
             specs.append(SplitSpec(fam, s, counts[s], k or pre.k, nx, nt, gamma, seed, preset,
-                                   reserved=reserved if split_name else reserved[: STANDARD_SPLITS.index(s)]))
+                                   reserved=reserved if split_name else reserved[: STANDARD_SPLITS.index(s)],
+                                   ic_nx=ic_nx, restriction=restriction))
     _check_root(Path(root))
     return specs
 
@@ -268,6 +305,10 @@ def _create_partial(path: Path, spec: SplitSpec, params: np.ndarray, shared: int
         f.create_dataset("n_rejected", data=np.zeros(spec.n_operators, dtype=np.int32))
         f.create_dataset("op_done", data=np.zeros(spec.n_operators, dtype=bool))
         f.create_dataset(CHECKSUM, data=np.zeros(spec.n_operators, dtype=np.uint32))
+        f.create_dataset("solve_seconds", data=np.zeros(spec.n_operators))  # the measured cost
+        if spec.levelled:
+            f.create_dataset("u0_fine", shape=(spec.n_operators, spec.k, spec.ic_nx), dtype="f4",
+                             chunks=(1, spec.k, spec.ic_nx), fletcher32=True)
         attrs = f.attrs
         for key, val in spec.identity().items():
             attrs[key] = val
@@ -275,6 +316,7 @@ def _create_partial(path: Path, spec: SplitSpec, params: np.ndarray, shared: int
             "preset": spec.preset, "equation_template": fam.template, "t_final": fam.t_final,
             "c_t": fam.c_t, "ic_type": fam.ic_type, "second_order": fam.second_order,
             "pad_id": PAD_ID, "n_shared_params": shared, "complete": False, "command": command,
+            "level_grid": spec.nx, "seconds_per_sample": float("nan"),
             "time_convention": "t is physical time; stored (model) time = c_t * t in [0, 2)",
         })
         f.flush()
@@ -307,7 +349,8 @@ def _open_partial(path: Path, spec: SplitSpec, warn: bool = True):
     try:
         ident = {k: f.attrs[k] for k in spec.identity()}
         done = f["op_done"][:]
-        ok = (_same_identity(ident, spec.identity()) and CHECKSUM in f
+        ok = (_same_identity(ident, spec.identity()) and CHECKSUM in f and "solve_seconds" in f
+              and (not spec.levelled or "u0_fine" in f)
               and f["u"].shape == (spec.n_operators, spec.k, spec.nt, spec.nx) and done.shape == (spec.n_operators,))
         bad = verify_operators(f, np.flatnonzero(done)) if ok else []
     except Exception:  # noqa: BLE001 - unreadable metadata: start over
@@ -460,11 +503,16 @@ def generate(root: str | os.PathLike, preset: str = "default", families: str | S
              splits: Sequence[str] = STANDARD_SPLITS, split_name: str | None = None,
              n_operators: int | None = None, k: int | None = None, nx: int = 128, nt: int = 64,
              gamma: float = DEFAULT_GAMMA, seed: int = DEFAULT_SEED, workers: int = 1,
-             overwrite: bool = False, progress: bool = True, command: str = "") -> list[SplitReport]:
-    """Generate (or complete) the requested files; returns one report per file."""
+             overwrite: bool = False, progress: bool = True, command: str = "", *, ic_nx: int = 0,
+             restriction: str = "average") -> list[SplitReport]:
+    """Generate (or complete) the requested files; returns one report per file.
+
+    ``ic_nx`` (multi-level data): draw every IC on that finer grid, keep it as ``u0_fine`` and
+    solve from its ``restriction`` to ``nx``."""
     if workers < 1:
         raise GenerationError(f"--workers must be at least 1, got {workers}")
-    specs = plan(root, preset, families, splits, split_name, n_operators, k, nx, nt, gamma, seed)
+    specs = plan(root, preset, families, splits, split_name, n_operators, k, nx, nt, gamma, seed, ic_nx,
+                 restriction)
     root = Path(root)
     command = command or f"lemon-pl generate --root {shlex.quote(str(root))} --preset {preset}"
     locks = _acquire_locks(root, specs)  # before any data file is looked at, created or opened
@@ -534,12 +582,15 @@ def _write_split_unchecked(spec: SplitSpec, path: Path, partial: Path, pool, bar
         done = f["op_done"][:]
         params = f["params"][:]
         bar.update(int(done.sum()))
-        jobs = [(spec.family, params[i], spec.seed, spec.split, i, spec.k, spec.nx, spec.nt, i)
-                for i in np.flatnonzero(~done)]
+        jobs = [(spec.family, params[i], spec.seed, spec.split, i, spec.k, spec.nx, spec.nt, spec.ic_nx,
+                 spec.restriction, i) for i in np.flatnonzero(~done)]
         results: Iterable = (pool.imap(_worker, jobs) if pool is not None else map(_worker, jobs))
-        for i, (u, rejected) in results:
+        for i, (u, rejected, seconds, u0_fine) in results:
             # data first, flushed; only then the done flag: a flag never outruns its data
             f["u"][i] = u
+            if u0_fine is not None:
+                f["u0_fine"][i] = u0_fine
+            f["solve_seconds"][i] = seconds
             f["n_rejected"][i] = rejected
             f[CHECKSUM][i] = operator_checksum(u)
             f.flush()
@@ -548,6 +599,8 @@ def _write_split_unchecked(spec: SplitSpec, path: Path, partial: Path, pool, bar
             bar.update(1)
             if rejected:
                 bar.set_postfix(rejected=int(f["n_rejected"][:].sum()))
+        # measured solver seconds per stored trajectory (rejected solves included: they are paid for)
+        f.attrs["seconds_per_sample"] = float(f["solve_seconds"][:].sum()) / (spec.n_operators * spec.k)
         f.attrs["complete"] = True
         rejected_total = int(f["n_rejected"][:].sum())
         shared = int(f.attrs["n_shared_params"])
@@ -622,6 +675,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-operators", type=int, default=None, help="override the preset's operators per split")
     p.add_argument("--k", type=int, default=None, help="override the preset's trajectories per operator")
     p.add_argument("--nx", type=int, default=128, help="grid points")
+    p.add_argument("--levels", default=None,
+                   help="multi-level data: comma-separated grids (e.g. 32,64,128), one root ROOT/n<grid> each; "
+                        "inputs are drawn on the finest grid and restricted, the solver's seconds per sample "
+                        "are recorded in every file")
+    p.add_argument("--restriction", default=None,
+                   help="how inputs reach a coarser level (default per family: average for the data engine's "
+                        "cells, sample for Schrödinger's points, harmonic for elliptic coefficients)")
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="samples per split of the map families (schrodinger, rough_elliptic); default by preset")
     p.add_argument("--nt", type=int, default=64, help="stored frames per trajectory")
     p.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="parameter range: q_c*(1 +- gamma)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -642,6 +704,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             fam = get_family(name)
             tag = "pretrain" if name in PRETRAIN_FAMILIES else "finetune"
             print(f"{name:34s} {tag:9s} t_f={fam.t_final:<4g} {fam.template}")
+        from lemon_pl.multilevel.families import MAP_FAMILIES
+
+        for name, mfam in MAP_FAMILIES.items():
+            print(f"{name:34s} {'map':9s} {mfam.input_name} -> u: {mfam.description}")
         return 0
     t0 = time.perf_counter()
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
@@ -650,12 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        reports = generate(
-            args.root, args.preset, args.families, splits,
-            args.split_name, args.n_operators, args.k, args.nx, args.nt, args.gamma, args.seed,
-            args.workers, args.overwrite, not args.no_progress,
-            command="lemon-pl generate " + " ".join(shlex.quote(a) for a in argv),
-        )
+        reports = _generate_levels(args, splits, "lemon-pl generate " + " ".join(shlex.quote(a) for a in argv))
     except (GenerationError, UnknownFamilyError, ValueError) as err:
         print(f"lemon-pl generate: error: {_one_line(err)}", file=sys.stderr)
         return 2
@@ -672,6 +733,65 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({n_new} trajectories, {rejected} blow-ups rejected and resampled), {n_skip} already complete; "
           f"{time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _parse_levels(text: str | None, nx: int) -> list[int]:
+    if text is None:
+        return [nx]
+    try:
+        levels = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise GenerationError(f"--levels must be comma-separated integers, got {text!r}") from None
+    if not levels or levels[0] < 8:
+        raise GenerationError(f"--levels needs grids of at least 8 points, got {text!r}")
+    bad = [n for n in levels if levels[-1] % n]
+    if bad:
+        raise GenerationError(f"--levels: the finest grid {levels[-1]} is not a multiple of {bad}")
+    return levels
+
+
+def _generate_levels(args, splits: list[str], command: str) -> list[SplitReport]:
+    """Every requested family at every level (one root per level with ``--levels``)."""
+    from lemon_pl.multilevel.families import MAP_FAMILIES
+    from lemon_pl.multilevel.generate import generate_maps, map_specs
+
+    levels = _parse_levels(args.levels, args.nx)
+    names = [n.strip() for n in args.families.split(",") if n.strip()]
+    maps = [n for n in names if n in MAP_FAMILIES]
+    engine = [n for n in names if n not in MAP_FAMILIES]
+    if maps and args.split_name is not None:
+        raise GenerationError(f"--split-name is not supported for the map families {maps}")
+    if engine:
+        resolve_families(engine)  # an unknown name fails before anything is written
+    multi = args.levels is not None
+    reports: list[SplitReport] = []
+    for n in levels:
+        root = Path(args.root) / f"n{n}" if multi else Path(args.root)
+        if engine:
+            restriction = args.restriction or "average"
+            reports += generate(root, args.preset, engine, splits, args.split_name, args.n_operators, args.k,
+                                n, args.nt, args.gamma, args.seed, args.workers, args.overwrite,
+                                not args.no_progress, command=command, ic_nx=levels[-1] if multi else 0,
+                                restriction=restriction)
+        if maps:
+            specs = [s for fam in maps for s in map_specs(fam, args.preset, splits, n, levels[-1], args.seed,
+                                                          args.n_samples, args.restriction)]
+            reports += generate_maps(root, specs, args.workers, args.overwrite, not args.no_progress, command)
+    if multi:
+        _print_costs(reports)
+    return reports
+
+
+def _print_costs(reports: Sequence[SplitReport]) -> None:
+    """The measured solver cost per sample of every training file (read back from the files)."""
+    import h5py
+
+    for r in reports:
+        if not r.path.endswith("train.h5"):
+            continue
+        with h5py.File(r.path, "r") as f:
+            cost = float(f.attrs.get("seconds_per_sample", float("nan")))
+        print(f"{r.path}: {1e3 * cost:.4g} ms per sample (measured solver time)")
 
 
 def _one_line(err: BaseException) -> str:
