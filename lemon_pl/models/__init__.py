@@ -1,4 +1,4 @@
-"""Operator networks: PROSE (multi-operator transformer), DeepONet and FNO.
+"""Operator networks: PROSE (multi-operator transformer), DeepONet, FNO and a fixed-grid MLP.
 
 ``base`` states the contract every network follows (``OperatorNetwork``); ``layers`` holds the
 building blocks (attention, MLPs, the spectral convolution).
@@ -10,7 +10,8 @@ from .base import DATA_ARGUMENTS, OperatorNetwork, count_parameters, taken_argum
 from .deeponet import DeepONet
 from .fno import FNO
 from .layers import differentiable_attention
+from .mlp import MLP
 from .prose import Prose
 
-__all__ = ["OperatorNetwork", "DATA_ARGUMENTS", "Prose", "DeepONet", "FNO", "count_parameters", "taken_arguments",
+__all__ = ["OperatorNetwork", "DATA_ARGUMENTS", "Prose", "DeepONet", "FNO", "MLP", "count_parameters", "taken_arguments",
            "differentiable_attention"]

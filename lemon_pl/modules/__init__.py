@@ -13,8 +13,9 @@
 from lemon_pl.modules.base import OperatorModule, Stage
 from lemon_pl.modules.finetune import FinetuneModule
 from lemon_pl.modules.meta import MetaModule
+from lemon_pl.modules.multilevel import MultilevelRegression
 from lemon_pl.modules.pinn import HyperLRPINNAdapt, MetaPINNModule, PINNModule, TimeMarchingPINN
 from lemon_pl.modules.pretrain import PretrainModule
 
-__all__ = ["Stage", "OperatorModule", "PretrainModule", "MetaModule", "FinetuneModule", "PINNModule",
+__all__ = ["MultilevelRegression", "Stage", "OperatorModule", "PretrainModule", "MetaModule", "FinetuneModule", "PINNModule",
            "HyperLRPINNAdapt", "MetaPINNModule", "TimeMarchingPINN"]

@@ -1,0 +1,192 @@
+"""Multi-level fine-tuning (Li, Fan & Ying, arXiv 2102.07169) as one Lightning stage.
+
+``MultilevelRegression`` trains a network on a solution map level by level in one ``fit``: level 1
+(coarse, many samples) for ``level_epochs[0]`` epochs, then level 2, ... (the data module switches
+the training set at each level's first epoch; the trainer reloads it every epoch). The weights are
+handed on as they are: nothing is re-initialised or copied between levels. At each new level the
+optimiser's moments are reset (``reset_optimizer``) and the learning rate restarts at that level's
+``lr`` and decays (cosine, to ``min_lr_ratio``) over the level's steps, so a level is a fine-tuning
+run of its own, as in the paper's recipe of successive fine-tuning.
+
+Every validation scores the *finest* level's validation set; ``val/rel_l2`` per epoch with
+``level`` beside it shows what each level gains and whether a finer level forgets. At the end of
+each level the stage records that level's validation error (``fit_summary.json``: ``levels``) and
+``checkpoints/level<l>_n<grid>.ckpt`` is saved (``LevelCheckpoints``). The test writes
+``test_metrics.json`` (relative L2 on the finest test set, mean and spread over samples) with the
+measured generation budget of the data used.
+
+Loss: MSE of standardised labels (scalar mean/std of the first level's training data, fixed for
+the whole run and stored in the checkpoint); reported error: per-sample relative L2 in physical
+units, ``||u_hat - u|| / ||u||``, averaged over samples.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from lemon_pl.modules.metrics import relative_l2
+
+
+class MultilevelRegression(pl.LightningModule):
+    """Level curriculum on a solution map (see the module docstring).
+
+    Args:
+        net: an operator network (``lemon_pl.models``) with one input and one output frame.
+        lr: learning rate of every level, or one per level.
+        weight_decay: AdamW weight decay.
+        min_lr_ratio: each level's cosine decay ends at this fraction of its rate.
+        reset_optimizer: clear the optimiser's moments at every new level.
+        level_epochs: epochs per level (linked from the data module's ``epochs``).
+    """
+
+    def __init__(self, net: nn.Module, lr: float | Sequence[float] = 1e-3, weight_decay: float = 0.0,
+                 min_lr_ratio: float = 0.05, reset_optimizer: bool = True,
+                 level_epochs: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.level_epochs = [int(e) for e in (level_epochs or [1])]
+        lrs = [float(lr)] * len(self.level_epochs) if isinstance(lr, (int, float)) else [float(v) for v in lr]
+        if len(lrs) != len(self.level_epochs):
+            raise ValueError(f"model.lr: {len(lrs)} rates for {len(self.level_epochs)} levels")
+        if any(v <= 0 for v in lrs):
+            raise ValueError(f"model.lr must be positive, got {lrs}")
+        self.lrs = lrs
+        for name in ("in_mean", "in_std", "out_mean", "out_std"):
+            self.register_buffer(name, torch.tensor(0.0 if "mean" in name else 1.0))
+        self.history: list[dict[str, Any]] = []  # one row per validation: epoch, level, val rel L2
+        self.level_results: dict[int, float] = {}
+        self._val: list[torch.Tensor] = []
+        self._test: list[torch.Tensor] = []
+        self.examples: dict[str, torch.Tensor] = {}
+        self.test_result: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ schedule
+    def level_at_epoch(self, epoch: int) -> int:
+        total = 0
+        for l, e in enumerate(self.level_epochs):
+            total += e
+            if epoch < total:
+                return l
+        return len(self.level_epochs) - 1
+
+    def level_start(self, level: int) -> int:
+        return sum(self.level_epochs[:level])
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if stage == "fit":
+            # the level schedule decides the length of the run and needs a fresh loader each epoch
+            self.trainer.fit_loop.max_epochs = sum(self.level_epochs)
+            self.trainer.reload_dataloaders_every_n_epochs = 1
+            if dm is not None and getattr(dm, "stats", None):
+                for k, v in dm.stats.items():
+                    getattr(self, k).fill_(v)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.net.parameters(), lr=self.lrs[0], weight_decay=self.hparams.weight_decay)
+
+    def _steps_in_epoch(self) -> int:
+        n = self.trainer.num_training_batches
+        return int(n) if isinstance(n, int) or (isinstance(n, float) and math.isfinite(n)) else 1
+
+    def on_train_epoch_start(self) -> None:
+        epoch = self.current_epoch
+        level = self.level_at_epoch(epoch)
+        if epoch == self.level_start(level) and epoch > 0 and self.hparams.reset_optimizer:
+            for opt in self.trainer.optimizers:
+                opt.state.clear()
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        epoch = self.current_epoch
+        level = self.level_at_epoch(epoch)
+        per_epoch = self._steps_in_epoch()
+        done = (epoch - self.level_start(level)) * per_epoch + batch_idx
+        total = max(1, self.level_epochs[level] * per_epoch)
+        ratio = self.hparams.min_lr_ratio
+        lr = self.lrs[level] * (ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, done / total))))
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Physical-units prediction ``(B, 1, n)`` for network inputs ``(B, 1, n)`` (transformed)."""
+        t = torch.zeros(1, device=x.device)
+        z = self.net((x - self.in_mean) / self.in_std, t, t + 1)
+        return z * self.out_std + self.out_mean
+
+    def training_step(self, batch, batch_idx: int):
+        t = torch.zeros(1, device=batch["x"].device)
+        z = self.net((batch["x"] - self.in_mean) / self.in_std, t, t + 1)
+        loss = torch.mean((z - (batch["y"] - self.out_mean) / self.out_std) ** 2)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("level", float(self.level_at_epoch(self.current_epoch) + 1), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._val.append(relative_l2(self(batch["x"]), batch["y"]).detach())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        err = torch.cat(self._val)
+        self._val = []
+        value = float(err.mean())
+        self.log("val/rel_l2", value, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        epoch, level = self.current_epoch, self.level_at_epoch(self.current_epoch)
+        self.log("val/level", float(level + 1))
+        self.history.append({"epoch": epoch, "level": level, "step": int(self.global_step), "val_rel_l2": value})
+        if epoch == self.level_start(level) + self.level_epochs[level] - 1:
+            self.level_results[level] = value
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        pred = self(batch["x"])
+        self._test.append(relative_l2(pred, batch["y"]).detach())
+        if batch_idx == 0:
+            self.examples = {"x": batch["x"][:4, 0].cpu(), "y": batch["y"][:4, 0].cpu(), "pred": pred[:4, 0].cpu()}
+
+    def on_test_epoch_end(self) -> None:
+        err = torch.cat(self._test)
+        self._test = []
+        self.log("test/rel_l2", float(err.mean()))
+        dm = getattr(self.trainer, "datamodule", None)
+        self.test_result = {
+            "rel_l2": float(err.mean()), "rel_l2_std": float(err.std()) if err.numel() > 1 else 0.0,
+            "rel_l2_median": float(err.median()), "n_test": int(err.numel()),
+            **(self._data_summary(dm) if dm is not None else {}),
+        }
+
+    # ------------------------------------------------------------------ reporting
+    @staticmethod
+    def _data_summary(dm) -> dict[str, Any]:
+        if not hasattr(dm, "levels"):
+            return {}
+        if not dm.level_costs:
+            dm.setup("fit")
+        return {"family": dm.hparams.family, "levels": dm.levels, "n_samples": dm.n_samples,
+                "epochs": dm.epochs, "seconds_per_sample": dm.level_costs, "budget_seconds": dm.budget,
+                "interpolation": dm.interpolation, "native": bool(dm.hparams.native)}
+
+    def fit_extras(self) -> dict[str, Any]:
+        dm = getattr(self.trainer, "datamodule", None)
+        return {"lr": self.lrs, "level_val_rel_l2": {str(k + 1): v for k, v in sorted(self.level_results.items())},
+                "val_curve": self.history, **(self._data_summary(dm) if dm is not None else {})}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["multilevel"] = {"history": self.history, "level_results": self.level_results}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("multilevel", {})
+        self.history = list(state.get("history", []))
+        self.level_results = {int(k): v for k, v in state.get("level_results", {}).items()}
+
+
+__all__ = ["MultilevelRegression"]

@@ -1,0 +1,101 @@
+"""What a multi-level run leaves in its run folder (``configs/callbacks/multilevel.yaml``).
+
+* ``LevelCheckpoints``: ``checkpoints/level<l>_n<grid>.ckpt`` at the end of each level (the
+  weights a finer level starts from, exactly);
+* ``MultilevelOutputs``: after ``fit``, ``figures/level_curve.png`` (validation relative L2 on the
+  finest level against the epoch, one colour per level); after ``test``, ``test_metrics.json``
+  (relative L2 on the finest test set, the levels, samples, measured seconds per sample and the
+  budget) printed as one line, and ``figures/test_examples.png`` (input, label, prediction).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightning.pytorch import Callback
+
+from lemon_pl.checkpointing import atomic_write
+
+
+class LevelCheckpoints(Callback):
+    """Save ``level<l>_n<grid>.ckpt`` when a level's last epoch ends (rank 0, not in fast_dev_run)."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.fast_dev_run or not hasattr(pl_module, "level_at_epoch"):
+            return
+        epoch = trainer.current_epoch
+        level = pl_module.level_at_epoch(epoch)
+        if epoch != pl_module.level_start(level) + pl_module.level_epochs[level] - 1:
+            return
+        ckpt_cb = trainer.checkpoint_callback
+        folder = Path(ckpt_cb.dirpath) if ckpt_cb is not None and ckpt_cb.dirpath else Path(trainer.log_dir or ".")
+        dm = trainer.datamodule
+        grid = dm.levels[level] if dm is not None and hasattr(dm, "levels") else level
+        trainer.save_checkpoint(folder / f"level{level + 1}_n{grid}.ckpt")
+
+
+def _figure(path: Path, draw) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = draw(plt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+class MultilevelOutputs(Callback):
+    def on_fit_end(self, trainer, pl_module) -> None:
+        log_dir = trainer.log_dir
+        rows = getattr(pl_module, "history", [])
+        if not trainer.is_global_zero or not log_dir or not rows or trainer.fast_dev_run:
+            return
+        dm = trainer.datamodule
+        grids = getattr(dm, "levels", None)
+
+        def draw(plt):
+            fig, ax = plt.subplots(figsize=(6, 3.6))
+            for level in sorted({r["level"] for r in rows}):
+                pts = [r for r in rows if r["level"] == level]
+                label = f"level {level + 1}" + (f" (n={grids[level]}, N={dm.n_samples[level]})" if grids else "")
+                ax.plot([r["epoch"] + 1 for r in pts], [r["val_rel_l2"] for r in pts], "o-", ms=3, label=label)
+            ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("relative L2, finest-level validation")
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3, which="both")
+            return fig
+
+        _figure(Path(log_dir) / "figures" / "level_curve.png", draw)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        log_dir = trainer.log_dir
+        result = getattr(pl_module, "test_result", {})
+        if not trainer.is_global_zero or not log_dir or not result:
+            return
+        atomic_write(Path(log_dir) / "test_metrics.json", json.dumps({"stage": "test", **result}, indent=2))
+        print(f"multi-level test: relative L2 {result['rel_l2']:.4g} ± {result['rel_l2_std']:.2g} over "
+              f"{result['n_test']} samples; budget {result.get('budget_seconds', float('nan')):.4g} s of generation")
+        ex = getattr(pl_module, "examples", {})
+        if not ex:
+            return
+
+        def draw(plt):
+            k = ex["x"].shape[0]
+            fig, axes = plt.subplots(2, k, figsize=(3 * k, 4.2), squeeze=False)
+            for i in range(k):
+                axes[0, i].plot(ex["x"][i].numpy(), color="0.4")
+                axes[0, i].set_title(f"input {i}", fontsize=8)
+                axes[1, i].plot(ex["y"][i].numpy(), label="label")
+                axes[1, i].plot(ex["pred"][i].numpy(), "--", label="prediction")
+            axes[1, 0].legend(fontsize=7)
+            fig.tight_layout()
+            return fig
+
+        _figure(Path(log_dir) / "figures" / "test_examples.png", draw)
+
+
+__all__ = ["LevelCheckpoints", "MultilevelOutputs"]
