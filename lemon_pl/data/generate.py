@@ -672,7 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="train,val,test", help="comma-separated standard splits")
     p.add_argument("--split-name", default=None,
                    help="generate one extra split with this name (e.g. ood with --gamma 0.3)")
-    p.add_argument("--n-operators", type=int, default=None, help="override the preset's operators per split")
+    p.add_argument("--n-operators", default=None,
+                   help="override the preset's operators per split (with --levels: one value, or one per level)")
     p.add_argument("--k", type=int, default=None, help="override the preset's trajectories per operator")
     p.add_argument("--nx", type=int, default=128, help="grid points")
     p.add_argument("--levels", default=None,
@@ -682,8 +683,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restriction", default=None,
                    help="how inputs reach a coarser level (default per family: average for the data engine's "
                         "cells, sample for Schrödinger's points, harmonic for elliptic coefficients)")
-    p.add_argument("--n-samples", type=int, default=None,
-                   help="samples per split of the map families (schrodinger, rough_elliptic); default by preset")
+    p.add_argument("--n-samples", default=None,
+                   help="samples per split of the map families (schrodinger, rough_elliptic); default by preset; "
+                        "with --levels one value, or one per level")
     p.add_argument("--nt", type=int, default=64, help="stored frames per trajectory")
     p.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="parameter range: q_c*(1 +- gamma)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -750,12 +752,31 @@ def _parse_levels(text: str | None, nx: int) -> list[int]:
     return levels
 
 
+def _per_level(text: str | None, flag: str, levels: list[int]) -> list[int | None]:
+    """``None`` / one count for every level / one count per level."""
+    if text is None:
+        return [None] * len(levels)
+    try:
+        vals = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise GenerationError(f"{flag} takes an integer or one per level, got {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * len(levels)
+    if len(vals) != len(levels):
+        raise GenerationError(f"{flag} gives {len(vals)} counts for {len(levels)} levels {levels}")
+    if any(v < 1 for v in vals):
+        raise GenerationError(f"{flag} must be positive, got {text!r}")
+    return vals
+
+
 def _generate_levels(args, splits: list[str], command: str) -> list[SplitReport]:
     """Every requested family at every level (one root per level with ``--levels``)."""
     from lemon_pl.multilevel.families import MAP_FAMILIES
     from lemon_pl.multilevel.generate import generate_maps, map_specs
 
     levels = _parse_levels(args.levels, args.nx)
+    n_ops = _per_level(args.n_operators, "--n-operators", levels)
+    n_maps = _per_level(args.n_samples, "--n-samples", levels)
     names = [n.strip() for n in args.families.split(",") if n.strip()]
     maps = [n for n in names if n in MAP_FAMILIES]
     engine = [n for n in names if n not in MAP_FAMILIES]
@@ -765,17 +786,17 @@ def _generate_levels(args, splits: list[str], command: str) -> list[SplitReport]
         resolve_families(engine)  # an unknown name fails before anything is written
     multi = args.levels is not None
     reports: list[SplitReport] = []
-    for n in levels:
+    for n, ops, maps_n in zip(levels, n_ops, n_maps):
         root = Path(args.root) / f"n{n}" if multi else Path(args.root)
         if engine:
             restriction = args.restriction or "average"
-            reports += generate(root, args.preset, engine, splits, args.split_name, args.n_operators, args.k,
+            reports += generate(root, args.preset, engine, splits, args.split_name, ops, args.k,
                                 n, args.nt, args.gamma, args.seed, args.workers, args.overwrite,
                                 not args.no_progress, command=command, ic_nx=levels[-1] if multi else 0,
                                 restriction=restriction)
         if maps:
             specs = [s for fam in maps for s in map_specs(fam, args.preset, splits, n, levels[-1], args.seed,
-                                                          args.n_samples, args.restriction)]
+                                                          maps_n, args.restriction)]
             reports += generate_maps(root, specs, args.workers, args.overwrite, not args.no_progress, command)
     if multi:
         _print_costs(reports)

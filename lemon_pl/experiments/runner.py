@@ -31,6 +31,8 @@ from typing import Any, Callable, Sequence
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 _PLACEHOLDER = re.compile(r"\{(ckpt):([A-Za-z0-9_.\-]+)\}")
+#: replaced by the experiment's folder in every argument (files one step writes for later steps)
+EXP_DIR = "{exp_dir}"
 
 
 @dataclass
@@ -117,7 +119,8 @@ def with_overlays(argv: Sequence[str], overlays: Sequence[str]) -> list[str]:
 
 
 def resolve(step: Step, exp_dir: Path) -> list[str]:
-    """Replace ``{ckpt:ID}`` placeholders by the checkpoints recorded for earlier steps."""
+    """Replace ``{ckpt:ID}`` placeholders by the checkpoints recorded for earlier steps, and
+    ``{exp_dir}`` by the experiment's folder."""
 
     def sub(m: re.Match) -> str:
         rec = load_record(exp_dir, m.group(2))
@@ -128,7 +131,7 @@ def resolve(step: Step, exp_dir: Path) -> list[str]:
             raise StepFailed(step.id, f"step '{m.group(2)}' recorded no checkpoint")
         return ckpt
 
-    return [_PLACEHOLDER.sub(sub, a) for a in step.argv]
+    return [_PLACEHOLDER.sub(sub, a).replace(EXP_DIR, str(exp_dir)) for a in step.argv]
 
 
 def full_argv(step: Step, exp_dir: Path, overlays: Sequence[str] = ()) -> list[str]:

@@ -76,7 +76,10 @@ class MultilevelOutputs(Callback):
         result = getattr(pl_module, "test_result", {})
         if not trainer.is_global_zero or not log_dir or not result:
             return
-        atomic_write(Path(log_dir) / "test_metrics.json", json.dumps({"stage": "test", **result}, indent=2))
+        family = result.get("family", "overall")
+        payload = {"stage": "test", **result, "metrics": ["rel_l2", "rel_l2_median"],
+                   "families": {family: {"rel_l2": result["rel_l2"], "rel_l2_median": result["rel_l2_median"]}}}
+        atomic_write(Path(log_dir) / "test_metrics.json", json.dumps(payload, indent=2))
         print(f"multi-level test: relative L2 {result['rel_l2']:.4g} ± {result['rel_l2_std']:.2g} over "
               f"{result['n_test']} samples; budget {result.get('budget_seconds', float('nan')):.4g} s of generation")
         ex = getattr(pl_module, "examples", {})

@@ -1,0 +1,220 @@
+"""Multi-level fine-tuning against single-level training at equal data-generation budgets.
+
+    lemon-pl experiment multilevel --scale cpu
+        -> results/multilevel/cpu/{table.md,results.csv,error_vs_budget.png,allocations.md}
+
+Per problem (``problems`` in ``configs/experiments/multilevel.yaml``: the Schrödinger ground state,
+the rough elliptic map, inviscid Burgers from the data engine):
+
+1. generate every level's training samples (``--levels``; measured seconds per sample recorded in
+   the files) and the validation/test splits;
+2. ``lemon-pl multilevel plan``: pilot fits per level, the error model, and for every budget (in
+   finest samples' measured cost, ``budgets``) one overlay per method: ``fine_only``,
+   ``coarse_only``, ``equal`` (equal budget split over the levels), ``mlmc`` (``N_l ∝ sqrt(V_l /
+   c_l)``) and ``allocator`` (the estimated-error optimum);
+3. for every budget, method (``methods``) and seed: ``fit`` (the level curriculum; the same total
+   optimiser steps for every method) and ``test`` on the finest level's test split.
+
+The report gives test relative L2 (mean ± std over seeds) per problem, budget and method, the
+ratio fine-only / allocator, the allocations with the plan's estimated error beside the measured
+one, and the error-vs-budget plot (budget in measured generation seconds).
+
+Settings: ``seeds``, ``overlays``, ``budgets``, ``methods``, ``pilot``, ``preset``, ``data_root``,
+``generate_workers`` and ``problems``: ``{name: {config, family, levels, train: [per-level counts],
+count: n_samples | n_operators, generate: [extra generate arguments]}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lemon_pl.experiments.common import Builder, require
+from lemon_pl.experiments.runner import EXP_DIR, Step
+
+if TYPE_CHECKING:
+    from lemon_pl.experiments.report import Report
+
+NAME = "multilevel"
+ORDER = 6
+METRICS = ("rel_l2",)
+TABLE_HEAD = ("Per problem, budget and method", "Relative L2 on the finest level's test split, mean ± std over "
+              "seeds (the family column names the problem's family).", ("relative L2",))
+METHOD_LABEL = {"fine_only": "fine only", "coarse_only": "coarse only", "equal": "multi-level, equal split",
+                "mlmc": "multi-level, MLMC rule", "allocator": "multi-level, allocator"}
+
+
+def _csv(values) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def steps(sc: dict) -> list[Step]:
+    require(sc, "problems", "budgets", "methods", "seeds", "pilot")
+    b = Builder(sc)
+    out: list[Step] = []
+    overlays = [b.config(o) for o in (sc.get("overlays") or [])]
+    budgets = [float(v) for v in sc["budgets"]]
+    for name, p in sc["problems"].items():
+        config = b.config(p["config"])
+        levels = _csv(p["levels"])
+        gen = ["generate", "--root", b.root, "--preset", b.preset, "--families", p["family"], "--levels", levels,
+               "--workers", str(sc.get("generate_workers", 1)), "--no-progress", *[str(a) for a in p.get("generate", [])]]
+        count_flag = "--n-operators" if p.get("count", "n_samples") == "n_operators" else "--n-samples"
+        out.append(Step(f"{name}_generate_train", [*gen, "--splits", "train", count_flag, _csv(p["train"])]))
+        out.append(Step(f"{name}_generate_eval", [*gen, "--splits", "val,test"]))
+        plan_dir = f"{EXP_DIR}/plans/{name}"
+        plan = Step(f"{name}_plan", ["multilevel", "plan", "--config", config,
+                                     *[x for o in overlays for x in ("--config", o)], "--root", b.root,
+                                     "--budget", _csv(f"{v:g}" for v in budgets), "--budget-unit", "fine",
+                                     "--pilot", _csv(sc["pilot"]), "--pilot-dir", f"{EXP_DIR}/pilots/{name}",
+                                     "--out-dir", plan_dir],
+                    needs=[f"{name}_generate_train", f"{name}_generate_eval"])
+        out.append(plan)
+        for budget in budgets:
+            for method in sc["methods"]:
+                for seed in sc["seeds"]:
+                    fid = f"{name}_{method}_b{budget:g}_s{seed}"
+                    args = {"data.init_args.root": b.root, "data.init_args.seed": seed,
+                            "trainer.enable_progress_bar": False}
+                    fit = b.stage("fit", p["config"], "fit", args, seed=seed, needs=[plan.id], step_id=fid)
+                    _insert_overlay(fit, f"{plan_dir}/{method}_b{budget:g}.yaml")
+                    out.append(fit)
+                    tags = {"condition": f"{name} B={budget:g} {method}", "problem": name, "method": method,
+                            "budget": budget, "seed": seed, "fit": fid, "family": p["family"]}
+                    test = b.stage("test", p["config"], "test", {**args, "ckpt_path": f"{{ckpt:{fid}}}"}, seed=seed,
+                                   step_id=f"{fid}_test", tags=tags)
+                    _insert_overlay(test, f"{plan_dir}/{method}_b{budget:g}.yaml")
+                    out.append(test)
+    return out
+
+
+def _insert_overlay(step: Step, overlay: str) -> None:
+    """The plan's overlay after the stage config and the scale's overlays; drop the Builder's
+    operator-data arguments (this data module has no ``preset``)."""
+    argv = step.argv
+    i = argv.index("--data.init_args.preset")
+    del argv[i:i + 2]
+    last = max(j for j, a in enumerate(argv) if a == "--config")
+    argv[last + 2:last + 2] = ["--config", overlay]
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _plans(rep: "Report") -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted((rep.exp_dir / "plans").glob("*/plan.json")):
+        out[path.parent.name] = json.loads(path.read_text())
+    return out
+
+
+def _row(rep: "Report", problem: str, budget: float, method: str) -> dict[str, Any] | None:
+    cond = f"{problem} B={budget:g} {method}"
+    return next((r for r in rep.rows if r["condition"] == cond and r["family"] != "overall"), None)
+
+
+def report(rep: "Report") -> None:
+    """Summary table (error per problem x budget x method), the allocations beside the estimates,
+    the target check and ``error_vs_budget.png``."""
+    from lemon_pl.experiments.report import fmt
+
+    plans = _plans(rep)
+    problems = list(dict.fromkeys(r["tags"]["problem"] for r in rep.results))
+    methods = list(dict.fromkeys(r["tags"]["method"] for r in rep.results))
+    budgets = sorted({float(r["tags"]["budget"]) for r in rep.results})
+    lines = ["## Test relative L2 at equal generation budget", "",
+             "Budget: measured solver seconds of the training samples used (`B` in finest-sample units; the "
+             "seconds per budget are in the allocation table). Mean ± std over seeds.", "",
+             "| problem | B (finest samples) | " + " | ".join(METHOD_LABEL.get(m, m) for m in methods)
+             + " | fine-only / allocator |", "|---|---|" + "---|" * (len(methods) + 1)]
+    verdicts = []
+    for p in problems:
+        for bud in budgets:
+            cells, vals = [], {}
+            for m in methods:
+                row = _row(rep, p, bud, m)
+                cells.append(fmt(row["rel_l2_mean"], row["rel_l2_std"]) if row else "n/a")
+                if row:
+                    vals[m] = (row["rel_l2_mean"], row["rel_l2_std"])
+            ratio = (vals["fine_only"][0] / vals["allocator"][0]) if {"fine_only", "allocator"} <= set(vals) else math.nan
+            lines.append(f"| {p} | {bud:g} | " + " | ".join(cells) + f" | {ratio:.2f}× |")
+            if {"fine_only", "coarse_only", "allocator"} <= set(vals):
+                best = min(("fine_only", "coarse_only"), key=lambda k: vals[k][0])
+                worse = vals["allocator"][0] - vals[best][0]
+                spread = max(vals["allocator"][1], vals[best][1])
+                verdicts.append((p, bud, ratio, best, worse <= spread, worse))
+    lines.append("")
+    if verdicts:
+        hit = [v for v in verdicts if v[2] >= 2.0]
+        lines.append("**Target** (allocator ≥ 2× lower than fine-only on at least one problem): "
+                     + ("met: " + ", ".join(f"{p} at B={b:g} ({r:.2f}×)" for p, b, r, *_ in hit) if hit
+                        else "not met (best ratio " + f"{max(v[2] for v in verdicts):.2f}×)") + ".")
+        bad = [v for v in verdicts if not v[4]]
+        lines.append("**Never worse than the better single-level baseline beyond the seed spread**: "
+                     + ("holds in every cell." if not bad else "fails at " + ", ".join(
+                         f"{p} B={b:g} (allocator worse than {best} by {w:.3g})" for p, b, _, best, _, w in bad)) + "")
+        lines.append("")
+    lines += _allocation_lines(rep, plans, problems, budgets, methods)
+    rep.summary = lines
+    _plot(rep, plans, problems, methods, budgets)
+    rep.examples = {"keep": lambda r: False}
+
+
+def _allocation_lines(rep, plans, problems, budgets, methods) -> list[str]:
+    from lemon_pl.experiments.report import fmt
+
+    lines = ["## Allocations, and the plan's estimate beside the measurement", ""]
+    for p in problems:
+        plan = plans.get(p)
+        if not plan:
+            continue
+        costs = ", ".join(f"{1e3 * c:.3g}" for c in plan["seconds_per_sample"])
+        models = "; ".join(f"L{l + 1}: {m['b']:.3g} + {m['a']:.3g} N^-{m['alpha']:.2f}"
+                           for l, m in enumerate(plan["models"]))
+        lines += [f"**{p}** ({plan['family']}, levels {plan['levels']}): measured ms per sample {costs}; "
+                  f"MLMC V_l {', '.join(f'{v:.3g}' for v in plan['variances'])}; fitted error models {models}.", "",
+                  "| B | seconds | method | N per level | estimated | measured |", "|---|---|---|---|---|---|"]
+        for bud in budgets:
+            entry = plan["budgets"].get(f"{bud:g}", {})
+            for m in methods:
+                v = entry.get(m)
+                row = _row(rep, p, bud, m)
+                if v:
+                    meas = fmt(row["rel_l2_mean"], row["rel_l2_std"]) if row else "n/a"
+                    lines.append(f"| {bud:g} | {v['budget_seconds']:.3g} | {m} | {v['n_samples']} | "
+                                 f"{v['estimate']:.3g} | {meas} |")
+        lines.append("")
+    return lines
+
+
+def _plot(rep, plans, problems, methods, budgets) -> None:
+    from lemon_pl.experiments.report import pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(problems), figsize=(4.2 * len(problems), 3.6), squeeze=False,
+                             constrained_layout=True)
+    for ax, p in zip(axes[0], problems):
+        plan = plans.get(p, {})
+        for m in methods:
+            xs, ys, es = [], [], []
+            for bud in budgets:
+                row = _row(rep, p, bud, m)
+                if not row:
+                    continue
+                sec = plan.get("budgets", {}).get(f"{bud:g}", {}).get(m, {}).get("budget_seconds", bud)
+                xs.append(sec)
+                ys.append(row["rel_l2_mean"])
+                es.append(row["rel_l2_std"])
+            if xs:
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=METHOD_LABEL.get(m, m))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("budget: measured generation seconds")
+        ax.set_ylabel("test relative L2")
+        ax.set_title(p)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=7)
+    fig.savefig(rep.add("error_vs_budget.png"), dpi=110)
+    plt.close(fig)
