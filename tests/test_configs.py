@@ -16,8 +16,12 @@ STAGES = sorted(p for p in CONFIGS.glob("*.yaml"))
 PINN_OVERLAYS = sorted([*CONFIGS.glob("model/pinn/*.yaml"), *CONFIGS.glob("data/pinn_*.yaml"),
                         CONFIGS / "optim/lbfgs.yaml", CONFIGS / "callbacks/pinn.yaml", CONFIGS / "trainer/pinn.yaml"])
 PINN_STAGES = sorted(CONFIGS.glob("pinn/*.yaml"))
+#: the multi-level stages and their overlays (composed with configs/multilevel/schrodinger.yaml)
+MULTILEVEL_STAGES = sorted(p for p in CONFIGS.glob("multilevel/*.yaml") if p.name != "tiny.yaml")
+MULTILEVEL_OVERLAYS = [CONFIGS / "multilevel/tiny.yaml", CONFIGS / "callbacks/multilevel.yaml",
+                       CONFIGS / "trainer/multilevel.yaml", CONFIGS / "model/fno.yaml"]
 OVERLAYS = sorted(p for p in CONFIGS.glob("*/*.yaml")
-                  if p.parent.name not in ("experiments", "pinn") and p not in PINN_OVERLAYS)
+                  if p.parent.name not in ("experiments", "pinn", "multilevel") and p not in PINN_OVERLAYS)
 
 
 def print_config(*configs) -> dict:
@@ -56,6 +60,19 @@ def test_pinn_overlay_composes_with_the_pinn_stage(path):
     check_overlay(print_config(base, path), path)
 
 
+@pytest.mark.parametrize("path", MULTILEVEL_STAGES, ids=lambda p: p.name)
+def test_multilevel_stage_config_parses(path):
+    cfg = print_config(path)
+    assert cfg["model"]["class_path"] == "lemon_pl.modules.MultilevelRegression"
+    assert cfg["data"]["class_path"] == "lemon_pl.multilevel.data.MultilevelDataModule"
+    assert len(cfg["data"]["init_args"]["levels"]) == len(cfg["data"]["init_args"]["n_samples"])
+
+
+@pytest.mark.parametrize("path", MULTILEVEL_OVERLAYS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_multilevel_overlay_composes(path):
+    check_overlay(print_config(CONFIGS / "multilevel/schrodinger.yaml", path), path)
+
+
 @pytest.mark.parametrize("path", OVERLAYS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_overlay_composes_with_pretrain(path):
     check_overlay(print_config(CONFIGS / "pretrain.yaml", path), path)
@@ -78,7 +95,8 @@ def check_overlay(cfg: dict, path) -> None:
                 assert cfg["model"]["init_args"]["optimizer"]["class_path"] == body["init_args"]["optimizer"]["class_path"]
                 continue
             net = body["init_args"]["net"]
-            assert cfg["model"]["init_args"]["net"]["class_path"] == net["class_path"]
+            if "class_path" in net:  # an overlay may set only init_args of the stage's network
+                assert cfg["model"]["init_args"]["net"]["class_path"] == net["class_path"]
             for key, value in net.get("init_args", {}).items():
                 assert cfg["model"]["init_args"]["net"]["init_args"][key] == value
         elif section == "data":

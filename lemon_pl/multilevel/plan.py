@@ -225,6 +225,11 @@ def make_plan(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[
 
     d = data_settings(configs, root)
     costs, available = level_costs(d)
+    for label in budgets:  # before any pilot fit: a budget that buys no finest sample is an input error
+        seconds = float(label) * (costs[-1] if unit == "fine" else 1.0)
+        if seconds < max(costs):
+            raise PlanError(f"--budget {label:g} ({seconds:.3g} s) is below the cost of one finest sample "
+                            f"({max(costs):.3g} s)")
     variances = level_variances(d)
     pilots = run_pilots(configs, d, pilot, available, pilot_dir, seed, extra, log)
     models = [al.fit_level_model([p[0] for p in pilots[l]], [p[1] for p in pilots[l]]) for l in sorted(pilots)]
@@ -247,7 +252,8 @@ def make_plan(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[
     return result
 
 
-def print_plan(plan: dict[str, Any], out=sys.stdout) -> None:
+def print_plan(plan: dict[str, Any], out=None) -> None:
+    out = out or sys.stdout
     from lemon_pl.multilevel import allocate as al
     from lemon_pl.multilevel.allocate import LevelModel
 

@@ -374,3 +374,19 @@ def test_every_network_states_the_contract(name):
     reads_tokens = name.startswith("prose")
     assert ("vocab_size" in takes) == reads_tokens and ("pad_id" in takes) == reads_tokens
     assert set(taken_arguments(type(net), {k: 1 for k in DATA_ARGUMENTS})) == takes
+
+
+def test_mlp_maps_a_field_on_its_grid_and_refuses_another_grid():
+    import torch
+
+    from lemon_pl.models import MLP
+
+    net = MLP(nx=32, hidden=[16, 16])
+    t = torch.zeros(1)
+    u = torch.randn(3, 1, 32, requires_grad=True)
+    out = net(u, t, t + 1)
+    assert out.shape == (3, 1, 32)
+    out[1].sum().backward()  # samples do not mix: only sample 1's input gets a gradient
+    assert u.grad[1].abs().sum() > 0 and u.grad[0].abs().sum() == 0 and u.grad[2].abs().sum() == 0
+    with pytest.raises(ValueError, match="tied to its grid"):
+        net(torch.randn(3, 1, 64), t, t + 1)

@@ -1,0 +1,108 @@
+"""``lemon-pl multilevel plan``: costs from the files, pilot fits, error models, overlays that compose."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from lemon_pl.cli import main
+from lemon_pl.multilevel import allocate as al
+from lemon_pl.multilevel.plan import allocations, epochs_for, level_costs, level_variances
+from tests.conftest import CONFIGS
+
+STAGE = str(CONFIGS / "multilevel/schrodinger.yaml")
+TINY = str(CONFIGS / "multilevel/tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan")
+    assert main(["generate", "--root", str(root), "--preset", "tiny", "--families", "schrodinger", "--levels",
+                 "32,64", "--no-progress"]) == 0
+    return root
+
+
+def _two_levels(tmp_path, root):
+    """An overlay for two levels (the stage config has four)."""
+    path = tmp_path / "two.yaml"
+    path.write_text("data:\n  init_args:\n    levels: [32, 64]\n    n_samples: [16, 8]\n    epochs: [1, 1]\n")
+    return [STAGE, TINY, str(path)]
+
+
+def test_epochs_are_shared_by_the_levels_that_get_samples():
+    assert epochs_for([10, 0, 5, 0], 8) == [4, 0, 4, 0]
+    assert epochs_for([0, 0, 0, 3], 7) == [0, 0, 0, 7]
+    assert sum(epochs_for([1, 2, 3], 10)) == 10
+
+
+def test_allocations_keep_the_budget_and_the_allocator_is_the_estimate_optimum():
+    models = [al.LevelModel(1.0, 0.8, 0.05), al.LevelModel(1.0, 0.8, 0.01)]
+    costs, budget = [1.0, 8.0], 400.0
+    plans = allocations(models, costs, [1.0, 0.01], budget, [10**6, 10**6])
+    for name, n in plans.items():
+        assert np.dot(n, costs) <= budget + 1e-9, name
+    assert plans["fine_only"].tolist() == [0, 50] and plans["coarse_only"].tolist() == [400, 0]
+    best = al.estimate_final_error(models, plans["allocator"])
+    # brute force over every affordable integer plan
+    grid = [(a, b) for b in range(51) for a in range(int((budget - 8 * b) // 1) + 1) if a or b]
+    brute = min(al.estimate_final_error(models, [a, b]) for a, b in grid[::7] + [tuple(plans["fine_only"])])
+    assert best <= brute + 1e-12
+    with pytest.raises(ValueError, match="below the cost of one finest sample"):
+        allocations(models, costs, [1.0, 0.01], 4.0, [10, 10])
+
+
+def test_costs_and_variances_are_read_from_the_level_files(root):
+    d = {"root": str(root), "family": "schrodinger", "levels": [32, 64], "interpolation": None, "output_frame": -1}
+    costs, sizes = level_costs(d)
+    import h5py
+
+    with h5py.File(root / "n64" / "schrodinger" / "train.h5", "r") as f:
+        assert costs[1] == f.attrs["seconds_per_sample"] and sizes[1] == f.attrs["n_samples"]
+    v = level_variances(d)
+    assert v[0] == pytest.approx(1.0, rel=0.05)  # ground states are normalised: mean u^2 = 1 on every grid
+    assert 0 < v[1] < 0.01  # the 64-point correction is small next to the map
+
+
+def test_plan_runs_pilots_and_writes_overlays_that_compose(root, tmp_path, capsys):
+    configs = _two_levels(tmp_path, root)
+    argv = ["multilevel", "plan", *[x for c in configs for x in ("--config", c)], "--root", str(root),
+            "--budget", "4,8", "--budget-unit", "fine", "--pilot", "4,8,16", "--pilot-dir", str(tmp_path / "pilots"),
+            "--out-dir", str(tmp_path / "plans")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "the allocator's plan" in out and "e(N) =" in out
+    plan = json.loads((tmp_path / "plans" / "plan.json").read_text())
+    assert len(plan["pilots"]["1"]) == 3 and len(plan["models"]) == 2
+    c = plan["seconds_per_sample"]
+    for label, entry in plan["budgets"].items():
+        for method, v in entry.items():
+            assert v["spent"] <= v["budget_seconds"] * (1 + 1e-9), method
+            assert v["budget_seconds"] == pytest.approx(float(label) * c[-1])
+            overlay = yaml.safe_load((tmp_path / "plans" / f"{method}_b{label}.yaml").read_text())
+            assert overlay["data"]["init_args"]["n_samples"] == v["n_samples"]
+    # a re-run reuses the pilot fits (no new run folders) and gives the same plan
+    before = sorted(p.name for p in (tmp_path / "pilots").iterdir())
+    assert main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "pilots").iterdir()) == before
+    assert json.loads((tmp_path / "plans" / "plan.json").read_text())["budgets"] == plan["budgets"]
+    # the overlay is a valid second --config of the stage
+    cfg_out = tmp_path / "cfg"
+    assert main(["fit", *[x for c in configs for x in ("--config", c)], "--config",
+                 str(tmp_path / "plans" / "allocator_b8.yaml"), "--data.init_args.root", str(root),
+                 "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(cfg_out)]) == 0
+
+
+@pytest.mark.parametrize("extra,needle", [(["--budget", "x"], "comma-separated numbers"),
+                                          (["--budget", "-1"], "must be positive"),
+                                          (["--budget", "1", "--root", "/nonexistent/r"], "does not exist"),
+                                          (["--budget", "1e-9"], "below the cost")])
+def test_plan_errors_are_one_line(root, tmp_path, capsys, extra, needle):
+    configs = [x for c in _two_levels(tmp_path, root) for x in ("--config", c)]
+    root_arg = [] if "--root" in extra else ["--root", str(root)]
+    args = ["multilevel", "plan", *configs, *root_arg, "--pilot-dir", str(tmp_path / "p"), *extra]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("lemon-pl multilevel: error:") and needle in err[-1]
