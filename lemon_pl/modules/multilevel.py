@@ -41,11 +41,13 @@ class MultilevelRegression(pl.LightningModule):
         weight_decay: AdamW weight decay.
         min_lr_ratio: each level's cosine decay ends at this fraction of its rate.
         reset_optimizer: clear the optimiser's moments at every new level.
+        finetune_lr_ratio: the rate of every level after the first one that trains is multiplied by
+            this (fine-tuning on few fine samples with a smaller step forgets less).
         level_epochs: epochs per level (linked from the data module's ``epochs``).
     """
 
     def __init__(self, net: nn.Module, lr: float | Sequence[float] = 1e-3, weight_decay: float = 0.0,
-                 min_lr_ratio: float = 0.05, reset_optimizer: bool = True,
+                 min_lr_ratio: float = 0.05, reset_optimizer: bool = True, finetune_lr_ratio: float = 1.0,
                  level_epochs: Sequence[int] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -56,7 +58,10 @@ class MultilevelRegression(pl.LightningModule):
             raise ValueError(f"model.lr: {len(lrs)} rates for {len(self.level_epochs)} levels")
         if any(v <= 0 for v in lrs):
             raise ValueError(f"model.lr must be positive, got {lrs}")
-        self.lrs = lrs
+        if not finetune_lr_ratio > 0:
+            raise ValueError(f"model.finetune_lr_ratio must be positive, got {finetune_lr_ratio}")
+        first = next((l for l, e in enumerate(self.level_epochs) if e > 0), 0)
+        self.lrs = [v * (finetune_lr_ratio if l > first else 1.0) for l, v in enumerate(lrs)]
         for name in ("in_mean", "in_std", "out_mean", "out_std"):
             self.register_buffer(name, torch.tensor(0.0 if "mean" in name else 1.0))
         self.history: list[dict[str, Any]] = []  # one row per validation: epoch, level, val rel L2

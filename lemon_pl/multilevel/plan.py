@@ -9,11 +9,16 @@
    sample counts, each scored on the finest level's validation set; ``e_l(N) = b_l + a_l
    N**-alpha_l`` is fitted to them (``allocate.fit_level_model``): ``b_l`` is the level's floor (its
    discretisation bias against the finest labels), ``a_l N**-alpha_l`` its sample error. Pilot runs
-   go to ``--pilot-dir`` and are reused by a re-run (their data are not part of the budget).
+   go to ``--pilot-dir`` and are reused by a re-run (their data are not part of the budget). One
+   more pilot, a curriculum (the coarsest level's largest pilot count, then the finest level's
+   middle one), calibrates how much of a fine-tuning level's sample error the curriculum pays
+   (``calibrate_scale``): measured, fine-tuning on few samples can cost more than the correction
+   it learns, and the estimator must know.
 3. **Allocation**: ``N_l`` minimising the estimated final error of the curriculum
    (``allocate.estimate_final_error``: the first level learns the whole map, every later level only
-   the correction between two levels' maps, weighted by ``|b_k - b_l|``; the documented stand-in
-   for the paper's NTK estimator, which is not available) subject to ``sum N_l c_l <= B``
+   the correction between two levels' maps, its sample error weighted by ``|b_k - b_l| / scale``
+   with the calibrated ``scale``; the documented stand-in for the paper's NTK estimator, which is
+   not available) subject to ``sum N_l c_l <= B``
    (``allocate.optimal_allocation``). Baselines in the same table: the MLMC rule ``N_l ∝ sqrt(V_l /
    c_l)`` with ``V_l`` the mean squared difference of successive levels' labels on the same inputs
    (level 1: of its labels), an equal budget split, fine-only and coarse-only.
@@ -21,8 +26,8 @@
 The plan is printed; ``--out FILE`` writes the allocator's overlay (``data.init_args.n_samples`` and
 ``epochs``; use it as a second ``--config``), ``--out-dir DIR`` writes one overlay per method and
 budget (``<method>_b<budget>.yaml``) and ``plan.json`` (costs, variances, pilot errors, the fitted
-models, every allocation and its estimate). Every level that gets samples trains for the same
-share of the config's total epochs, so all plans train for the same number of optimiser steps.
+models, every allocation and its estimate). Every level that gets samples trains for its share of the config's total epochs in proportion to its samples (``epochs_for``), so all plans train
+for the same number of optimiser steps.
 """
 
 from __future__ import annotations
@@ -129,15 +134,22 @@ def level_variances(d: dict[str, Any], n: int = 256) -> list[float]:
 
 
 def epochs_for(n: Sequence[int], total: int) -> list[int]:
-    """Every level with samples gets an equal share of ``total`` epochs (the rest to the finest used)."""
+    """``total`` epochs shared by the levels with samples in proportion to their sample counts
+    (largest remainders; at least one epoch each), so every training sample is visited about
+    equally often and a small fine level is not trained on for as long as a big coarse one (which
+    overfits its few samples and forgets the coarse level)."""
     used = [l for l, v in enumerate(n) if v > 0]
     out = [0] * len(n)
     if not used:
         return out
-    share, rest = divmod(int(total), len(used))
-    for l in used:
-        out[l] = max(1, share)
-    out[used[-1]] += rest
+    total = max(int(total), len(used))
+    weights = np.array([float(n[l]) for l in used])
+    share = weights / weights.sum() * (total - len(used))  # one epoch each, the rest in proportion
+    base = np.floor(share).astype(int)
+    for i in np.argsort(-(share - base))[: total - len(used) - int(base.sum())]:
+        base[i] += 1
+    for l, e in zip(used, base):
+        out[l] = 1 + int(e)
     return out
 
 
@@ -147,7 +159,6 @@ def run_pilots(configs: Sequence[str], d: dict[str, Any], sizes: Sequence[int], 
     from lemon_pl.cli import main as lemon_pl_main
     from lemon_pl.experiments.common import _value
 
-    total = sum(d["epochs"])
     out: dict[int, list[tuple[int, float]]] = {}
     for l, grid in enumerate(d["levels"]):
         counts = sorted({min(int(s), available[l]) for s in sizes})
@@ -158,36 +169,62 @@ def run_pilots(configs: Sequence[str], d: dict[str, Any], sizes: Sequence[int], 
         for count in counts:
             n = [0] * len(d["levels"])
             n[l] = count
-            name = f"level{l + 1}_n{grid}_N{count}_s{seed}"
-            summary = pilot_dir / name / "version_0" / "fit_summary.json"
-            if not summary.exists():
-                log(f"pilot fit {name}")
-                argv = ["fit", *[x for c in configs for x in ("--config", c)],
-                        "--data.init_args.root", str(d["root"]),
-                        "--data.init_args.n_samples", _value(n), "--data.init_args.epochs", _value(epochs_for(n, total)),
-                        "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
-                        "--trainer.enable_progress_bar", "false",
-                        "--trainer.logger.init_args.save_dir", str(pilot_dir),
-                        "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", "0", *extra]
-                code = lemon_pl_main(argv)
-                if code != 0 or not summary.exists():
-                    raise PlanError(f"pilot fit {name} failed (exit {code}); see {pilot_dir / name}")
-            err = json.loads(summary.read_text())["level_val_rel_l2"]
-            out[l].append((count, float(err[str(l + 1)])))
+            err = pilot_fit(configs, d, n, f"level{l + 1}_n{grid}_N{count}_s{seed}", pilot_dir, seed, extra, log)
+            out[l].append((count, err))
     return out
+
+
+def pilot_fit(configs: Sequence[str], d: dict[str, Any], n: Sequence[int], name: str, pilot_dir: Path, seed: int,
+              extra: Sequence[str] = (), log=print) -> float:
+    """One pilot run of the stage with ``n`` samples per level (``epochs_for``); its final
+    validation relative L2 on the finest level. A finished run in ``pilot_dir`` is reused."""
+    from lemon_pl.cli import main as lemon_pl_main
+    from lemon_pl.experiments.common import _value
+
+    summary = pilot_dir / name / "version_0" / "fit_summary.json"
+    if not summary.exists():
+        log(f"pilot fit {name}")
+        argv = ["fit", *[x for c in configs for x in ("--config", c)], "--data.init_args.root", str(d["root"]),
+                "--data.init_args.n_samples", _value(list(n)),
+                "--data.init_args.epochs", _value(epochs_for(n, sum(d["epochs"]))),
+                "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
+                "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(pilot_dir),
+                "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", "0", *extra]
+        code = lemon_pl_main(argv)
+        if code != 0 or not summary.exists():
+            raise PlanError(f"pilot fit {name} failed (exit {code}); see {pilot_dir / name}")
+    err = json.loads(summary.read_text())["level_val_rel_l2"]
+    return float(err[max(err, key=int)])
+
+
+def calibrate_scale(models, chain: tuple[int, int], measured: float) -> tuple[float, float]:
+    """The estimator's ``scale`` from one two-level pilot (coarsest ``N_1``, then finest ``N_L``).
+
+    ``estimate_final_error`` weights a fine-tuning level's sample error by ``w = |b_k - b_l| /
+    scale``; the pilot's measured error gives ``w = (E - b_L - a_1 N_1**-alpha_1) / (a_L
+    N_L**-alpha_L)`` for the pair (1, L), hence ``scale = |b_1 - b_L| / w``. Returns ``(w, scale)``;
+    ``w`` is kept in [1e-3, 1e3] (a measurement at or below the floors means corrections are cheap;
+    far above, fine-tuning costs its full sample error or more)."""
+    first, last = models[0], models[-1]
+    n1, nl = chain
+    w = (measured - last.b - first.sample_term(n1)) / max(last.sample_term(nl), 1e-12)
+    w = float(np.clip(w, 1e-3, 1e3))
+    gap = abs(first.b - last.b)
+    return w, (gap / w if gap > 0 else 1.0)
 
 
 # ----------------------------------------------------------------------------- allocation
 
 
-def allocations(models, costs, variances, budget: float, available: Sequence[int]) -> dict[str, np.ndarray]:
+def allocations(models, costs, variances, budget: float, available: Sequence[int],
+                scale: float = 1.0) -> dict[str, np.ndarray]:
     from lemon_pl.multilevel import allocate as al
 
     c = np.asarray(costs, float)
     if budget < c.max():
         raise PlanError(f"--budget {budget:g} s is below the cost of one finest sample ({c.max():.3g} s)")
     plans = {
-        "allocator": al.optimal_allocation(models, c, budget),
+        "allocator": al.optimal_allocation(models, c, budget, scale=scale),
         "mlmc": al.mlmc_allocation(c, variances, budget),
         "equal": al.equal_split(c, budget),
         "fine_only": np.array([0] * (c.size - 1) + [int(budget // c[-1])]),
@@ -233,20 +270,28 @@ def make_plan(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[
     variances = level_variances(d)
     pilots = run_pilots(configs, d, pilot, available, pilot_dir, seed, extra, log)
     models = [al.fit_level_model([p[0] for p in pilots[l]], [p[1] for p in pilots[l]]) for l in sorted(pilots)]
+    # one curriculum pilot (coarsest level's largest pilot count, then the finest level's middle one)
+    # calibrates how much a fine-tuning level's samples cost in error
+    chain = (pilots[0][-1][0], pilots[len(models) - 1][1][0])
+    n_chain = [chain[0]] + [0] * (len(models) - 2) + [chain[1]]
+    chain_err = pilot_fit(configs, d, n_chain, f"chain_N{chain[0]}_N{chain[1]}_s{seed}", pilot_dir, seed, extra, log)
+    weight, scale = calibrate_scale(models, chain, chain_err)
     total = sum(d["epochs"])
     result: dict[str, Any] = {
         "family": d["family"], "levels": d["levels"], "seconds_per_sample": costs, "available": available,
         "variances": variances, "total_epochs": total,
         "pilots": {str(l + 1): pilots[l] for l in pilots},
-        "models": [{"a": m.a, "alpha": m.alpha, "b": m.b} for m in models], "budget_unit": unit, "budgets": {}}
+        "models": [{"a": m.a, "alpha": m.alpha, "b": m.b} for m in models], "budget_unit": unit,
+        "chain_pilot": {"n_samples": n_chain, "val_rel_l2": chain_err, "weight": weight, "scale": scale},
+        "budgets": {}}
     for label in budgets:
         budget = float(label) * (costs[-1] if unit == "fine" else 1.0)
         entry: dict[str, Any] = {}
-        for method, n in allocations(models, costs, variances, budget, available).items():
+        for method, n in allocations(models, costs, variances, budget, available, scale).items():
             n, notes = _capped(np.asarray(n), available)
             entry[method] = {"n_samples": [int(v) for v in n], "epochs": epochs_for(n, total),
                              "spent": float(np.dot(n, costs)),
-                             "estimate": float(al.estimate_final_error(models, n)), "notes": notes,
+                             "estimate": float(al.estimate_final_error(models, n, scale)), "notes": notes,
                              "budget_seconds": budget}
         result["budgets"][f"{label:g}"] = entry
     return result
@@ -263,12 +308,18 @@ def print_plan(plan: dict[str, Any], out=None) -> None:
     for l, m in enumerate(models):
         pts = ", ".join(f"N={n}: {e:.3g}" for n, e in plan["pilots"][str(l + 1)])
         print(f"  level {l + 1}: e(N) = {m.b:.3g} + {m.a:.3g} N^-{m.alpha:.2f}   (pilots {pts})", file=out)
+    ch = plan.get("chain_pilot")
+    scale = 1.0
+    if ch:
+        scale = ch["scale"]
+        print(f"  curriculum pilot N={ch['n_samples']}: {ch['val_rel_l2']:.3g} -> fine-tuning weight "
+              f"w = {ch['weight']:.3g} (estimator scale {scale:.3g})", file=out)
     for budget, entry in plan["budgets"].items():
         a = entry["allocator"]
         seconds = a["budget_seconds"]
         unit = f" ({budget} finest samples)" if plan.get("budget_unit") == "fine" else ""
         print(f"\nbudget {seconds:.4g} s{unit}: the allocator's plan", file=out)
-        est = al.curriculum_errors(models, a["n_samples"])
+        est = al.curriculum_errors(models, a["n_samples"], scale)
         for line in al.plan_table(plan["levels"], plan["seconds_per_sample"], a["n_samples"], est, seconds):
             print("  " + line, file=out)
         print("  estimated final error per method: " + ", ".join(

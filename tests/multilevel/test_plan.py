@@ -32,10 +32,23 @@ def _two_levels(tmp_path, root):
     return [STAGE, TINY, str(path)]
 
 
-def test_epochs_are_shared_by_the_levels_that_get_samples():
-    assert epochs_for([10, 0, 5, 0], 8) == [4, 0, 4, 0]
+def test_epochs_are_shared_in_proportion_to_the_samples_of_the_levels_that_get_any():
+    assert epochs_for([10, 0, 5, 0], 8) == [5, 0, 3, 0]  # one each, the other 6 split 10 : 5
     assert epochs_for([0, 0, 0, 3], 7) == [0, 0, 0, 7]
-    assert sum(epochs_for([1, 2, 3], 10)) == 10
+    assert epochs_for([1000, 1, 1], 10) == [8, 1, 1]  # a tiny level still trains, briefly
+    for n in ([1, 2, 3], [7, 0, 1], [5, 5, 5, 5]):
+        assert sum(epochs_for(n, 10)) == 10
+
+
+def test_the_calibrated_scale_reproduces_the_curriculum_pilot():
+    from lemon_pl.multilevel.plan import calibrate_scale
+
+    models = [al.LevelModel(1.0, 0.8, 0.05), al.LevelModel(2.0, 0.7, 0.01)]
+    for measured in (0.03, 0.06, 0.2):
+        w, scale = calibrate_scale(models, (512, 32), measured)
+        if w < 1:  # inside the estimator's range the calibrated estimate equals the measurement
+            assert al.estimate_final_error(models, [512, 32], scale) == pytest.approx(
+                min(measured, al.estimate_final_error(models, [512, 0], scale)))
 
 
 def test_allocations_keep_the_budget_and_the_allocator_is_the_estimate_optimum():
@@ -76,6 +89,8 @@ def test_plan_runs_pilots_and_writes_overlays_that_compose(root, tmp_path, capsy
     assert "the allocator's plan" in out and "e(N) =" in out
     plan = json.loads((tmp_path / "plans" / "plan.json").read_text())
     assert len(plan["pilots"]["1"]) == 3 and len(plan["models"]) == 2
+    ch = plan["chain_pilot"]  # the curriculum pilot: coarsest level's largest count, finest level's middle one
+    assert ch["n_samples"] == [16, 8] and ch["scale"] > 0 and 1e-3 <= ch["weight"] <= 1e3
     c = plan["seconds_per_sample"]
     for label, entry in plan["budgets"].items():
         for method, v in entry.items():
