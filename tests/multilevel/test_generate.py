@@ -133,3 +133,21 @@ def test_bad_level_arguments_give_one_line_and_write_nothing(tmp_path, capsys, a
     err = capsys.readouterr().err.strip()
     assert err.startswith("lemon-pl generate: error:") and needle in err and len(err.splitlines()) == 1
     assert not list((tmp_path).rglob("*.h5*"))
+
+
+def test_generation_benchmark_prints_the_cost_exponent_per_family():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "generate_throughput.py"), "--levels", "16,32,64",
+                          "--batch", "4", "--repeats", "1", "--level-families", "schrodinger,inviscid_burgers"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         cwd=str(REPO))
+    assert res.returncode == 0, res.stderr[-1000:]
+    rows = [line.split() for line in res.stdout.splitlines() if line.startswith(("schrodinger", "inviscid_burgers"))]
+    assert len(rows) == 2
+    for row in rows:
+        costs = [float(v.rstrip("m")) for v in row[1:4]]
+        assert all(c > 0 for c in costs) and -1 < float(row[4]) < 4  # a fitted exponent, not a constant
