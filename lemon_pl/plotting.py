@@ -28,3 +28,33 @@ def prediction_figure(true: np.ndarray, pred: np.ndarray, title: str = "", exten
     rel = np.linalg.norm(pred - true) / (np.linalg.norm(true) + 1e-7)
     fig.suptitle(f"{title}  (relative L2 {rel:.3g})")
     return fig
+
+
+def space_time_figure(x: np.ndarray, t: np.ndarray, pred: np.ndarray, ref: np.ndarray | None = None,
+                      title: str = "", ref_name: str = "solver", rel_l2: float | None = None):
+    """Space-time figure of a prediction ``pred`` (nt, nx) at physical times ``t`` (any spacing)
+    and points ``x``: one panel, or prediction / reference / |error| when ``ref`` is given
+    (``rel_l2``, if given, goes into the title)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    panels = [(pred, "prediction")] if ref is None else [(pred, "prediction"), (ref, ref_name),
+                                                         (np.abs(pred - ref), "|error|")]
+    fields = [pred] if ref is None else [pred, ref]
+    vmin = float(min(f.min() for f in fields))
+    vmax = float(max(f.max() for f in fields))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 0.4, 3.3), constrained_layout=True,
+                             squeeze=False)
+    for ax, (img, name) in zip(axes[0], panels):
+        kw = dict(cmap="magma") if name == "|error|" else dict(cmap="viridis", vmin=vmin, vmax=vmax)
+        im = ax.pcolormesh(x, t, img, shading="nearest", **kw)
+        ax.set_title(name)
+        ax.set_xlabel("x")
+        fig.colorbar(im, ax=ax, shrink=0.85)
+    axes[0][0].set_ylabel("t")
+    if rel_l2 is not None and np.isfinite(rel_l2):
+        title = f"{title}  (relative L2 {rel_l2:.3g})"
+    fig.suptitle(title, fontsize=9)
+    return fig

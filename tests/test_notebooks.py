@@ -35,6 +35,8 @@ def test_quickstart_notebook(tmp_path, monkeypatch):
         assert f"{fam:12s} rel L2" in text, fam
     assert (tmp_path / "runs/pretrain/version_0/checkpoints/last.ckpt").exists()
     assert (tmp_path / "runs/fewshot/version_0/test_examples.npz").exists()
+    assert "u_t + 0.45*u_x = 0: rel L2" in text and "against the advection solver" in text  # ends with predict
+    assert (tmp_path / "predict/prediction.npz").exists() and (tmp_path / "predict/prediction.png").exists()
 
 
 def test_results_notebook(exp_data, tmp_path, monkeypatch):

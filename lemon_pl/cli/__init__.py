@@ -2,7 +2,9 @@
 
 Non-training tools are dispatched first (``lemon-pl generate|merge-lora|experiment ...``);
 everything else goes to the Lightning CLI (``lemon-pl fit|validate|test|predict --config ...``,
-``lemon_pl.cli.lightning``). Each tool module exposes ``main(argv) -> exit code``.
+``lemon_pl.cli.lightning``). ``lemon-pl predict`` without ``--config`` is the prediction tool
+(``lemon_pl.predict.cli``: ``--ckpt_path CKPT --equation EQ ...``). Each tool module exposes
+``main(argv) -> exit code``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ TOOLS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     lines = ["usage: lemon-pl <command> [options]", "", "tools:"]
     lines += [f"  {name:10s} {desc}" for name, (_, desc) in TOOLS.items()]
+    lines += [f"  {'predict':10s} predict a PDE you write down: --ckpt_path CKPT --equation 'u_t + 0.5*u_x = 0' --u0 ..."]
     lines += ["", "training (Lightning CLI):", "  fit | validate | test | predict  --config configs/<stage>.yaml"]
     return "\n".join(lines)
+
+
+def _lightning_predict(args: Sequence[str]) -> bool:
+    """``predict`` with a config is Lightning's predict over a data split; without one it is the tool."""
+    return any(a in ("--config", "-c", "--print_config") or a.startswith(("--config=", "--print_config="))
+               for a in args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,8 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
-    if argv[0] in TOOLS:
-        tool = importlib.import_module(TOOLS[argv[0]][0])
+    if argv[0] in TOOLS or (argv[0] == "predict" and not _lightning_predict(argv[1:])):
+        tool = importlib.import_module(TOOLS[argv[0]][0] if argv[0] in TOOLS else "lemon_pl.predict.cli")
         try:
             return tool.main(argv[1:])
         except BrokenPipeError:  # output piped into `head` and friends: stop quietly

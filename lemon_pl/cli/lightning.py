@@ -193,6 +193,11 @@ class LemonCLI(LightningCLI):
         from lemon_pl.modules.callbacks import SaveOnInterrupt
 
         extra = [RunIdentity(), SaveOnInterrupt()]
+        if self.subcommand == "predict":  # prediction.npz, figures and a summary, as `lemon-pl predict` writes
+            from lemon_pl.predict.lightning import PredictionWriter
+
+            if not any(isinstance(c, PredictionWriter) for c in [*callbacks, *(config.get("callbacks") or [])]):
+                extra.append(PredictionWriter())
         from lightning.pytorch.callbacks import ProgressBar
 
         if config.get("enable_progress_bar", True) is not False and not any(

@@ -253,6 +253,10 @@ class OperatorFamilyDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(ds, self._eval_batch()) for ds in self.test_sets]
 
+    def predict_dataloader(self) -> list[DataLoader]:
+        """``lemon-pl predict --config``: the test split's loaders, one per evaluation family."""
+        return self.test_dataloader()
+
     def _eval_batch(self) -> int:
         return self.hparams.eval_tasks_per_batch if self.hparams.unit == "task" else self.hparams.eval_batch_size
 

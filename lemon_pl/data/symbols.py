@@ -19,9 +19,11 @@ time), ``ux_0 .. uxxxx_0`` (space derivatives) and ``x``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence, Union
+from typing import Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -151,8 +153,24 @@ def var(name: str) -> Expr:
 
 
 def num(value: float) -> Expr:
-    """A float coefficient, rounded as the tokenizer will write it."""
-    return Expr("float", value=round_sig(value))
+    """A float coefficient, rounded as the tokenizer will write it (unrounded inside
+    :func:`exact_coefficients`)."""
+    return Expr("float", value=float(value) if _EXACT.get() else round_sig(value))
+
+
+_EXACT: contextvars.ContextVar[bool] = contextvars.ContextVar("lemon_exact_coefficients", default=False)
+
+
+@contextlib.contextmanager
+def exact_coefficients() -> Iterator[None]:
+    """Within this block :func:`num` keeps full precision, so a family's tree is a smooth function
+    of its parameters (``lemon_pl.predict.match`` fits parameters to a written equation with it).
+    Token ids are unaffected: :func:`encode_float` always writes 3 significant digits."""
+    token = _EXACT.set(True)
+    try:
+        yield
+    finally:
+        _EXACT.reset(token)
 
 
 def integer(value: int) -> Expr:

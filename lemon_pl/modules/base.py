@@ -291,6 +291,23 @@ class OperatorModule(Stage):
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, dataloader_idx, self.test_metrics, keep_example=batch_idx == 0, curve=True)
 
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """One evaluation batch predicted, in physical units (``lemon-pl predict --config``, written by
+        ``lemon_pl.predict.lightning.PredictionWriter``): ``pred`` and ``true`` (B, n_out, nx), ``u_in``
+        (B, n_in, nx), ``tokens``/``token_pad_mask`` and ``operator`` per sample, ``dataloader_idx``.
+        Task batches (``unit: task``) adapt on each operator's support set first, as few-shot
+        evaluation does, and predict its query set."""
+        if self.hparams.unit == "task":
+            parts = [self._eval_task(batch, t) for t in range(batch["u_in"].shape[0])]
+            query = {k: torch.cat([q[k] for _, q in parts]) for k in parts[0][1]}
+            pred = torch.cat([p for p, _ in parts])
+            operator = torch.cat([batch["operator"][t].expand(len(p)) for t, (p, _) in enumerate(parts)])
+        else:
+            pred, query, operator = self(batch), batch, batch["operator"]
+        return {"pred": denormalise(pred.float(), query), "true": denormalise(query["u_out"], query),
+                "u_in": denormalise(query["u_in"], query), "tokens": query["tokens"],
+                "token_pad_mask": query["token_pad_mask"], "operator": operator, "dataloader_idx": dataloader_idx}
+
     def on_validation_epoch_start(self) -> None:
         self.examples = {}
         self._eval_started = time.perf_counter()

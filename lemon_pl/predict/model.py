@@ -1,0 +1,224 @@
+"""A trained stage, rebuilt from its run, predicting from initial conditions and equation tokens.
+
+:meth:`Predictor.load` rebuilds the stage exactly as the training run did: the run's resolved
+``config.yaml`` (by default ``<run>/config.yaml`` next to ``<run>/checkpoints/<ckpt>``) through
+the same CLI (``LemonCLI``: defaults, data -> model links, the network), without a trainer; the
+checkpoint is then loaded as data (``load_checkpoint``) through the stage's own
+``on_load_checkpoint`` (LoRA adapters onto their base, network mismatches refused in one line).
+Grid and frame layout come from the run's data module: ``nx``, ``nt``, the input and predicted
+frames, all in stored time ``s = c_t * t``.
+
+Batches are built as the data engine builds them (``datasets.normalise``: the input frames'
+mean and standard deviation), predictions are de-normalised; few-shot adaptation runs the stage's
+own code path (``adapt_then_predict`` with the stage's adapted parameters and rate).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lemon_pl.data.datasets import FrameLayout, normalise
+from lemon_pl.data.symbols import PAD_ID
+
+
+class ModelLoadError(ValueError):
+    """The checkpoint or its run's config cannot be used (the message names the file)."""
+
+
+@dataclass
+class Predictor:
+    stage: torch.nn.Module  # an OperatorModule
+    layout: FrameLayout
+    nx: int
+    ckpt_path: Path
+    config_path: Path
+    device: torch.device
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, ckpt_path: str | Path, config: str | Path | None = None, device: str = "cpu") -> "Predictor":
+        import yaml
+
+        from lemon_pl.checkpointing import load_checkpoint
+
+        ckpt_path = Path(ckpt_path)
+        if not ckpt_path.exists():
+            raise ModelLoadError(f"--ckpt_path {ckpt_path} does not exist")
+        config_path = Path(config) if config else ckpt_path.resolve().parent.parent / "config.yaml"
+        if not config_path.is_file():
+            how = "" if config else (f" (looked for the training run's config.yaml at {config_path}); pass it "
+                                     "with --run-config")
+            raise ModelLoadError(f"{'--run-config ' if config else ''}{config_path} does not exist{how}")
+        try:
+            raw = yaml.safe_load(config_path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ModelLoadError(f"{config_path} is not a readable YAML config ({str(err).splitlines()[0]})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or not isinstance(raw.get("data"), dict):
+            raise ModelLoadError(f"{config_path} is not a lemon-pl run config (it needs 'model' and 'data' sections)")
+        stage, dm = _build(raw, config_path)
+        from lemon_pl.modules.base import OperatorModule
+
+        if not isinstance(stage, OperatorModule):
+            raise ModelLoadError(f"{config_path}: {type(stage).__name__} is not an operator-learning stage "
+                                 "(lemon-pl predict runs PretrainModule, MetaModule, FinetuneModule and their kind)")
+        ckpt = load_checkpoint(ckpt_path)
+        ckpt = dict(ckpt)
+        stage.on_load_checkpoint(ckpt)  # checks the network, merges adapter-only LoRA checkpoints
+        state = ckpt.get("state_dict") or {}
+        missing, unexpected = stage.load_state_dict(state, strict=False)
+        if [k for k in missing if k.startswith("net.")] or unexpected:
+            from lemon_pl.errors import CheckpointMismatchError
+
+            raise CheckpointMismatchError(f"{ckpt_path} does not fit the stage of {config_path} "
+                                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        dev = torch.device(device)
+        stage.to(dev).eval()
+        layout = dm.layout
+        return cls(stage, layout, int(dm.nx), ckpt_path, config_path, dev)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.stage.net
+
+    @property
+    def nt(self) -> int:
+        return int(self.layout.nt)
+
+    @property
+    def stage_class(self) -> str:
+        return type(self.stage).__name__
+
+    @property
+    def net_class(self) -> str:
+        return type(self.net).__name__
+
+    @property
+    def reads_equation(self) -> bool:
+        return bool(getattr(self.net, "uses_equation", False))
+
+    @property
+    def frames(self) -> np.ndarray:
+        """Stored frames of a prediction: the input frames, then the predicted ones."""
+        return np.concatenate([self.layout.input_idx, self.layout.output_idx])
+
+    @property
+    def stored_times(self) -> np.ndarray:
+        """Model time of each frame of :attr:`frames` (2k/nt)."""
+        return self.frames * (2.0 / self.nt)
+
+    # ------------------------------------------------------------------ batches
+    def batch(self, frames: np.ndarray, tokens: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """A normalised sample batch from physical frames (B, nt_given, nx) - the input frames only
+        (``nt_given == input_len``) or whole trajectories (``nt_given == nt``: targets too)."""
+        frames = np.asarray(frames, dtype=np.float64)
+        b = frames.shape[0]
+        if frames.shape[1] == self.nt:
+            u_in, u_out = self.layout.split(frames[:, self.layout.frames])
+        else:
+            u_in, u_out = frames, np.zeros((b, self.layout.output_len, self.nx))
+        x_in, y, mean, std = normalise(u_in, u_out)
+        length = max(len(t) for t in tokens)
+        toks = torch.full((b, length), PAD_ID, dtype=torch.long)
+        for i, t in enumerate(tokens):
+            toks[i, :len(t)] = torch.as_tensor(list(t), dtype=torch.long)
+        dev = self.device
+        return {
+            "u_in": torch.as_tensor(x_in, dtype=torch.float32, device=dev),
+            "u_out": torch.as_tensor(y, dtype=torch.float32, device=dev),
+            "mean": torch.as_tensor(mean, dtype=torch.float32, device=dev),
+            "std": torch.as_tensor(std, dtype=torch.float32, device=dev),
+            "t_in": self.layout.t_in.to(dev).expand(b, -1),
+            "t_out": self.layout.t_out.to(dev).expand(b, -1),
+            "tokens": toks.to(dev),
+            "token_pad_mask": (toks == PAD_ID).to(dev),
+        }
+
+    @staticmethod
+    def physical(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """De-normalised predictions (B, n_out, nx) as float64."""
+        from lemon_pl.modules.metrics import denormalise
+
+        return denormalise(pred, batch).double().cpu().numpy()
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, batch: dict[str, torch.Tensor], repeats: int = 3) -> tuple[np.ndarray, float]:
+        """Zero-shot predictions (B, n_out, nx) and the seconds of one batched forward pass: the
+        fastest of ``repeats`` timed passes after a warm-up pass (a shared CPU makes single timings noisy)."""
+        from lemon_pl.adaptation.functional import net_call
+
+        with torch.inference_mode():
+            net_call(self.net, {}, {k: v[:1] for k, v in batch.items()})  # warm-up (allocations, kernels)
+            times = []
+            for _ in range(max(1, repeats)):
+                start = time.perf_counter()
+                pred = net_call(self.net, {}, batch)
+                times.append(time.perf_counter() - start)
+        return self.physical(pred, batch), min(times)
+
+    def adapt_predict(self, support: dict[str, torch.Tensor], query: dict[str, torch.Tensor], steps: int,
+                      lr: float | None = None) -> dict:
+        """Adapt on ``support`` for ``steps`` SGD steps (the stage's few-shot code: its adapted
+        parameters and learning rate unless ``lr`` is given), then predict ``query``.
+
+        Returns ``pred`` (adapted, physical), ``zero_shot`` (before adapting), the support set's
+        relative L2 before/after (``support_rel_l2``: (2,)), ``lr`` and ``seconds``."""
+        from lemon_pl.adaptation.fewshot import adapt_then_predict
+        from lemon_pl.modules.metrics import relative_l2
+
+        nq = len(query["u_in"])
+        both = {k: torch.cat([query[k], support[k]]) for k in query}  # the support fit is reported too
+        task = {"tokens": support["tokens"][:1], "token_pad_mask": support["token_pad_mask"][:1]}
+        rate = self.stage.task_lr(task, 0) if lr is None else float(lr)
+        seen: dict[int, torch.Tensor] = {}
+        start = time.perf_counter()
+        pred = adapt_then_predict(self.net, support, both, self.stage.eval_fast_names(), steps, rate,
+                                  self.stage.loss, curve=(0, steps), on_step=lambda k, p: seen.__setitem__(k, p))
+        seconds = time.perf_counter() - start
+        true = self.physical(support["u_out"], support)
+        sup_err = [float(relative_l2(torch.as_tensor(self.physical(seen[k][nq:], support)),
+                                     torch.as_tensor(true)).mean()) for k in (0, steps)]
+        return {"pred": self.physical(pred[:nq], query), "zero_shot": self.physical(seen[0][:nq], query),
+                "support_rel_l2": np.array(sup_err), "lr": _rate_value(rate), "seconds": seconds}
+
+
+def _rate_value(rate) -> float:
+    if isinstance(rate, dict):
+        return float(np.mean([float(v) for v in rate.values()]))
+    return float(rate)
+
+
+def _build(raw: dict, config_path: Path):
+    """The stage and data module of a run config, built by the CLI that trained it (no trainer)."""
+    import yaml
+
+    from lemon_pl.cli.lightning import LemonCLI
+
+    class _Build(LemonCLI):
+        def instantiate_trainer(self, **kwargs):  # the stage and data only
+            return None
+
+    keep = {k: raw[k] for k in ("model", "data") if k in raw}
+    keep["seed_everything"] = False
+    try:
+        with warnings.catch_warnings():  # args are passed explicitly, on purpose
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            cli = _Build(args=["--config", yaml.safe_dump(keep, sort_keys=False)], run=False)
+    except SystemExit as err:
+        raise ModelLoadError(f"{config_path}: the run's model/data sections do not parse ({err})") from None
+    except Exception as err:  # noqa: BLE001 - jsonargparse wraps constructor errors: report the root
+        from argparse import ArgumentError
+
+        from lemon_pl.cli.lightning import _root_message
+
+        if isinstance(err, (ArgumentError, ValueError, KeyError, TypeError, FileNotFoundError, RuntimeError)):
+            raise ModelLoadError(f"{config_path}: cannot rebuild the stage ({_root_message(err)})") from None
+        raise
+    return cli.model, cli.datamodule

@@ -1,0 +1,164 @@
+"""What a prediction writes: ``prediction.npz``, space-time figures, and the printed summary.
+
+``prediction.npz`` (``numpy.load(path)`` reads it, no pickle):
+
+=======================  ===================  ===============================================
+``x``                    (nx,)                cell centres of the periodic [0, 2)
+``t``                    (B, F)               physical time of each frame of ``u``
+``t_model``              (F,)                 the same frames in model (stored) time, 2k/nt
+``n_input``              ()                   leading frames of ``u`` that were the input
+``u``                    (B, F, nx)           prediction (the input frames first)
+``u_ref``                (B, F, nx)           the solver's solution or the data (NaN: none)
+``rel_l2``               (B,)                 relative L2 of the predicted frames vs ``u_ref``
+``rel_l2_persistence``   (B,)                 the same for repeating the initial condition
+``u_zero_shot``,         (B, F, nx), (B,)     before adaptation (only with ``--adapt``)
+``rel_l2_zero_shot``
+``equation``             (B,) str             the equation (physical time)
+``tokens``, ``token_len`` (B, L), (B,)        its prefix token ids as the model read them
+``family``, ``params``   (B,) str             recognised family ('' if none), its parameters (JSON)
+``t_final``, ``ic``      (B,), (B,) str       horizon, initial condition
+``latency_ms``           (B,)                 model time per prediction (batched forward / B)
+``solver_ms``            (B,)                 solver time per prediction (NaN: none)
+``model_class``,         ()  str              stage and network classes, the checkpoint, its run
+``net_class``,                                config, and what was predicted (``equation`` or
+``ckpt_path``,                                ``data split``)
+``config_path``,
+``source``
+=======================  ===================  ===============================================
+
+The relative L2 is LeMON's metric (``lemon_pl.modules.metrics.relative_l2``) over the predicted
+frames (the input frames excluded), per prediction.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lemon_pl.checkpointing import atomic_write
+from lemon_pl.data.symbols import PAD_ID
+
+
+@dataclass
+class PredictionSet:
+    x: np.ndarray
+    t: np.ndarray
+    t_model: np.ndarray
+    n_input: int
+    u: np.ndarray
+    u_ref: np.ndarray
+    equation: list[str]
+    tokens: list[list[int]]
+    family: list[str]
+    params: list[dict]
+    t_final: np.ndarray
+    ic: list[str]
+    latency_ms: np.ndarray
+    solver_ms: np.ndarray
+    model_class: str
+    net_class: str
+    ckpt_path: str
+    config_path: str
+    source: str = "equation"
+    u_zero_shot: np.ndarray | None = None
+    ref_name: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.u.shape[0])
+
+    # ------------------------------------------------------------------ metrics
+    def rel_l2(self, u: np.ndarray | None = None) -> np.ndarray:
+        """Per prediction, over the predicted frames: ||u - u_ref|| / (||u_ref|| + 1e-7) (NaN: no reference)."""
+        u = self.u if u is None else u
+        k = self.n_input
+        diff = (u[:, k:] - self.u_ref[:, k:]).reshape(len(u), -1)
+        ref = self.u_ref[:, k:].reshape(len(u), -1)
+        return np.linalg.norm(diff, axis=1) / (np.linalg.norm(ref, axis=1) + 1e-7)
+
+    def rel_l2_persistence(self) -> np.ndarray:
+        last = np.repeat(self.u[:, self.n_input - 1:self.n_input], self.u.shape[1], axis=1)
+        return self.rel_l2(last)
+
+    # ------------------------------------------------------------------ files
+    def arrays(self) -> dict[str, np.ndarray]:
+        n = len(self)
+        length = max([len(t) for t in self.tokens] + [1])
+        toks = np.full((n, length), PAD_ID, dtype=np.int16)
+        for i, t in enumerate(self.tokens):
+            toks[i, :len(t)] = t
+        out = {
+            "x": self.x, "t": self.t, "t_model": self.t_model, "n_input": np.int64(self.n_input),
+            "u": self.u.astype(np.float32), "u_ref": self.u_ref.astype(np.float32),
+            "rel_l2": self.rel_l2(), "rel_l2_persistence": self.rel_l2_persistence(),
+            "equation": np.array(self.equation, dtype=str), "tokens": toks,
+            "token_len": np.array([len(t) for t in self.tokens], dtype=np.int16),
+            "family": np.array(self.family, dtype=str),
+            "params": np.array([json.dumps(p) for p in self.params], dtype=str),
+            "t_final": np.asarray(self.t_final, dtype=np.float64), "ic": np.array(self.ic, dtype=str),
+            "latency_ms": np.asarray(self.latency_ms, dtype=np.float64),
+            "solver_ms": np.asarray(self.solver_ms, dtype=np.float64),
+            "model_class": np.array(self.model_class), "net_class": np.array(self.net_class),
+            "ckpt_path": np.array(self.ckpt_path), "config_path": np.array(self.config_path),
+            "source": np.array(self.source),
+        }
+        if self.u_zero_shot is not None:
+            out["u_zero_shot"] = self.u_zero_shot.astype(np.float32)
+            out["rel_l2_zero_shot"] = self.rel_l2(self.u_zero_shot)
+        return out
+
+    def save(self, folder: str | Path, figures: Sequence[tuple[int, str]] | None = None,
+             title=None) -> list[Path]:
+        """Write ``prediction.npz`` and the figures ``[(index, file name), ...]`` atomically into ``folder``
+        (default: ``prediction.png``, or ``prediction_NNN.png`` for the predictions of :meth:`figure_indices`)."""
+        folder = Path(folder)
+        arrays = self.arrays()
+        written = [atomic_write(folder / "prediction.npz", lambda fh: np.savez_compressed(fh, **arrays))]
+        if figures is None:
+            figures = [(0, "prediction.png")] if len(self) == 1 else [(i, f"prediction_{i:03d}.png")
+                                                                       for i in self.figure_indices()]
+        for i, name in figures:
+            written.append(atomic_write(folder / name, self.figure_png(i, title(i) if title else None)))
+        return written
+
+    def figure_indices(self, limit: int = 16) -> list[int]:
+        """Which predictions get a figure: every equation's first, then the others, ``limit`` in all
+        (at least one per equation)."""
+        first = list(dict.fromkeys(self.equation))
+        chosen = [self.equation.index(e) for e in first]
+        rest = [i for i in range(len(self)) if i not in set(chosen)]
+        return sorted(chosen + rest[:max(0, limit - len(chosen))])
+
+    def figure_png(self, i: int, title: str | None = None) -> bytes:
+        import matplotlib.pyplot as plt
+
+        from lemon_pl.plotting import space_time_figure
+
+        ref = self.u_ref[i] if np.isfinite(self.u_ref[i]).all() else None
+        rel = float(self.rel_l2()[i]) if ref is not None else None
+        ref_name = self.ref_name[i] if i < len(self.ref_name) and self.ref_name[i] else "solver"
+        text = title or f"{self.equation[i]}\n{self.ic[i]}, t_final={self.t_final[i]:g}"
+        fig = space_time_figure(self.x, self.t[i], self.u[i], ref, text, ref_name=ref_name, rel_l2=rel)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        return buf.getvalue()
+
+
+def concat(sets: Sequence[PredictionSet]) -> PredictionSet:
+    """Several prediction sets (same grid and frames) as one."""
+    first = sets[0]
+    cat = lambda name: np.concatenate([getattr(s, name) for s in sets])  # noqa: E731
+    merged = PredictionSet(
+        first.x, cat("t"), first.t_model, first.n_input, cat("u"), cat("u_ref"),
+        sum((s.equation for s in sets), []), sum((s.tokens for s in sets), []), sum((s.family for s in sets), []),
+        sum((s.params for s in sets), []), cat("t_final"), sum((s.ic for s in sets), []), cat("latency_ms"),
+        cat("solver_ms"), first.model_class, first.net_class, first.ckpt_path, first.config_path, first.source,
+        None, sum((s.ref_name or [""] * len(s) for s in sets), []))
+    if any(s.u_zero_shot is not None for s in sets):
+        merged.u_zero_shot = np.concatenate([s.u if s.u_zero_shot is None else s.u_zero_shot for s in sets])
+    return merged
