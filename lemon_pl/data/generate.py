@@ -49,7 +49,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lemon_pl.data.families import Family, UnknownFamilyError, get_family, resolve_families
-from lemon_pl.data.io import CHECKSUM, REQUIRED, describe_problems, operator_checksum, verify_operators
+from lemon_pl.data.io import CHECKSUM, REQUIRED, describe_problems, mark_written, verify_operators
 from lemon_pl.data.symbols import PAD_ID, pad_batch
 
 GENERATOR_VERSION = "1.0"
@@ -592,10 +592,7 @@ def _write_split_unchecked(spec: SplitSpec, path: Path, partial: Path, pool, bar
                 f["u0_fine"][i] = u0_fine
             f["solve_seconds"][i] = seconds
             f["n_rejected"][i] = rejected
-            f[CHECKSUM][i] = operator_checksum(u)
-            f.flush()
-            f["op_done"][i] = True
-            f.flush()
+            mark_written(f, i, u)
             bar.update(1)
             if rejected:
                 bar.set_postfix(rejected=int(f["n_rejected"][:].sum()))

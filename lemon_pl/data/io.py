@@ -82,6 +82,16 @@ def operator_checksum(u: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(u, dtype="<f4").tobytes())
 
 
+def mark_written(f, i: int, u: np.ndarray) -> None:
+    """Unit ``i`` (an operator, or a chunk of map samples) has its data in ``f``: store its CRC-32
+    of ``u``, flush, and only then set its done flag and flush again, so a flag never outruns its
+    data (what :func:`verify_operators` checks on resume)."""
+    f[CHECKSUM][i] = operator_checksum(u)
+    f.flush()
+    f["op_done"][i] = True
+    f.flush()
+
+
 def verify_operators(f, indices: Iterable[int] | None = None) -> list[tuple[int, str]]:
     """Check operators of an open HDF5 file; returns ``[(operator, problem), ...]`` (empty: fine).
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from lemon_pl.data.generate import (GenerationError, SplitReport, _acquire_locks, _close_quietly, _fsync,
                                     _fsync_dir, _os_error_message, _release_locks, _rng, _same_identity)
-from lemon_pl.data.io import CHECKSUM, describe_problems, operator_checksum, verify_operators
+from lemon_pl.data.io import CHECKSUM, describe_problems, mark_written, verify_operators
 from lemon_pl.multilevel.families import MAP_FAMILIES, MapFamily
 
 MAP_GENERATOR_VERSION = "1.0"
@@ -209,10 +209,7 @@ def write_map_split(root: Path, spec: MapSplitSpec, pool, bar, command: str, ove
             for i, (fine, coarse, u, seconds) in results:
                 f["inputs_fine"][i], f["inputs"][i], f["u"][i] = fine, coarse, u
                 f["solve_seconds"][i] = seconds
-                f[CHECKSUM][i] = operator_checksum(u)
-                f.flush()
-                f["op_done"][i] = True
-                f.flush()
+                mark_written(f, i, u)
                 bar.update(1)
             f.attrs["seconds_per_sample"] = float(f["solve_seconds"][:].sum()) / (spec.n_chunks * spec.chunk)
             f.attrs["complete"] = True

@@ -222,4 +222,6 @@ def test_cli_generates_and_lists(tmp_path):
     assert "6 files" in res.stdout
     assert open_split(tmp_path, "wave", "test").k == 3
     res = _cli("--list")
-    assert res.returncode == 0 and "Klein_Gordon" in res.stdout and len(res.stdout.splitlines()) == 19
+    lines = res.stdout.splitlines()
+    assert res.returncode == 0 and "Klein_Gordon" in res.stdout and len(lines) == 19 + 3  # + the 3 map families
+    assert sum(" map " in line for line in lines) == 3
