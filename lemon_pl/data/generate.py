@@ -762,7 +762,7 @@ def _per_level(text: str | None, flag: str, levels: list[int]) -> list[int | Non
     if len(vals) != len(levels):
         raise GenerationError(f"{flag} gives {len(vals)} counts for {len(levels)} levels {levels}")
     if any(v < 1 for v in vals):
-        raise GenerationError(f"{flag} must be positive, got {text!r}")
+        raise GenerationError(f"{flag} must be positive, got {text}")
     return vals
 
 
