@@ -17,8 +17,9 @@ PINN_OVERLAYS = sorted([*CONFIGS.glob("model/pinn/*.yaml"), *CONFIGS.glob("data/
                         CONFIGS / "optim/lbfgs.yaml", CONFIGS / "callbacks/pinn.yaml", CONFIGS / "trainer/pinn.yaml"])
 PINN_STAGES = sorted(CONFIGS.glob("pinn/*.yaml"))
 #: the multi-level stages and their overlays (composed with configs/multilevel/schrodinger.yaml)
-MULTILEVEL_STAGES = sorted(p for p in CONFIGS.glob("multilevel/*.yaml") if p.name != "tiny.yaml")
-MULTILEVEL_OVERLAYS = [CONFIGS / "multilevel/tiny.yaml", CONFIGS / "callbacks/multilevel.yaml",
+MULTILEVEL_OVERLAY_NAMES = ("tiny.yaml", "fno_native.yaml")
+MULTILEVEL_STAGES = sorted(p for p in CONFIGS.glob("multilevel/*.yaml") if p.name not in MULTILEVEL_OVERLAY_NAMES)
+MULTILEVEL_OVERLAYS = [*(CONFIGS / "multilevel" / n for n in MULTILEVEL_OVERLAY_NAMES), CONFIGS / "callbacks/multilevel.yaml",
                        CONFIGS / "trainer/multilevel.yaml", CONFIGS / "model/fno.yaml"]
 OVERLAYS = sorted(p for p in CONFIGS.glob("*/*.yaml")
                   if p.parent.name not in ("experiments", "pinn", "multilevel") and p not in PINN_OVERLAYS)

@@ -15,7 +15,8 @@ Map families store ``inputs_fine`` / ``inputs`` / ``u``; an engine family (e.g. 
 is read as the map ``u(t=0) -> u(frame output_frame)`` of its trajectories (``u0_fine`` on coarse
 levels). Inputs pass through the family's transform (``log`` for elliptic coefficients).
 
-Linked to the stage and network (``model_links``): ``nx`` (the finest grid) and ``level_epochs``.
+Linked to the stage and network (``model_links``): ``nx`` (the finest grid), ``input_len`` and
+``output_len`` (1 and 1: one field in, one out) and ``level_epochs``.
 Also exposed: ``level_costs`` (measured solver seconds per sample of each level's train file) and
 ``budget`` (``sum n_l c_l``), which the stage writes to ``fit_summary.json``.
 """
@@ -122,7 +123,9 @@ class MultilevelDataModule(pl.LightningDataModule):
         val_samples, test_samples: keep the first N of the finest level's val / test (None: all).
     """
 
-    model_links = ("nx", "level_epochs")
+    model_links = ("nx", "input_len", "output_len", "level_epochs")
+    input_len = 1  # one input field
+    output_len = 1  # one output field
 
     def __init__(self, root: str = "data/multilevel", family: str = "schrodinger",
                  levels: Sequence[int] = (32, 64, 128), n_samples: Sequence[int] = (256, 64, 16),
