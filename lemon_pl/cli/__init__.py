@@ -20,7 +20,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "merge-lora": ("lemon_pl.cli.merge_lora", "fold LoRA adapters into the weights of a fine-tuning checkpoint"),
     "multilevel": ("lemon_pl.multilevel.plan", "multi-level fine-tuning tools: `multilevel plan` splits a budget"),
     "experiment": ("lemon_pl.cli.experiment",
-                   "run an experiment (scaling, init-comparison, finetune, zero-shot), write its report"),
+                   "run an experiment (scaling, init-comparison, finetune, zero-shot, hyper-lr-pinn, multilevel), write its report"),
 }
 
 

@@ -5,6 +5,7 @@
     lemon-pl experiment finetune --scale cpu                     # full vs LoRA ranks vs decoder at N = 20, 50, 100
     lemon-pl experiment zero-shot --scale paper --config configs/trainer/ddp.yaml
     lemon-pl experiment hyper-lr-pinn --scale cpu                # Hyper-LR-PINN vs PINN baselines (Tables 2, 4)
+    lemon-pl experiment multilevel --scale cpu                   # multi-level fine-tuning vs single levels per budget
     lemon-pl experiment scaling --scale cpu --dry-run            # list the steps (done / stale / todo)
 
 Re-running the same command skips completed steps (a step whose arguments changed runs again,

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_experiment_module_is_registered_in_cli_order():
-    assert list(EXPERIMENTS) == ["scaling", "zero-shot", "init-comparison", "finetune", "hyper-lr-pinn"]
+    assert list(EXPERIMENTS) == ["scaling", "zero-shot", "init-comparison", "finetune", "hyper-lr-pinn", "multilevel"]
     for name, module in EXPERIMENTS.items():
         assert module.NAME == name and callable(module.steps) and callable(module.report)
         assert module.__name__ == f"lemon_pl.experiments.{name.replace('-', '_')}"
