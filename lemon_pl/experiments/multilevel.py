@@ -20,8 +20,11 @@ ratio fine-only / allocator, the allocations with the plan's estimated error bes
 one, and the error-vs-budget plot (budget in measured generation seconds).
 
 Settings: ``seeds``, ``overlays``, ``budgets``, ``methods``, ``pilot``, ``preset``, ``data_root``,
-``generate_workers`` and ``problems``: ``{name: {config, family, levels, train: [per-level counts],
-count: n_samples | n_operators, generate: [extra generate arguments]}}``.
+``generate_workers``, ``problems``: ``{name: {config, family, levels, train: [per-level counts],
+count: n_samples | n_operators, generate: [extra generate arguments]}}`` and ``variants``: labelled
+extra rows ``{label: {overlays: [...], args: {key: value}, problems: [...], budgets: [...], methods:
+[...]}}``, each fit and tested like the main rows with its overlays and arguments added (e.g. the
+FNO on native grids against interpolated labels); they appear as ``<method> [<label>]``.
 """
 
 from __future__ import annotations
@@ -72,32 +75,45 @@ def steps(sc: dict) -> list[Step]:
                                      "--out-dir", plan_dir],
                     needs=[f"{name}_generate_train", f"{name}_generate_eval"])
         out.append(plan)
-        for budget in budgets:
-            for method in sc["methods"]:
-                for seed in sc["seeds"]:
-                    fid = f"{name}_{method}_b{budget:g}_s{seed}"
-                    args = {"data.init_args.root": b.root, "data.init_args.seed": seed,
-                            "trainer.enable_progress_bar": False}
-                    fit = b.stage("fit", p["config"], "fit", args, seed=seed, needs=[plan.id], step_id=fid)
-                    _insert_overlay(fit, f"{plan_dir}/{method}_b{budget:g}.yaml")
-                    out.append(fit)
-                    tags = {"condition": f"{name} B={budget:g} {method}", "problem": name, "method": method,
-                            "budget": budget, "seed": seed, "fit": fid, "family": p["family"]}
-                    test = b.stage("test", p["config"], "test", {**args, "ckpt_path": f"{{ckpt:{fid}}}"}, seed=seed,
-                                   step_id=f"{fid}_test", tags=tags)
-                    _insert_overlay(test, f"{plan_dir}/{method}_b{budget:g}.yaml")
-                    out.append(test)
+        rows = [("", {}, budgets, sc["methods"])]
+        for label, v in (sc.get("variants") or {}).items():
+            if name in v.get("problems", [name]):
+                rows.append((label, v, [float(x) for x in v.get("budgets", budgets)], v.get("methods", sc["methods"])))
+        for label, v, row_budgets, methods in rows:
+            for budget in row_budgets:
+                for method in methods:
+                    out += _fit_and_test(b, sc, name, p, plan.id, plan_dir, budget, method, label, v)
     return out
 
 
-def _insert_overlay(step: Step, overlay: str) -> None:
-    """The plan's overlay after the stage config and the scale's overlays; drop the Builder's
-    operator-data arguments (this data module has no ``preset``)."""
+def _fit_and_test(b: Builder, sc: dict, name: str, p: dict, plan_id: str, plan_dir: str, budget: float,
+                  method: str, label: str, variant: dict) -> list[Step]:
+    out = []
+    tag = f"{method} [{label}]" if label else method
+    for seed in sc["seeds"]:
+        fid = f"{name}_{method}_b{budget:g}" + (f"_{label}" if label else "") + f"_s{seed}"
+        args = {"data.init_args.root": b.root, "data.init_args.seed": seed, "trainer.enable_progress_bar": False,
+                **(variant.get("args") or {})}
+        overlays = [*(b.config(o) for o in variant.get("overlays") or []), f"{plan_dir}/{method}_b{budget:g}.yaml"]
+        fit = b.stage("fit", p["config"], "fit", args, seed=seed, needs=[plan_id], step_id=fid)
+        _insert_overlay(fit, overlays)
+        tags = {"condition": f"{name} B={budget:g} {tag}", "problem": name, "method": tag, "budget": budget,
+                "seed": seed, "fit": fid, "family": p["family"]}
+        test = b.stage("test", p["config"], "test", {**args, "ckpt_path": f"{{ckpt:{fid}}}"}, seed=seed,
+                       step_id=f"{fid}_test", tags=tags)
+        _insert_overlay(test, overlays)
+        out += [fit, test]
+    return out
+
+
+def _insert_overlay(step: Step, overlays: list[str]) -> None:
+    """A variant's overlays and the plan's overlay (last: it wins) after the stage config and the
+    scale's overlays; drop the Builder's operator-data argument (this data module has no ``preset``)."""
     argv = step.argv
     i = argv.index("--data.init_args.preset")
     del argv[i:i + 2]
     last = max(j for j, a in enumerate(argv) if a == "--config")
-    argv[last + 2:last + 2] = ["--config", overlay]
+    argv[last + 2:last + 2] = [x for o in overlays for x in ("--config", o)]
 
 
 # ----------------------------------------------------------------------------- report
@@ -122,7 +138,9 @@ def report(rep: "Report") -> None:
 
     plans = _plans(rep)
     problems = list(dict.fromkeys(r["tags"]["problem"] for r in rep.results))
-    methods = list(dict.fromkeys(r["tags"]["method"] for r in rep.results))
+    all_methods = list(dict.fromkeys(r["tags"]["method"] for r in rep.results))
+    methods = [m for m in all_methods if "[" not in m]
+    variants = [m for m in all_methods if "[" in m]
     budgets = sorted({float(r["tags"]["budget"]) for r in rep.results})
     lines = ["## Test relative L2 at equal generation budget", "",
              "Budget: measured solver seconds of the training samples used (`B` in finest-sample units; the "
@@ -155,6 +173,17 @@ def report(rep: "Report") -> None:
         lines.append("**Never worse than the better single-level baseline beyond the seed spread**: "
                      + ("holds in every cell." if not bad else "fails at " + ", ".join(
                          f"{p} B={b:g} (allocator worse than {best} by {w:.3g})" for p, b, _, best, _, w in bad)) + "")
+        lines.append("")
+    if variants:
+        lines += ["## Labelled variants", "", "| problem | B | row | relative L2 | same method, main row |", "|---|---|---|---|---|"]
+        for p in problems:
+            for bud in budgets:
+                for m in variants:
+                    row = _row(rep, p, bud, m)
+                    base = _row(rep, p, bud, m.split(" [")[0])
+                    if row:
+                        lines.append(f"| {p} | {bud:g} | {m} | {fmt(row['rel_l2_mean'], row['rel_l2_std'])} | "
+                                     + (fmt(base["rel_l2_mean"], base["rel_l2_std"]) if base else "n/a") + " |")
         lines.append("")
     lines += _allocation_lines(rep, plans, problems, budgets, methods)
     rep.summary = lines

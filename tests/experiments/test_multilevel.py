@@ -21,7 +21,13 @@ def test_steps_generate_plan_then_fit_and_test_every_method_budget_and_seed(scal
     steps = build_steps("multilevel", scale, configs=CONFIGS)
     ids = [s.id for s in steps]
     n_fit = len(sc["budgets"]) * len(sc["methods"]) * len(sc["seeds"])
-    assert len(steps) == len(sc["problems"]) * (3 + 2 * n_fit)
+    n_variant = sum(len(v.get("problems", sc["problems"])) * len(v.get("budgets", sc["budgets"]))
+                    * len(v.get("methods", sc["methods"])) * len(sc["seeds"]) for v in (sc.get("variants") or {}).values())
+    assert len(steps) == len(sc["problems"]) * (3 + 2 * n_fit) + 2 * n_variant
+    for s in steps:
+        if "fno_native" in s.id and s.command == "fit":  # a variant: its overlay, then the plan's
+            configs = [s.argv[i + 1] for i, a in enumerate(s.argv) if a == "--config"]
+            assert configs[-2].endswith("multilevel/fno_native.yaml")
     for p in sc["problems"]:
         plan = ids.index(f"{p}_plan")
         assert ids.index(f"{p}_generate_train") < plan and ids.index(f"{p}_generate_eval") < plan
