@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lemon_pl.experiments.common import Builder, require

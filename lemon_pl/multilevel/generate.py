@@ -30,7 +30,8 @@ from typing import Sequence
 import numpy as np
 
 from lemon_pl.data.generate import (GenerationError, SplitReport, _acquire_locks, _close_quietly, _fsync,
-                                    _fsync_dir, _os_error_message, _release_locks, _rng, _same_identity)
+                                    _fsync_dir, _os_error_message, _release_locks, _rng, _same_identity,
+                                    _verify_written)
 from lemon_pl.data.io import CHECKSUM, describe_problems, mark_written, verify_operators
 from lemon_pl.multilevel.families import MAP_FAMILIES, MapFamily
 
@@ -219,12 +220,9 @@ def write_map_split(root: Path, spec: MapSplitSpec, pool, bar, command: str, ove
             raise
         f.close()
         _fsync(partial)
-        import h5py
-
-        with h5py.File(partial, "r") as check:
-            bad = verify_operators(check)
-        if bad:
-            raise GenerationError(f"{partial} failed verification after writing ({describe_problems(bad)}); "
+        problems = _verify_written(partial)
+        if problems:
+            raise GenerationError(f"{partial} failed verification after writing ({problems}); it was not renamed; "
                                   "run the same command again")
         os.replace(partial, path)
         _fsync_dir(path.parent)

@@ -156,9 +156,6 @@ def epochs_for(n: Sequence[int], total: int) -> list[int]:
 def run_pilots(configs: Sequence[str], d: dict[str, Any], sizes: Sequence[int], available: Sequence[int],
                pilot_dir: Path, seed: int, extra: Sequence[str] = (), log=print) -> dict[int, list[tuple[int, float]]]:
     """Single-level fits: level -> [(N, finest-level validation relative L2), ...]."""
-    from lemon_pl.cli import main as lemon_pl_main
-    from lemon_pl.experiments.common import _value
-
     out: dict[int, list[tuple[int, float]]] = {}
     for l, grid in enumerate(d["levels"]):
         counts = sorted({min(int(s), available[l]) for s in sizes})

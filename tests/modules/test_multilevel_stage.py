@@ -12,7 +12,6 @@ from lemon_pl.cli import main
 from lemon_pl.models import FNO, MLP
 from lemon_pl.modules import MultilevelRegression
 from lemon_pl.multilevel.data import MultilevelDataModule
-from lemon_pl.multilevel.outputs import LevelCheckpoints
 from tests.conftest import CONFIGS
 
 LEVELS = [32, 64]
