@@ -176,7 +176,7 @@ class MultilevelDataModule(pl.LightningDataModule):
     @property
     def budget(self) -> float:
         """Measured generation seconds of the training samples used: ``sum n_l c_l``."""
-        return float(sum(n * c for n, c in zip(self.n_samples, self.level_costs)))
+        return float(sum(n * c for n, c in zip(self.n_samples, self.level_costs) if n > 0))  # skipped: no cost
 
     def setup(self, stage: str | None = None) -> None:
         if not self.level_costs:

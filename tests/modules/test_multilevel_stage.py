@@ -86,6 +86,9 @@ def test_every_level_is_scored_on_the_finest_validation_set(root):
     assert dm._eval["val"].y.shape[-1] == 64 and dm._train[0].y.shape[-1] == 64  # labels interpolated
     assert dm._train[0].x.shape[0] == 48 and dm._train[1].x.shape[0] == 16
     assert dm.budget == pytest.approx(48 * dm.level_costs[0] + 16 * dm.level_costs[1])
+    skipped, _ = _parts(root, epochs=(0, 2), n=(0, 16))  # a level left out costs nothing (its cost is unread)
+    skipped.setup("fit")
+    assert skipped.budget == pytest.approx(16 * skipped.level_costs[1])
     native, _ = _parts(root, native=True)
     native.setup("fit")
     assert native._train[0].x.shape[-1] == 32 and native._eval["val"].x.shape[-1] == 64
