@@ -79,6 +79,7 @@ def test_costs_and_variances_are_read_from_the_level_files(root):
     assert 0 < v[1] < 0.01  # the 64-point correction is small next to the map
 
 
+@pytest.mark.slow
 def test_plan_runs_pilots_and_writes_overlays_that_compose(root, tmp_path, capsys):
     configs = _two_levels(tmp_path, root)
     argv = ["multilevel", "plan", *[x for c in configs for x in ("--config", c)], "--root", str(root),
