@@ -150,6 +150,7 @@ def test_checkpoint_of_another_model_is_one_line(tiny_root, tmp_path, monkeypatc
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # 35 s; the default suite keeps the 2-process gloo fit of tests/test_train.py
 def test_meta_ddp_update_equals_single_process(tiny_root, tmp_path):
     """2 processes x 2 tasks give the same outer update as 1 process x 4 tasks."""
     def launch(out, extra):

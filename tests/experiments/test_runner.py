@@ -294,6 +294,7 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow  # 40 s: the default suite keeps the finetune and multi-process end-to-end runs
 def test_scaling_tiny_end_to_end_and_resume(exp_data, tmp_path, in_tmp, capsys):
     argv = ["experiment", "scaling", "--scale", "tiny", "--data-root", str(exp_data), "--out", "res"]
     assert main(argv) == 0

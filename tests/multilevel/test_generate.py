@@ -82,6 +82,7 @@ def test_coarse_labels_converge_to_the_finest(levels_root, family):
     assert errs[1] < errs[0] and errs[0] > 0
 
 
+@pytest.mark.slow
 def test_output_does_not_depend_on_the_worker_count(tmp_path, levels_root):
     assert _gen(tmp_path, "schrodinger,inviscid_burgers", "--nt", "2", "--gamma", "0", "--k", "16",
                 "--n-operators", "2", "--splits", "train", workers=2) == 0
