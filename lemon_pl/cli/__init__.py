@@ -16,7 +16,7 @@ from typing import Sequence
 
 #: tool name -> (module with ``main(argv)``, one-line description)
 TOOLS: dict[str, tuple[str, str]] = {
-    "generate": ("lemon_pl.data.generate", "generate operator-family datasets (HDF5)"),
+    "generate": ("lemon_pl.cli.generate", "generate operator-family datasets (HDF5)"),
     "merge-lora": ("lemon_pl.cli.merge_lora", "fold LoRA adapters into the weights of a fine-tuning checkpoint"),
     "multilevel": ("lemon_pl.multilevel.plan", "multi-level fine-tuning tools: `multilevel plan` splits a budget"),
     "experiment": ("lemon_pl.cli.experiment",

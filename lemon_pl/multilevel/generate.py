@@ -1,7 +1,7 @@
 """Write the map families (``lemon_pl.multilevel.families``) at one level: ``ROOT/<family>/<split>.h5``.
 
 ``lemon-pl generate --families schrodinger,rough_elliptic --levels 32,64,128`` calls this once per
-level with ``ROOT/n<level>`` (``lemon_pl.data.generate.main``). A file holds ``n_samples`` samples
+level with ``ROOT/n<level>`` (``lemon_pl.cli.generate``). A file holds ``n_samples`` samples
 in chunks of ``chunk``; every chunk has its own seed, ``SeedSequence(seed, spawn_key=(family, split,
 "inputs", chunk))``, and its inputs are drawn on the *finest* grid, so every level of one split holds
 the same inputs (nested levels) and the arrays do not depend on the number of workers.
@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lemon_pl.data.generate import (GenerationError, SplitReport, _acquire_locks, _close_quietly, _fsync,
+from lemon_pl.data.generate import (GenerationError, SplitReport, _acquire_locks, _check_root, _close_quietly, _fsync,
                                     _fsync_dir, _os_error_message, _release_locks, _rng, _same_identity,
                                     _verify_written)
 from lemon_pl.data.io import CHECKSUM, describe_problems, mark_written, verify_operators
@@ -236,7 +236,6 @@ def generate_maps(root: str | os.PathLike, specs: Sequence[MapSplitSpec], worker
     """Write every spec's file under ``root`` (one level); returns one report per file."""
     from tqdm.auto import tqdm
 
-    from lemon_pl.data.generate import _check_root
     from lemon_pl.progress import bar_kwargs
 
     root = Path(root)

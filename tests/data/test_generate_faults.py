@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pytest
 
+from lemon_pl.cli import generate as gen_cli
 from lemon_pl.data import generate as gen
 from lemon_pl.data.io import CHECKSUM, DataFileError, FamilySplit, operator_checksum, verify_operators
 
@@ -29,7 +30,7 @@ KEYS = ("u", CHECKSUM, "params", "tokens", "token_len", "n_rejected", "op_done")
 
 
 def run(root, *extra) -> int:
-    return gen.main(["--root", str(root), *ARGS, *extra])
+    return gen_cli.main(["--root", str(root), *ARGS, *extra])
 
 
 def arrays(path) -> dict:
@@ -253,7 +254,7 @@ def test_truncated_complete_file_is_regenerated(ref, done_copy, capsys):
 
 @pytest.mark.parametrize("splits", ["", " , ", ","])
 def test_empty_splits_is_an_error(tmp_path, capsys, splits):
-    rc = gen.main(["--root", str(tmp_path), "--preset", "tiny", "--families", "heat", "--splits", splits])
+    rc = gen_cli.main(["--root", str(tmp_path), "--preset", "tiny", "--families", "heat", "--splits", splits])
     assert rc == 2
     assert one_line(capsys.readouterr().err) == (
         f"lemon-pl generate: error: --splits {splits!r} names no split; give e.g. --splits train,val,test")
@@ -273,7 +274,7 @@ def test_empty_splits_is_an_error(tmp_path, capsys, splits):
 ])
 def test_out_of_range_numbers_name_the_option(tmp_path, capsys, option, value, message):
     root = tmp_path / "data"
-    rc = gen.main(["--root", str(root), "--preset", "tiny", "--families", "heat", option, value])
+    rc = gen_cli.main(["--root", str(root), "--preset", "tiny", "--families", "heat", option, value])
     assert rc == 2
     assert one_line(capsys.readouterr().err) == f"lemon-pl generate: error: {message}"
     assert not root.exists()
@@ -287,7 +288,7 @@ def test_out_of_range_numbers_name_the_option(tmp_path, capsys, option, value, m
 ])
 def test_argparse_errors_are_one_line_and_a_hint(capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
-        gen.main(argv)
+        gen_cli.main(argv)
     assert exc.value.code == 2
     cap = capsys.readouterr()
     lines = cap.err.strip().splitlines()
