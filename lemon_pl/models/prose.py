@@ -9,6 +9,15 @@ Data flow::
 With ``no_text=True`` the symbol encoder and fusion are not built and the
 decoder cross-attends to the data-encoder output only.
 
+The equation depends on the operator only, and a batch often holds several trajectories of
+one operator (an operator-grouped sampler in pretraining, the support and query sets of a task
+in meta-learning). With ``share_equation=True`` (the default) the symbol encoder runs once per
+distinct token row of the batch and its output is gathered back to the samples: the same values
+and, through the gather's backward (a sum over the samples of each operator), the same
+gradients as encoding every sample, at a fraction of the work (``tests/models/test_prose.py``
+checks both). Inside ``torch.func.vmap`` and ``torch.compile`` (where the number of distinct
+rows cannot vary) every row is encoded.
+
 Parameter count at the paper size (d_model=512, n_heads=8, dim_ffn=2048,
 data/symbol/fusion/decoder layers 2/4/8/8, nx=128, vocab 1098) is
 71,104,640 (no_text: 32,710,784), matching the reference 71.1M / 32.7M.
@@ -158,6 +167,7 @@ class Prose(OperatorNetwork):
         dropout: float = 0.0,
         no_text: bool = False,
         max_tokens: int = 128,
+        share_equation: bool = True,
     ) -> None:
         super().__init__()
         self.nx = nx
@@ -166,6 +176,7 @@ class Prose(OperatorNetwork):
         self.pad_id = pad_id
         self.d_model = d_model
         self.no_text = bool(no_text)
+        self.share_equation = bool(share_equation)
         # instance attribute shadows the class default
         self.uses_equation = not self.no_text
 
@@ -192,7 +203,18 @@ class Prose(OperatorNetwork):
         """Encode equation tokens: (B, L) -> (B, L, d_model) (padding positions are junk)."""
         if self.no_text:
             raise RuntimeError("encode_symbols is unavailable: this Prose was built with no_text=True")
-        return self.symbol_encoder(tokens, self._pad_mask(tokens, token_pad_mask))
+        return self._encode(tokens, self._pad_mask(tokens, token_pad_mask))
+
+    def _encode(self, tokens: Tensor, pad: Tensor) -> Tensor:
+        """The symbol encoder on each distinct (tokens, mask) row once, gathered back to the batch."""
+        if not self.share_equation or tokens.shape[0] < 2 or not _can_deduplicate(tokens):
+            return self.symbol_encoder(tokens, pad)
+        key = torch.cat((tokens.long(), pad.long()), dim=1)
+        rows, inverse = torch.unique(key, dim=0, return_inverse=True)
+        if rows.shape[0] == tokens.shape[0]:
+            return self.symbol_encoder(tokens, pad)
+        length = tokens.shape[1]
+        return self.symbol_encoder(rows[:, :length], rows[:, length:].bool())[inverse]
 
     def encode_data(self, u_in: Tensor, t_in: Tensor) -> Tensor:
         """(B, n_in, nx) frames + times -> (B, n_in, d_model) encoded data tokens."""
@@ -221,6 +243,15 @@ class Prose(OperatorNetwork):
             if tokens is None:
                 raise ValueError("Prose(no_text=False) needs `tokens`")
             pad = self._pad_mask(tokens, token_pad_mask)
-            symbols = self.symbol_encoder(tokens, pad)
+            symbols = self._encode(tokens, pad)
             memory, mask = self.fusion(data, symbols, pad)
         return self.decoder(t_q, memory, mask)
+
+
+def _can_deduplicate(tokens: Tensor) -> bool:
+    """False under ``torch.compile`` and ``torch.func`` transforms (vmap): ``unique`` has a
+    data-dependent output shape there."""
+    if torch.compiler.is_compiling():
+        return False
+    is_batched = getattr(torch._C._functorch, "is_batchedtensor", None)
+    return not (is_batched is not None and is_batched(tokens))

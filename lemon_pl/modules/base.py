@@ -51,6 +51,11 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
         raise ValueError(f"model.init_args.{name} must be a finite number{lo}{hi}, got {value!r}")
 
 
+def uses_grad_scaler(trainer: Any) -> bool:
+    """True when the trainer runs fp16 mixed precision with a gradient scaler."""
+    return getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None
+
+
 class Stage(pl.LightningModule):
     """Base class of every stage.
 
@@ -86,7 +91,7 @@ class Stage(pl.LightningModule):
 
         total = max(1, int(self.trainer.estimated_stepping_batches))
         return build_optimizers(self.trainable_parameters(), self.hparams, total, self.optimizer_factory,
-                                self.lr_scheduler_factory)
+                                self.lr_scheduler_factory, grad_scaler=uses_grad_scaler(self.trainer))
 
     def describe_batch(self, batch: Any) -> str:
         """Extra words for error messages about a batch (e.g. its families)."""

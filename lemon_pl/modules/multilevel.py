@@ -94,7 +94,11 @@ class MultilevelRegression(pl.LightningModule):
                     getattr(self, k).fill_(v)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.net.parameters(), lr=self.lrs[0], weight_decay=self.hparams.weight_decay)
+        from lemon_pl.modules.base import uses_grad_scaler
+        from lemon_pl.modules.optim import default_adamw
+
+        return default_adamw(list(self.net.parameters()), uses_grad_scaler(self.trainer), lr=self.lrs[0],
+                             weight_decay=self.hparams.weight_decay)
 
     def _steps_in_epoch(self) -> int:
         n = self.trainer.num_training_batches
