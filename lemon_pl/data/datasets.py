@@ -148,6 +148,14 @@ class TrajectoryDataset(Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def operator_blocks(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` index range of every operator's trajectories (operator-major order)."""
+        blocks = []
+        for off, src in zip(self.offsets[:-1], self.sources):
+            k = src.split.k
+            blocks += [(int(off + a), int(off + min(a + k, src.n))) for a in range(0, src.n, k)]
+        return blocks
+
     def locate(self, index: int) -> tuple[int, int]:
         if not 0 <= index < len(self):
             raise IndexError(index)

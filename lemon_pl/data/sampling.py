@@ -28,6 +28,10 @@ from __future__ import annotations
 import itertools
 from typing import Any, Callable, Iterator
 
+import math
+from typing import Sequence
+
+import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 
@@ -47,8 +51,57 @@ class ResumableSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         skip, self._skip = self._skip, 0
-        indices = super().__iter__()
+        indices = self._epoch_indices()
         return itertools.islice(indices, skip, None) if skip else indices
+
+    def _epoch_indices(self) -> Iterator[int]:
+        """This rank's indices of the current epoch (``DistributedSampler``'s shuffle)."""
+        return super().__iter__()
+
+
+class OperatorGroupedSampler(ResumableSampler):
+    """Shuffled training indices in which runs of ``group_size`` trajectories share one operator.
+
+    Each epoch (seeded by ``seed + epoch``, like ``DistributedSampler``) every operator's
+    trajectories are shuffled and cut into groups of ``group_size`` (the last group of an
+    operator may be shorter), and the groups are shuffled. A loader whose batch size is a
+    multiple of ``group_size`` then sees ``batch_size / group_size`` operators per batch, and
+    :class:`~lemon_pl.models.Prose` encodes each operator's equation once per batch. Every
+    trajectory is still seen exactly once per epoch. Under DDP each rank takes a contiguous
+    share of the group sequence (padded, as ``DistributedSampler`` pads, by repeating its
+    start), so groups stay whole on a rank. Mid-epoch resumption works as for
+    :class:`ResumableSampler`.
+
+    Args:
+        operator_blocks: ``(start, stop)`` dataset index range of every operator.
+    """
+
+    def __init__(self, dataset, operator_blocks: Sequence[tuple[int, int]], group_size: int, **kwargs: Any) -> None:
+        if group_size < 1:
+            raise ValueError(f"group_size must be positive, got {group_size}")
+        kwargs.setdefault("drop_last", False)
+        if kwargs["drop_last"]:
+            raise ValueError("OperatorGroupedSampler does not drop samples (drop_last=False)")
+        super().__init__(dataset, **kwargs)
+        self.blocks = [(int(a), int(b)) for a, b in operator_blocks if b > a]
+        self.group_size = int(group_size)
+        if sum(b - a for a, b in self.blocks) != len(dataset):
+            raise ValueError("operator_blocks must cover the dataset")
+
+    def _epoch_indices(self) -> Iterator[int]:
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        groups: list[torch.Tensor] = []
+        for a, b in self.blocks:
+            idx = a + torch.randperm(b - a, generator=g) if self.shuffle else torch.arange(a, b)
+            groups += list(idx.split(self.group_size))
+        if self.shuffle:
+            groups = [groups[i] for i in torch.randperm(len(groups), generator=g).tolist()]
+        flat = torch.cat(groups).tolist()
+        if len(flat) < self.total_size:  # pad like DistributedSampler (drop_last=False)
+            flat += (flat * math.ceil(self.total_size / len(flat)))[: self.total_size - len(flat)]
+        start = self.rank * self.num_samples
+        return iter(flat[start:start + self.num_samples])
 
 
 class ResumableDataLoader(DataLoader):
