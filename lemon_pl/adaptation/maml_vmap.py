@@ -90,6 +90,8 @@ def vmap_meta_loss(
     keys = [k for k in DATA_KEYS if uses_eq or k not in ("tokens", "token_pad_mask")]
     support = {k: support_batch[k] for k in keys}
     query = {k: query_batch[k] for k in keys}
+    if uses_eq:  # a task is one operator: its equation is encoded once per pass, not per sample
+        support, query = _one_equation_row(support), _one_equation_row(query)
 
     # learning rates: a vmapped (T,) tensor, or shared (float / scalar tensor / per-name)
     per_name = isinstance(lr, Mapping)
@@ -143,6 +145,15 @@ def vmap_meta_loss(
         losses = vmap(one_task, in_dims=(0, 0, lr_dims), randomness="different", chunk_size=chunk_size)(
             support, query, lr_arg)
     return losses.sum() if reduction == "sum" else losses
+
+
+def _one_equation_row(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep one ``(T, 1, L)`` token row per task when every sample of each task has the same
+    tokens and mask (the network broadcasts it over the task's samples); otherwise unchanged."""
+    tok, pad = data["tokens"], data["token_pad_mask"]
+    if tok.shape[1] > 1 and bool((tok == tok[:, :1]).all()) and bool((pad == pad[:, :1]).all()):
+        return {**data, "tokens": tok[:, :1], "token_pad_mask": pad[:, :1]}
+    return data
 
 
 def _first_order_inner_loop(loss_with, params, names, support, steps, lr, per_name, lr_dims, lr_requires_grad,

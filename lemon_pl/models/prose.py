@@ -16,7 +16,9 @@ distinct token row of the batch and its output is gathered back to the samples: 
 and, through the gather's backward (a sum over the samples of each operator), the same
 gradients as encoding every sample, at a fraction of the work (``tests/models/test_prose.py``
 checks both). Inside ``torch.func.vmap`` and ``torch.compile`` (where the number of distinct
-rows cannot vary) every row is encoded.
+rows cannot vary) every row is encoded; there a caller that knows the batch holds one operator
+passes its tokens as a single row ``(1, L)``, which is broadcast over the batch (the vmapped
+meta-learning step does this for each task).
 
 Parameter count at the paper size (d_model=512, n_heads=8, dim_ffn=2048,
 data/symbol/fusion/decoder layers 2/4/8/8, nx=128, vocab 1098) is
@@ -244,6 +246,10 @@ class Prose(OperatorNetwork):
                 raise ValueError("Prose(no_text=False) needs `tokens`")
             pad = self._pad_mask(tokens, token_pad_mask)
             symbols = self._encode(tokens, pad)
+            if symbols.shape[0] != b:  # one equation for the whole batch (a task): broadcast it
+                if symbols.shape[0] != 1:
+                    raise ValueError(f"tokens hold {symbols.shape[0]} rows for a batch of {b} (give B rows or 1)")
+                symbols, pad = symbols.expand(b, -1, -1), pad.expand(b, -1)
             memory, mask = self.fusion(data, symbols, pad)
         return self.decoder(t_q, memory, mask)
 
