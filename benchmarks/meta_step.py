@@ -19,6 +19,8 @@ ms is process CPU time, less sensitive to other jobs than wall time):
 ``vmap``      the Python loop over tasks vs ``MetaModule.vmap_meta_loss`` (``lemon_pl.adaptation.maml_vmap``)
               (all tasks' inner loops at once with ``torch.func.vmap`` + ``torch.func.grad``),
               first order (and, without ``--quick``, second order).
+``today``     the meta step as before issue 14 (PyTorch's default AdamW, every sample's equation
+              encoded) against today's (fused AdamW, each task's equation encoded once), same run.
 ``lora``      fine-tuning step (forward + backward + AdamW, batch 20) of the full network vs
               LoRA rank 16 on every Linear (``inject_lora`` + ``mark_only_lora_trainable``, AdamW
               over the adapters only), Prose at the quickstart and at the paper size.
@@ -391,7 +393,35 @@ def section_lora(spec, device) -> dict:
     return {"rows": rows}
 
 
-SECTIONS = {"overhead": section_overhead, "order": section_order, "vmap": section_vmap, "lora": section_lora}
+def section_today(spec, device) -> dict:
+    """The meta step as lemon-pl took it before issue 14 (PyTorch's default AdamW, a loop over
+    parameters on CPU; every support/query sample's equation encoded) beside today's (fused
+    AdamW; each task's equation encoded once per pass), same module and batch, interleaved."""
+    from lemon_pl.modules.optim import default_adamw
+
+    torch = _torch()
+    module, batch, _ = _meta_setup(spec, device)
+    net = module.net
+    loop_opt = torch.optim.AdamW(module.parameters(), lr=1e-4, foreach=False)
+    app_opt = default_adamw(list(module.parameters()), lr=1e-4)
+    shares = hasattr(net, "share_equation")
+
+    def step_with(opt, share):
+        inner = _meta_step_fn(module, batch, opt)
+
+        def step():
+            if shares:
+                net.share_equation = share
+            inner()
+        return step
+
+    variants = {"meta step before issue 14": step_with(loop_opt, False), "meta step now": step_with(app_opt, True)}
+    return {"rows": time_rounds(variants, spec["rounds"], spec["warmup"], device,
+                                baseline="meta step before issue 14")}
+
+
+SECTIONS = {"overhead": section_overhead, "order": section_order, "vmap": section_vmap, "lora": section_lora,
+            "today": section_today}
 
 
 def run_spec(spec: dict) -> dict:
@@ -454,7 +484,8 @@ def print_section(res: dict, device: str) -> None:
     title = {"overhead": "meta step vs the plain passes it contains",
              "order": "first-order vs second-order meta step",
              "vmap": "tasks in a Python loop vs torch.func.vmap",
-             "lora": "fine-tuning step: full vs LoRA"}[res["section"]]
+             "lora": "fine-tuning step: full vs LoRA",
+             "today": "meta step before issue 14 vs now (fused AdamW, equation once per task)"}[res["section"]]
     sizes = (f"batch {res['batch']}" if res["section"] == "lora" else
              f"T={res['tasks']} tasks x S={res['inner_steps']} inner steps, support {res['support']}, "
              f"query {res['query']}")
@@ -518,6 +549,11 @@ def summary(results: list[dict]) -> list[str]:
             so, lso = rows.get("vmap, second-order", {}), rows.get("loop, second-order (lemon_pl)", {})
             if "ms" in so and "ms" in lso:
                 lines.append(f"{r['model']}: vmap second-order = {so['ms'] / lso['ms']:.3f}x the loop's")
+        elif r["section"] == "today":
+            now = rows.get("meta step now", {})
+            if "ratio" in now:
+                lines.append(f"{r['model']}: meta step now = {1 / now['ratio']:.2f}x faster than before issue 14 "
+                             f"({now['ms']:.0f} ms)")
         elif r["section"] == "lora":
             full, lora = list(rows.values())[:2]
             if "ratio" in lora:
@@ -568,7 +604,7 @@ def main(argv=None) -> None:
             specs.append(dict(common, section=section, model="prose", rounds=max(3, rounds // 2) if args.quick
                               else rounds))
         else:
-            for m in (models if section in ("overhead", "vmap") else ["prose"]):
+            for m in (models if section in ("overhead", "vmap", "today") else ["prose"]):
                 specs.append(dict(common, section=section, model=m, rounds=rounds,
                                   ablations=not args.quick and m == "prose",
                                   vmap_second_order=not args.quick and m == "prose"))
