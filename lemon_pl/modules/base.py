@@ -169,6 +169,9 @@ class OperatorModule(Stage):
         eval_curve: adaptation-step counts at which the test query error is also recorded, e.g.
             ``[0, 1, 2, 5, 10, 20]`` (the error-vs-steps curve of one test run, written as
             ``curve`` into ``test_metrics.json``); counts above ``eval_steps`` extend the run.
+        adamw: implementation of the default AdamW: ``auto`` (fused where it applies, see
+            ``lemon_pl.modules.optim``), ``fused``, ``foreach`` or ``loop`` (PyTorch's per-parameter
+            loop: the numerics of lemon-pl before issue 14, bit for bit).
     """
 
     def __init__(
@@ -190,10 +193,15 @@ class OperatorModule(Stage):
         eval_lr: float = 0.01,
         eval_adapt: str | list[str] = "all",
         eval_curve: list[int] | None = None,
+        adamw: str = "auto",
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__(optimizer, lr_scheduler)
+        from lemon_pl.modules.optim import ADAMW_IMPLS
+
+        if adamw not in ADAMW_IMPLS:
+            raise ValueError(f"model.init_args.adamw must be one of {', '.join(ADAMW_IMPLS)}, got {adamw!r}")
         if eval_support_size < 0 or eval_query_size < 1 or eval_steps < 0:
             raise ValueError("eval_support_size >= 0, eval_query_size >= 1 and eval_steps >= 0 are required")
         if eval_curve is not None and any(int(k) < 0 for k in eval_curve):

@@ -13,6 +13,8 @@ on CPU is a per-parameter loop, about a quarter of a paper-size Prose step on 2 
 same algorithm; results agree with the loop to rounding (``tests/modules/test_optim.py``). The
 one exception is fp16 mixed precision with a gradient scaler, where Lightning cannot clip the
 gradients of a fused optimiser (it unscales inside ``step``): there ``foreach`` is used. A
+stage's ``adamw`` argument (``auto``, ``fused``, ``foreach``, ``loop``) overrides the choice;
+``loop`` reproduces the numerics of lemon-pl before issue 14 bit for bit. A
 configured optimiser receives the trainable parameters as one group; a scheduler class that
 takes ``total_steps`` and leaves it unset gets the run's number of optimiser steps. Example::
 
@@ -66,10 +68,20 @@ def _target_class(factory: Callable) -> type | None:
     return next((a for a in getattr(factory, "args", ()) if isinstance(a, type)), None)
 
 
-def adamw_impl(params: Iterable[nn.Parameter], grad_scaler: bool = False) -> dict[str, bool]:
-    """AdamW keyword choosing the implementation: ``{"fused": True}`` when every parameter is a
-    floating-point tensor on CPU or CUDA (and no fp16 gradient scaler is in use), else
-    ``{"foreach": True}`` (see the module doc)."""
+ADAMW_IMPLS = ("auto", "fused", "foreach", "loop")
+
+
+def adamw_impl(params: Iterable[nn.Parameter], grad_scaler: bool = False, choice: str = "auto") -> dict[str, bool]:
+    """AdamW keyword choosing the implementation. ``auto``: ``{"fused": True}`` when every
+    parameter is a floating-point tensor on one CPU or CUDA device (and no fp16 gradient scaler
+    is in use), else ``{"foreach": True}`` (see the module doc); ``loop`` is PyTorch's
+    per-parameter loop, ``fused`` / ``foreach`` force those."""
+    if choice not in ADAMW_IMPLS:
+        raise ValueError(f"adamw must be one of {', '.join(ADAMW_IMPLS)}, got {choice!r}")
+    if choice == "loop":
+        return {"foreach": False}
+    if choice in ("fused", "foreach"):
+        return {choice: True}
     params = list(params)
     fusable = bool(params) and all(
         p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
@@ -79,10 +91,10 @@ def adamw_impl(params: Iterable[nn.Parameter], grad_scaler: bool = False) -> dic
 
 
 def default_adamw(params: list[nn.Parameter] | list[dict[str, Any]], grad_scaler: bool = False,
-                  **kwargs: Any) -> torch.optim.AdamW:
+                  choice: str = "auto", **kwargs: Any) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` with the implementation of :func:`adamw_impl`."""
     flat = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
-    return torch.optim.AdamW(params, **kwargs, **adamw_impl(flat, grad_scaler))
+    return torch.optim.AdamW(params, **kwargs, **adamw_impl(flat, grad_scaler, choice))
 
 
 def build_optimizers(params: list[nn.Parameter], hp: Any, total_steps: int, optimizer: Callable | None = None,
@@ -91,8 +103,8 @@ def build_optimizers(params: list[nn.Parameter], hp: Any, total_steps: int, opti
 
     ``grad_scaler``: the run uses fp16 mixed precision with a gradient scaler (no fused AdamW)."""
     if optimizer is None:
-        opt = default_adamw(decay_groups(params, hp.weight_decay), grad_scaler, lr=hp.lr, betas=tuple(hp.betas),
-                            eps=hp.eps)
+        opt = default_adamw(decay_groups(params, hp.weight_decay), grad_scaler, getattr(hp, "adamw", "auto"),
+                            lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
     else:
         opt = optimizer(params)
     if lr_scheduler is None:

@@ -57,3 +57,21 @@ def test_default_adamw_takes_groups_or_parameters():
     m = _model()
     assert default_adamw(decay_groups(m.parameters(), 0.1), lr=1e-3).param_groups[0]["fused"]
     assert default_adamw(list(m.parameters()), lr=1e-3).param_groups[0]["fused"]
+
+
+@pytest.mark.parametrize("choice, key, value", [("loop", "foreach", False), ("foreach", "foreach", True),
+                                                ("fused", "fused", True)])
+def test_the_stage_setting_chooses_the_implementation(choice, key, value):
+    hp = SimpleNamespace(**vars(HP), adamw=choice)
+    opt = build_optimizers(list(_model().parameters()), hp, total_steps=10)["optimizer"]
+    assert opt.param_groups[0][key] is value
+    with pytest.raises(ValueError, match="adamw must be one of"):
+        adamw_impl([], choice="fast")
+
+
+def test_operator_module_rejects_an_unknown_adamw():
+    from lemon_pl.models import DeepONet
+    from lemon_pl.modules import PretrainModule
+
+    with pytest.raises(ValueError, match="model.init_args.adamw"):
+        PretrainModule(DeepONet(nx=16, output_len=4), adamw="fast")
