@@ -4,6 +4,17 @@
     python benchmarks/generate_throughput.py --preset tiny    # quicker end-to-end figure
     python benchmarks/generate_throughput.py --families kdv,heat --no-preset
     python benchmarks/generate_throughput.py --levels 32,64,128,256     # cost vs resolution, fitted exponent
+    python benchmarks/generate_throughput.py --solvers                  # numpy vs torch solvers, same run
+    python benchmarks/generate_throughput.py --solvers --device cuda    # the torch solvers on a GPU
+
+``--solvers``: the cost of one *solved* trajectory (128 x 64) of every family with a torch
+solver, for the numpy solver and the torch solver in float64 and float32, measured in the same
+process in ``--rounds`` rounds that alternate the variants (median and min-max over the
+rounds). Only the solve is timed (ICs are drawn beforehand; CUDA is synchronised). torch solves
+``--batch`` trajectories at once (``--batch``/50 operators x 50 ICs, per-row parameters, as
+``lemon-pl generate --chunk`` does), numpy one operator of K=50 at a time (its natural batch)
+for the first ``--numpy-operators`` of those operators. Printed: threads, machine load, the
+torch/numpy ratio, the reference (JAX) figures and the 2x targets with PASS/MISS.
 
 ``--levels``: the multi-level families' cost per sample at every level (the solver alone, as
 ``lemon-pl generate --levels`` records it: map families by their batched solve of ``--batch``
@@ -32,6 +43,122 @@ from lemon_pl.data.generate import PRESETS, generate, generate_operator, plan_pa
 
 TARGET_SAMPLES_PER_S = 50.0
 TARGET_DEFAULT_S = 300.0
+
+SOLVER_FAMILIES = ("burgers,conservation_sinflux,conservation_cubicflux,inviscid_burgers,inviscid_conservation_sinflux,"
+                   "inviscid_conservation_cubicflux,diff_logisreact_1D,diff_linearreact_1D,diff_bistablereact_1D,"
+                   "diff_squarelogisticreact_1D,porous_medium")
+#: measured reference (JAX) ms per trajectory at 128 x 64 on 2 CPU cores, where known
+REFERENCE_MS = {"diff_logisreact_1D": 0.13, "conservation_sinflux": 3.7}
+#: the targets: at least 2x faster than the reference; FV families <= 1.8 ms, RD <= 0.06 ms, and
+#: porous_medium (no reference figure) half of the top of the reference range (4.3 ms)
+TARGET_MS_FV, TARGET_MS_RD, TARGET_MS_POROUS = 1.8, 0.06, 2.15
+
+
+def _target_ms(name: str) -> float:
+    if name in REFERENCE_MS:
+        return min(REFERENCE_MS[name] / 2, TARGET_MS_RD if name.startswith("diff_") else TARGET_MS_FV)
+    if name.startswith("diff_"):
+        return TARGET_MS_RD
+    return TARGET_MS_POROUS if name == "porous_medium" else TARGET_MS_FV
+
+
+def solver_comparison(families: str, batch: int, rounds: int, numpy_ops: int, device: str, threads: int,
+                      compiled: bool = False, k: int = 50, nx: int = 128, nt: int = 64, seed: int = 0) -> None:
+    """numpy vs torch (float64, float32) ms per solved trajectory, alternating in rounds (see the docstring)."""
+    import statistics
+
+    import torch
+
+    from lemon_pl.data import torch_solvers as ts
+
+    torch.set_num_threads(threads)
+    names = resolve_families(families)
+    n_ops = max(1, batch // k)
+    batch = n_ops * k
+    print(f"solver comparison: ms per solved trajectory ({nx} x {nt}); torch batch {batch} = {n_ops} operators x {k} "
+          f"ICs on {device}, numpy {min(numpy_ops, n_ops)} operators x {k} one operator at a time; "
+          f"{rounds} alternating rounds (median, min-max); torch threads {torch.get_num_threads()}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; load {_load()}")
+    head = (f"{'family':32s} {'variant':8s} {'median':>9s} {'min-max':>17s} {'traj/s':>9s} {'/numpy':>7s} "
+            f"{'ref':>6s} {'target':>7s} {'':5s} {'load':>5s}")
+    print(head)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    summary = []
+    for name in names:
+        fam = get_family(name)
+        if not fam.has_torch:
+            print(f"{name:32s} (no torch solver)")
+            continue
+        rng = np.random.default_rng(seed)
+        if name == "porous_medium":  # m cycles through 2, 3, 4 (numpy's operators cover all three)
+            ops = np.array([[float(2 + i % 3)] for i in range(n_ops)])
+        else:
+            ops, _ = plan_params(fam, seed, [("bench", n_ops, 0.1)])["bench"]
+        rows = np.repeat(ops, k, axis=0)
+        u0 = fam.sample_initial_conditions(rng, batch, nx)
+        n_np = min(numpy_ops, n_ops)
+        u0_dev = torch.as_tensor(u0, device=device)
+
+        def run_numpy():
+            for i in range(n_np):
+                fam.solve(ops[i], u0[i * k:(i + 1) * k], nt=nt)
+            return n_np * k
+
+        def run_torch(dtype, compiled):
+            def go():
+                ts.set_compile(compiled)
+                try:
+                    fam.solve_torch(rows, u0_dev, nt=nt, device=device, dtype=dtype)
+                    sync()
+                finally:
+                    ts.set_compile(False)
+                return batch
+            return go
+
+        variants = {"numpy": run_numpy, "torch64": run_torch(torch.float64, False),
+                    "torch32": run_torch(torch.float32, False)}
+        if compiled:
+            variants.update(torch64c=run_torch(torch.float64, True), torch32c=run_torch(torch.float32, True))
+        fam.solve(ops[0], u0[:2], nt=nt)  # warm-up: imports, FFT plans, allocator; compilation
+        warm = {}
+        for v in variants:
+            if v != "numpy":
+                t0 = time.perf_counter()
+                dt = torch.float64 if "64" in v else torch.float32
+                ts.set_compile(v.endswith("c"))
+                fam.solve_torch(rows[:k], u0_dev[:k], nt=nt, device=device, dtype=dt)
+                ts.set_compile(False)
+                sync()
+                warm[v] = time.perf_counter() - t0
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v, fn in variants.items():
+                t0 = time.perf_counter()
+                n = fn()
+                times[v].append((time.perf_counter() - t0) / n * 1e3)
+        med = {v: statistics.median(tv) for v, tv in times.items()}
+        ref = REFERENCE_MS.get(name)
+        target = _target_ms(name)
+        for v, tv in times.items():
+            ratio = f"{med[v] / med['numpy']:7.3f}" if v != "numpy" else f"{'1':>7s}"
+            verdict = ("PASS" if med[v] <= target else "MISS") if v != "numpy" else ""
+            warmup = f"  (first call {warm[v]:.1f} s)" if v.endswith("c") else ""
+            print(f"{name:32s} {v:8s} {med[v]:9.4f} {min(tv):8.4f}-{max(tv):<8.4f} {1e3 / med[v]:9.0f} {ratio} "
+                  f"{(f'{ref:.2f}' if ref else '-'):>6s} {target:7.3f} {verdict:5s} {os.getloadavg()[0]:5.2f}{warmup}",
+                  flush=True)
+        summary.append((name, med))
+    print("summary (median ms/trajectory; speed-up = numpy / torch; PASS/MISS against the target):")
+    for name, med in summary:
+        target = _target_ms(name)
+        cells = [f"{v} {med[v]:8.4f} ({med['numpy'] / med[v]:5.1f}x {'PASS' if med[v] <= target else 'MISS'})"
+                 for v in med if v != "numpy"]
+        print(f"  {name:32s} numpy {med['numpy']:7.3f}  " + "  ".join(cells) + f"  target <= {target:.3f}")
+    print(f"machine load at the end: {_load()}")
+
+
+def _load() -> str:
+    return "/".join(f"{v:.2f}" for v in os.getloadavg()) + " (1/5/15 min)"
 
 
 def family_throughput(name: str, operators: int, k: int, nx: int, nt: int, seed: int = 0) -> float:
@@ -93,7 +220,22 @@ def main() -> None:
     ap.add_argument("--level-families", default=LEVEL_FAMILIES)
     ap.add_argument("--batch", type=int, default=64, help="samples per timed solve (--levels)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--solvers", action="store_true", help="numpy vs torch solver comparison instead")
+    ap.add_argument("--solver-families", default=SOLVER_FAMILIES)
+    ap.add_argument("--device", default="cpu", help="device of the torch solvers (--solvers): cpu or cuda")
+    ap.add_argument("--solver-batch", type=int, default=None,
+                    help="trajectories per torch solve (--solvers; default 400 on CPU, 16000 on CUDA)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (--solvers)")
+    ap.add_argument("--numpy-operators", type=int, default=3, help="operators of K=50 timed with numpy (--solvers)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (--solvers)")
+    ap.add_argument("--compiled", action="store_true",
+                    help="also time the torch solvers through torch.compile (--solvers; compile time excluded)")
     args = ap.parse_args()
+    if args.solvers:
+        batch = args.solver_batch or (16000 if args.device.startswith("cuda") else 400)
+        solver_comparison(args.solver_families, batch, args.rounds, args.numpy_operators, args.device, args.threads,
+                          args.compiled, nx=args.nx, nt=args.nt)
+        return
     if args.levels:
         level_costs(args.level_families, sorted(int(v) for v in args.levels.split(",")), args.batch, args.repeats)
         return

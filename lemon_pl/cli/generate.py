@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from lemon_pl.data.families import UnknownFamilyError, get_family, resolve_families
-from lemon_pl.data.generate import (DEFAULT_GAMMA, DEFAULT_SEED, PRESETS, GenerationError, SplitReport,
-                                    _one_line, _os_error_message, generate)
+from lemon_pl.data.generate import (DEFAULT_CHUNK, DEFAULT_GAMMA, DEFAULT_SEED, DEFAULT_SOLVER, DEVICES, PRESETS,
+                                    SOLVER_DTYPES, SOLVERS, GenerationError, SplitReport, _one_line,
+                                    _os_error_message, generate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="parameter range: q_c*(1 +- gamma)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--workers", type=int, default=1, help="worker processes (output does not depend on it)")
+    p.add_argument("--solver", default=DEFAULT_SOLVER, choices=list(SOLVERS),
+                   help="torch: the batched torch solvers (CPU or CUDA) where a family has one, numpy elsewhere; "
+                        "numpy: the numpy/scipy solvers for every family")
+    p.add_argument("--device", default="cpu", choices=list(DEVICES),
+                   help="where the torch solvers run (cuda needs --solver torch and a CUDA device)")
+    p.add_argument("--solver-dtype", default="float64", choices=list(SOLVER_DTYPES),
+                   help="working precision of the torch solvers (stored data is float32 either way)")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                   help="operators solved together by the torch solvers (fixed chunks of consecutive operators)")
     p.add_argument("--overwrite", action="store_true", help="regenerate files that already exist")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--list", action="store_true", help="list the families and exit")
@@ -155,7 +165,8 @@ def _generate_levels(args, splits: list[str], command: str) -> list[SplitReport]
             reports += generate(root, args.preset, engine, splits, args.split_name, ops, args.k,
                                 n, args.nt, args.gamma, args.seed, args.workers, args.overwrite,
                                 not args.no_progress, command=command, ic_nx=levels[-1] if multi else 0,
-                                restriction=restriction)
+                                restriction=restriction, solver=args.solver, device=args.device,
+                                solver_dtype=args.solver_dtype, chunk=args.chunk)
         if maps:
             specs = [s for fam in maps for s in map_specs(fam, args.preset, splits, n, levels[-1], args.seed,
                                                           maps_n, args.restriction)]

@@ -139,6 +139,65 @@ class Family(ABC):
     def _solve(self, p: dict[str, float], u0: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Solutions (B, nt, nx) at physical times ``t`` from ICs ``u0`` (B, nx)."""
 
+    # ------------------------------------------------------------------ torch solving
+    #: the generator's default on CPU: the torch solver where it is faster there (measured by
+    #: benchmarks/generate_throughput.py), numpy otherwise; on a GPU every torch solver is used
+    torch_on_cpu = True
+
+    @property
+    def has_torch(self) -> bool:
+        """Whether this family has a torch solver (a subclass overrides ``_solve_torch``)."""
+        return type(self)._solve_torch is not Family._solve_torch
+
+    def solve_torch(self, params, u0, nt: int = 64, device=None, dtype=None):
+        """The torch solver (CPU or CUDA): ``u0`` (B, nx) -> tensor (B, nt, nx) on ``t_grid(nt)``.
+
+        ``params`` is one parameter row (a mapping or sequence, as ``solve`` takes) for every
+        trajectory, or a (B, P) array / tensor with one row per trajectory (several operators
+        solved at once). ``u0`` is a numpy array or tensor; ``device`` defaults to u0's (CPU for
+        arrays), ``dtype`` to torch.float64 (torch.float32, or "float32" / "float64").
+        Parameters are passed to the solver as (B, 1) tensors in the working dtype.
+        """
+        import torch
+
+        if not self.has_torch:
+            raise NotImplementedError(f"{self.name} has no torch solver yet; use solve() (the numpy solver)")
+        dtype = _torch_dtype(dtype)
+        if device is None:
+            device = u0.device if isinstance(u0, torch.Tensor) else "cpu"
+        u0 = torch.as_tensor(u0).to(device=device, dtype=dtype)
+        if u0.ndim != 2:
+            raise ValueError(f"u0 must have shape (B, nx), got {tuple(u0.shape)}")
+        b = u0.shape[0]
+        p = {name: torch.as_tensor(col, dtype=torch.float64).to(device=device, dtype=dtype)[:, None]
+             for name, col in self._param_columns(params, b).items()}
+        t = torch.as_tensor(self.t_grid(nt), dtype=torch.float64, device=device)
+        out = self._solve_torch(p, u0.contiguous(), t)
+        out[:, 0] = u0
+        return out
+
+    def _param_columns(self, params, b: int) -> dict[str, np.ndarray]:
+        """Per-row parameter columns (B,) float64 from one row or a (B, P) array."""
+        if not isinstance(params, Mapping):
+            if hasattr(params, "detach"):  # a tensor
+                params = params.detach().cpu().numpy()
+            arr = np.asarray(params, dtype=np.float64)
+            if arr.ndim == 2:
+                if arr.shape != (b, len(self.params)):
+                    raise ValueError(f"{self.name}: per-row parameters must have shape ({b}, {len(self.params)}) "
+                                     f"for {self.param_names}, got {arr.shape}")
+                return {n: arr[:, i].copy() for i, n in enumerate(self.param_names)}
+        row = self._get(params)
+        return {n: np.full(b, row[n]) for n in self.param_names}
+
+    def _solve_torch(self, p, u0, t):
+        """Torch solutions (B, nt, nx) at physical times ``t`` (float64 tensor) from ``u0`` (B, nx).
+
+        ``p`` maps every parameter name to a (B, 1) tensor in u0's dtype and device. Families
+        with a torch solver override this (``has_torch`` is then True).
+        """
+        raise NotImplementedError(f"{self.name} has no torch solver")
+
     def accept(self, u: np.ndarray) -> np.ndarray:
         """Boolean (B,): trajectories that are finite and bounded (not blow-ups)."""
         flat = u.reshape(u.shape[0], -1)
@@ -174,15 +233,48 @@ def _u(n: str = "u_0") -> Expr:
     return var(n)
 
 
+def _torch_dtype(dtype):
+    """None -> torch.float64; "float32" / "float64" / a torch dtype -> that torch dtype."""
+    import torch
+
+    if dtype is None:
+        return torch.float64
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        if name not in ("float32", "float64"):
+            raise ValueError(f"solver dtype must be float32 or float64, got {dtype!r}")
+        return getattr(torch, name)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"solver dtype must be torch.float32 or torch.float64, got {dtype}")
+    return dtype
+
+
+def _ts():
+    from lemon_pl.data import torch_solvers
+
+    return torch_solvers
+
+
+def _tsp():
+    from lemon_pl.data import torch_spectral
+
+    return torch_spectral
+
+
 # =========================================================================== linear, exact
 
 
 class Heat(Family):
     """u_t = nu u_xx. Exact Fourier propagator exp(-nu k^2 t) (the reference used FD + BDF)."""
 
+    torch_on_cpu = False  # numpy's FFTs and shared propagators are faster on CPU
+
     def _solve(self, p, u0, t):
         k = solvers.wavenumbers(u0.shape[-1])
         return solvers.evolve_linear(u0, -p["nu"] * k**2, t)
+
+    def _solve_torch(self, p, u0, t):
+        return _tsp().heat(u0, t, nu=p["nu"])
 
     def _rhs_tree(self, p):
         return [(-1, num(p["nu"]) * _u("uxx_0"))]
@@ -191,9 +283,14 @@ class Heat(Family):
 class Advection(Family):
     """u_t + beta u_x = 0. Exact periodic shift in Fourier space."""
 
+    torch_on_cpu = False  # numpy's FFTs and shared propagators are faster on CPU
+
     def _solve(self, p, u0, t):
         k = solvers.wavenumbers(u0.shape[-1])
         return solvers.evolve_linear(u0, -1j * p["beta"] * k, t)
+
+    def _solve_torch(self, p, u0, t):
+        return _tsp().advection(u0, t, beta=p["beta"])
 
     def _rhs_tree(self, p):
         return [(1, num(p["beta"]) * _u("ux_0"))]
@@ -202,9 +299,14 @@ class Advection(Family):
 class Wave(Family):
     """u_tt = beta^2 u_xx, u_t(0) = 0. Exact d'Alembert solution via cos(beta k t)."""
 
+    torch_on_cpu = False  # numpy's FFTs and shared propagators are faster on CPU
+
     def _solve(self, p, u0, t):
         k = solvers.wavenumbers(u0.shape[-1])
         return solvers.evolve_second_order(u0, p["beta"] * k, t)
+
+    def _solve_torch(self, p, u0, t):
+        return _tsp().wave(u0, t, beta=p["beta"])
 
     def _rhs_tree(self, p):
         return [(-1, num(p["beta"] ** 2) * _u("uxx_0"))]
@@ -216,10 +318,15 @@ class KleinGordon(Family):
     The reference integrated 6,400 leapfrog steps (and plotted every sample).
     """
 
+    torch_on_cpu = False  # numpy's FFTs and shared propagators are faster on CPU
+
     def _solve(self, p, u0, t):
         k = solvers.wavenumbers(u0.shape[-1])
         c, m = p["c"], p["m"]
         return solvers.evolve_second_order(u0, np.sqrt(c**2 * k**2 + m**2 * c**4), t)
+
+    def _solve_torch(self, p, u0, t):
+        return _tsp().klein_gordon(u0, t, c=p["c"], m=p["m"])
 
     def _rhs_tree(self, p):
         c, m = p["c"], p["m"]
@@ -233,6 +340,9 @@ class LinearReactionDiffusion(Family):
         k = solvers.wavenumbers(u0.shape[-1])
         return solvers.evolve_linear(u0, p["rho"] - p["nu"] * k**2, t)
 
+    def _solve_torch(self, p, u0, t):
+        return _ts().linear_reaction_diffusion(u0, t, p["nu"], p["rho"])
+
     def _rhs_tree(self, p):
         return [(-1, num(p["nu"]) * _u("uxx_0")), (-1, num(p["rho"]) * _u())]
 
@@ -243,9 +353,14 @@ class LinearReactionDiffusion(Family):
 class SineGordon(Family):
     """u_tt = u_xx - c sin(u), u_t(0) = 0. Stormer-Verlet with a spectral Laplacian."""
 
+    torch_on_cpu = False  # numpy's FFTs and shared propagators are faster on CPU
+
     def _solve(self, p, u0, t):
         c = p["c"]
         return solvers.leapfrog_wave(u0, t, 1.0, lambda u: -c * np.sin(u))
+
+    def _solve_torch(self, p, u0, t):
+        return _tsp().sine_gordon(u0, t, c=p["c"])
 
     def _rhs_tree(self, p):
         return [(-1, _u("uxx_0")), (1, num(p["c"]) * op("sin", _u()))]
@@ -257,6 +372,8 @@ class KdV(Family):
     The linear dispersive part (stiff: delta^2 k^3 ~ 4e3) is integrated exactly by the
     exponential integrator; the reference used an integrating factor with adaptive RK45.
     """
+
+    torch_on_cpu = False  # numpy's FFTs and shared propagators are faster on CPU
 
     def _solve(self, p, u0, t):
         nx = u0.shape[-1]
@@ -271,6 +388,9 @@ class KdV(Family):
             return half_ik * np.fft.rfft(u * u, axis=-1)
 
         return solvers.etdrk4(u0, t, lin, nonlin, max_dt=self.t_final / 256)
+
+    def _solve_torch(self, p, u0, t):
+        return _tsp().kdv(u0, t, delta=p["delta"], max_dt=self.t_final / 256)
 
     def _rhs_tree(self, p):
         return [(1, _u() * _u("ux_0")), (1, num(p["delta"] ** 2) * _u("uxxx_0"))]
@@ -290,6 +410,14 @@ class CahnHilliard(Family):
     def _solve(self, p, u0, t):
         return solvers.cahn_hilliard(u0, t, p["eps"] ** 2)
 
+    def _solve_torch(self, p, u0, t):
+        from lemon_pl.data import torch_implicit
+
+        nx = u0.shape[-1]
+        # O(nx) cyclic reduction on CPU (nx a power of two), batched dense LU on a GPU
+        solver = "cyclic" if u0.device.type == "cpu" and nx & (nx - 1) == 0 else "dense"
+        return torch_implicit.cahn_hilliard(u0, t, p["eps"] ** 2, linear_solver=solver)
+
     def _rhs_tree(self, p):
         return [
             (1, num(p["eps"] ** 2) * _u("uxxxx_0")),
@@ -307,6 +435,9 @@ class PorousMedium(Family):
 
     def _solve(self, p, u0, t):
         return solvers.porous_medium(u0, t, int(round(p["m"])))
+
+    def _solve_torch(self, p, u0, t):
+        return _ts().porous_medium(u0, t, p["m"])
 
     def _rhs_tree(self, p):
         m = int(round(p["m"]))
@@ -344,6 +475,10 @@ class ReactionDiffusion(Family):
         else:  # square logistic
             step = solvers.rk4_reaction(lambda u: rho * u * u * (1 - u) ** 2)
         return solvers.reaction_diffusion(u0, t, nu, step, max_dt=self.t_final / 256)
+
+    def _solve_torch(self, p, u0, t):
+        return _ts().reaction_diffusion(u0, t, p["nu"], p["rho"], type(self).kinetics, a=p.get("a"),
+                                        max_dt=self.t_final / 256)
 
     def _rhs_tree(self, p):
         kin = type(self).kinetics
@@ -409,6 +544,10 @@ class ConservationLaw(Family):
         flux, speed = self._fluxes(k)
         return solvers.conservation_law(u0, t, flux, speed, nu)
 
+    def _solve_torch(self, p, u0, t):
+        nu = p["eps"] / math.pi if "eps" in p else None
+        return _ts().conservation_law(u0, t, p["k"], nu, type(self).flux_kind)
+
     def _rhs_tree(self, p):
         kind = type(self).flux_kind
         if kind == "burgers":
@@ -466,6 +605,8 @@ class FokkerPlanck(Family):
     not 2-periodic: at the seam x = 0 the potential jumps, as in the reference.
     """
 
+    torch_on_cpu = False  # numpy's FFTs and shared propagators are faster on CPU
+
     def _solve(self, p, u0, t):
         nx = u0.shape[-1]
         x = ics.grid(nx)
@@ -475,6 +616,9 @@ class FokkerPlanck(Family):
         M = solvers.master_equation_matrix(potential, d, beta, ics.L_DOMAIN / nx)
         boltzmann = np.exp(-beta * (potential - potential.min()))
         return solvers.evolve_master(u0, t, M, stationary=boltzmann / boltzmann.sum())
+
+    def _solve_torch(self, p, u0, t):
+        return _tsp().fplanck(u0, t, eta=p["eta"])
 
     def _rhs_tree(self, p):
         a, b, d = fplanck_coefficients(p["eta"])

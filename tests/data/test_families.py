@@ -4,6 +4,11 @@ Each solver is checked against an exact solution or a conserved / bounded quanti
 grid it is used on (nx = 64 or 128), with tolerances measured on the current solvers and
 chosen so that a 5% coefficient error or a sign flip fails (the margins are noted next to
 each check). Reference facts: shared/reference/families.md (beside the checkout), sections 0-2 and 5.
+
+The checks of a family with a torch solver run for both backends (``backend`` = numpy, or
+torch in float64 on CPU, ``Family.solve_torch``) with the same tolerances; the measured
+figures in the comments are numpy's (the torch solvers agree with them to ~1e-13, see
+tests/data/test_torch_solvers.py).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy.integrate import solve_ivp
 
 from lemon_pl.data import solvers
@@ -35,6 +41,24 @@ VISCOUS_CL = ["burgers", "conservation_sinflux", "conservation_cubicflux"]
 INVISCID_CL = ["inviscid_burgers", "inviscid_conservation_sinflux", "inviscid_conservation_cubicflux"]
 CONSERVATION = VISCOUS_CL + INVISCID_CL
 REACTION = ["diff_logisreact_1D", "diff_bistablereact_1D", "diff_squarelogisticreact_1D"]
+
+
+BACKENDS = ("numpy", "torch")
+
+
+def solve(fam, params, u0, nt=64, backend="numpy"):
+    """``fam.solve`` or its torch solver (float64, CPU) as a numpy array."""
+    if backend == "numpy":
+        return fam.solve(params, u0, nt=nt)
+    out = fam.solve_torch(params, u0, nt=nt, device="cpu", dtype=torch.float64)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64 and out.device.type == "cpu"
+    return out.numpy()
+
+
+def with_backends(names):
+    """(name, backend) cases: numpy for every family, torch for those that have a torch solver."""
+    return [pytest.param(n, b, id=f"{n}-{b}") for n in names for b in BACKENDS
+            if b == "numpy" or get_family(n).has_torch]
 
 
 def rel_l2(a, b, axis=-1):
@@ -145,14 +169,14 @@ def test_equation_string(name):
     assert fam.template.endswith("= 0")
 
 
-@pytest.mark.parametrize("name", list_families())
-def test_solve_shapes_initial_frame_and_accept(name):
+@pytest.mark.parametrize("name, backend", with_backends(list_families()))
+def test_solve_shapes_initial_frame_and_accept(name, backend):
     fam = get_family(name)
     rng = np.random.default_rng(3)
     p = fam.sample_params(rng)
     u0 = fam.sample_initial_conditions(rng, 4, 128)
     assert u0.shape == (4, 128)
-    u = fam.solve(p, u0)  # defaults: nt = 64
+    u = solve(fam, p, u0, backend=backend)  # defaults: nt = 64
     assert u.shape == (4, 64, 128) and u.dtype == np.float64
     np.testing.assert_array_equal(u[:, 0], u0)
     assert np.all(np.isfinite(u))
@@ -161,7 +185,7 @@ def test_solve_shapes_initial_frame_and_accept(name):
     assert np.abs(u[:, -1] - u0).max() > 1e-3
     # a small grid and a short time axis work as well
     u0s = fam.sample_initial_conditions(rng, 3, 64)
-    us = fam.solve(list(p.values()), u0s, nt=32)  # parameters as a sequence
+    us = solve(fam, list(p.values()), u0s, nt=32, backend=backend)  # parameters as a sequence
     assert us.shape == (3, 32, 64)
     np.testing.assert_array_equal(us[:, 0], u0s)
     assert np.all(np.isfinite(us)) and np.all(fam.accept(us))
@@ -184,19 +208,20 @@ def test_solve_validates_input():
 # =========================================================================== exact linear solutions
 
 
-def test_heat_single_mode_decays_exactly():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_heat_single_mode_decays_exactly(backend):
     fam = get_family("heat")
     x = grid(128)
     nu = 0.00317
     ns = np.array([1, 2, 4, 7])
     u0 = np.sin(np.pi * ns[:, None] * x)
-    u = fam.solve({"nu": nu}, u0, nt=64)
+    u = solve(fam, {"nu": nu}, u0, nt=64, backend=backend)
     t = fam.t_grid(64)
     exact = np.exp(-nu * (np.pi * ns[:, None, None]) ** 2 * t[None, :, None]) * u0[:, None, :]
     # a 5% error in nu changes the n=7 mode by ~5% at t=2; round-off is ~1e-15
     np.testing.assert_allclose(u, exact, rtol=0, atol=1e-10)
     # the mean is untouched
-    u = fam.solve({"nu": nu}, u0 + 0.3, nt=16)
+    u = solve(fam, {"nu": nu}, u0 + 0.3, nt=16, backend=backend)
     np.testing.assert_allclose(u.mean(axis=-1), 0.3, rtol=0, atol=1e-12)
 
 
@@ -204,40 +229,43 @@ def _band_limited(x):
     return 0.4 + 0.3 * np.sin(np.pi * x + 0.4) - 0.2 * np.cos(3 * np.pi * x - 1.1) + 0.05 * np.sin(8 * np.pi * x)
 
 
-def test_advection_is_an_exact_periodic_shift():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_advection_is_an_exact_periodic_shift(backend):
     fam = get_family("advection")
     x = grid(128)
     beta = 0.523
-    u = fam.solve({"beta": beta}, _band_limited(x)[None], nt=64)
+    u = solve(fam, {"beta": beta}, _band_limited(x)[None], nt=64, backend=backend)
     t = fam.t_grid(64)
     exact = _band_limited(x[None, :] - beta * t[:, None])
     np.testing.assert_allclose(u[0], exact, rtol=0, atol=1e-12)
     # also for sampled ICs: frame k equals the IC shifted by beta t_k (sines are band-limited)
     u0 = fam.sample_initial_conditions(np.random.default_rng(4), 4, 64)
-    u = fam.solve({"beta": 0.5}, u0, nt=32)
+    u = solve(fam, {"beta": 0.5}, u0, nt=32, backend=backend)
     # beta t_k = k/32 is a whole number of cells (dx = 1/32) every 1 frame: a pure roll
     for k in (1, 5, 31):
         np.testing.assert_allclose(u[:, k], np.roll(u0, k, axis=-1), rtol=0, atol=1e-12)
 
 
-def test_wave_is_dalembert():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wave_is_dalembert(backend):
     fam = get_family("wave")
     x = grid(128)
     beta = 0.487
-    u = fam.solve({"beta": beta}, _band_limited(x)[None], nt=64)
+    u = solve(fam, {"beta": beta}, _band_limited(x)[None], nt=64, backend=backend)
     t = fam.t_grid(64)[:, None]
     exact = 0.5 * (_band_limited(x - beta * t) + _band_limited(x + beta * t))
     np.testing.assert_allclose(u[0], exact, rtol=0, atol=1e-12)
 
 
-def test_klein_gordon_single_mode_frequency():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_klein_gordon_single_mode_frequency(backend):
     fam = get_family("Klein_Gordon")
     x = grid(128)
     c, m = 1.07, 0.093
     ns = np.array([0, 1, 2, 5])
     k = np.pi * ns
     u0 = np.cos(k[:, None] * x + 0.2)
-    u = fam.solve({"c": c, "m": m}, u0, nt=64)
+    u = solve(fam, {"c": c, "m": m}, u0, nt=64, backend=backend)
     t = fam.t_grid(64)
     omega = np.sqrt(c**2 * k**2 + m**2 * c**4)
     exact = np.cos(omega[:, None, None] * t[None, :, None]) * u0[:, None, :]
@@ -246,14 +274,15 @@ def test_klein_gordon_single_mode_frequency():
     assert abs(u[0, -1, 0] - u0[0, 0]) > 1e-4
 
 
-def test_linear_reaction_diffusion_single_mode():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_reaction_diffusion_single_mode(backend):
     fam = get_family("diff_linearreact_1D")
     x = grid(128)
     nu, rho = 0.00291, 0.108
     ns = np.array([0, 1, 3, 6])
     k = np.pi * ns
     u0 = np.cos(k[:, None] * x - 0.7)
-    u = fam.solve({"nu": nu, "rho": rho}, u0, nt=64)
+    u = solve(fam, {"nu": nu, "rho": rho}, u0, nt=64, backend=backend)
     t = fam.t_grid(64)
     exact = np.exp((rho - nu * k[:, None, None] ** 2) * t[None, :, None]) * u0[:, None, :]
     np.testing.assert_allclose(u, exact, rtol=0, atol=1e-10)
@@ -271,12 +300,13 @@ def _sg_energy(u, c, h):
     return dx * np.sum(0.5 * ut**2 + 0.5 * ux**2 + c * (1 - np.cos(mid)), axis=-1)
 
 
-def test_sine_gordon_conserves_energy():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sine_gordon_conserves_energy(backend):
     fam = get_family("Sine_Gordon")
     u0 = 2.5 * fam.sample_initial_conditions(np.random.default_rng(5), 4, 128)  # u in [0, 2.5]
     c = 1.04
     nt = 1024
-    u = fam.solve({"c": c}, u0, nt=nt)
+    u = solve(fam, {"c": c}, u0, nt=nt, backend=backend)
     energy = _sg_energy(u, c, fam.t_final / nt)
     drift = np.abs(energy / energy[:, :1] - 1).max()
     # measured 9e-6 (dominated by the O(h^2) central difference for u_t); solving with a
@@ -288,11 +318,12 @@ def test_sine_gordon_conserves_energy():
 
 
 @pytest.mark.parametrize("amplitude", [1.0, 2.5])
-def test_sine_gordon_uniform_state_is_a_pendulum(amplitude):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sine_gordon_uniform_state_is_a_pendulum(amplitude, backend):
     fam = get_family("Sine_Gordon")
     c = 1.07
     u0 = np.full((1, 64), amplitude)
-    u = fam.solve({"c": c}, u0, nt=64)
+    u = solve(fam, {"c": c}, u0, nt=64, backend=backend)
     t = fam.t_grid(64)
     assert np.ptp(u[0], axis=-1).max() < 1e-12  # stays uniform
     ref = solve_ivp(lambda _t, y: [y[1], -c * np.sin(y[0])], (0, t[-1]), [amplitude, 0.0],
@@ -317,14 +348,15 @@ def _kdv_soliton(x, t, s, delta, x0):
     return out
 
 
-def test_kdv_soliton_travels_at_its_speed():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kdv_soliton_travels_at_its_speed(backend):
     fam = get_family("kdv")
     x = grid(128)
     cases = [(0.3, 0.022, 0.5), (0.15, 0.0205, 1.3)]  # (speed s, delta, x0); width ~ 5-9 cells
     u0 = np.stack([_kdv_soliton(x, 0.0, s, d, x0) for s, d, x0 in cases])
     t = fam.t_grid(64)
     for i, (s, d, x0) in enumerate(cases):
-        u = fam.solve({"delta": d}, u0[i:i + 1], nt=64)[0]
+        u = solve(fam, {"delta": d}, u0[i:i + 1], nt=64, backend=backend)[0]
         exact = _kdv_soliton(x[None, :], t[:, None], s, d, x0)
         err = rel_l2(u, exact).max()
         # measured 2.5e-6 / 8e-9; a 5% error in delta gives 0.07-0.14, a 5% slower soliton 0.06-0.16
@@ -335,11 +367,12 @@ def test_kdv_soliton_travels_at_its_speed():
         np.testing.assert_allclose(l2, l2[0], rtol=1e-5, atol=0)  # measured 1.7e-7
 
 
-def test_kdv_conserves_mass_and_energy_for_sampled_ics():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kdv_conserves_mass_and_energy_for_sampled_ics(backend):
     fam = get_family("kdv")
     rng = np.random.default_rng(6)
     u0 = fam.sample_initial_conditions(rng, 4, 128)
-    u = fam.solve({"delta": 0.022}, u0, nt=64)
+    u = solve(fam, {"delta": 0.022}, u0, nt=64, backend=backend)
     mass = u.sum(axis=-1)
     assert drift(mass) < 1e-13  # u0 >= 0, so the mass is a safe scale
     l2 = (u**2).sum(axis=-1)
@@ -349,7 +382,8 @@ def test_kdv_conserves_mass_and_energy_for_sampled_ics():
 # =========================================================================== Cahn-Hilliard
 
 
-def test_cahn_hilliard_linear_decay_rate_and_mass():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cahn_hilliard_linear_decay_rate_and_mass(backend):
     """Around a mean u_bar the linearised equation is v_t = 6 u_bar v_xx - eps^2 v_xxxx.
 
     The solver uses 2nd-order FD, so the rate of mode k is -(6 u_bar K + eps^2 K^2) with the FD
@@ -364,7 +398,7 @@ def test_cahn_hilliard_linear_decay_rate_and_mass():
     cases = [(0.01, 8, 1e-3), (0.02, 8, 2e-3), (0.005, 10, 2e-4), (0.01, 6, 5e-4), (0.05, 3, 2e-3)]
     u0 = np.stack([ub + a * np.cos(np.pi * n * x + 0.3) for ub, n, a in cases])
     nt = 64
-    u = fam.solve({"eps": eps}, u0, nt=nt)
+    u = solve(fam, {"eps": eps}, u0, nt=nt, backend=backend)
     t = fam.t_grid(nt)
     mass = u.sum(axis=-1)
     assert drift(mass) < 1e-12
@@ -382,11 +416,12 @@ def test_cahn_hilliard_linear_decay_rate_and_mass():
         assert fitted == pytest.approx(lam, rel=2e-3)  # measured <= 1.1e-4
 
 
-def test_cahn_hilliard_mass_for_sampled_ics():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cahn_hilliard_mass_for_sampled_ics(backend):
     fam = get_family("cahnhilliard_1D")
     rng = np.random.default_rng(7)
     u0 = fam.sample_initial_conditions(rng, 4, 128)
-    u = fam.solve(fam.sample_params(rng), u0, nt=64)
+    u = solve(fam, fam.sample_params(rng), u0, nt=64, backend=backend)
     mass = u.sum(axis=-1)
     assert drift(mass) < 1e-12
 
@@ -401,8 +436,9 @@ def _barenblatt(x, t, m, c, x0=1.0):
     return t ** (-alpha) * np.maximum(c - kappa * xi**2, 0.0) ** (1.0 / (m - 1))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("m, t0, tol", [(2, 0.005, 4e-3), (3, 0.01, 6e-3), (4, 0.02, 7e-3)])
-def test_porous_medium_barenblatt(m, t0, tol):
+def test_porous_medium_barenblatt(m, t0, tol, backend):
     """Barenblatt profile started at t0 and compared at t0 + t_k (t_f = 0.1).
 
     C is chosen so that the support reaches +-0.85 around x0 = 1 at t0 + 0.1 (no periodic
@@ -416,7 +452,7 @@ def test_porous_medium_barenblatt(m, t0, tol):
     c = kappa * (0.85 / (t0 + 0.1) ** alpha) ** 2
     u0 = _barenblatt(x, t0, m, c)[None]
     nt = 32
-    u = fam.solve({"m": m}, u0, nt=nt)[0]
+    u = solve(fam, {"m": m}, u0, nt=nt, backend=backend)[0]
     t = t0 + fam.t_grid(nt)
     exact = np.stack([_barenblatt(x, s, m, c) for s in t])
     l1 = np.abs(u - exact).sum(axis=-1) / exact.sum(axis=-1)
@@ -426,12 +462,13 @@ def test_porous_medium_barenblatt(m, t0, tol):
     np.testing.assert_allclose(mass, mass[0], rtol=1e-13, atol=0)
 
 
-def test_porous_medium_mass_and_positivity_for_sampled_ics():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_porous_medium_mass_and_positivity_for_sampled_ics(backend):
     fam = get_family("porous_medium")
     rng = np.random.default_rng(8)
     u0 = fam.sample_initial_conditions(rng, 3, 128)
     for m in (2, 3, 4):
-        u = fam.solve({"m": m}, u0, nt=32)
+        u = solve(fam, {"m": m}, u0, nt=32, backend=backend)
         mass = u.sum(axis=-1)
         assert drift(mass) < 1e-13
         assert u.min() >= 0.0  # monotone scheme, measured exactly >= 0
@@ -455,13 +492,13 @@ _RD_PARAMS = {
 }
 
 
-@pytest.mark.parametrize("name", list(_KINETICS))
-def test_reaction_diffusion_uniform_state_follows_the_ode(name):
+@pytest.mark.parametrize("name, backend", with_backends(_KINETICS))
+def test_reaction_diffusion_uniform_state_follows_the_ode(name, backend):
     fam = get_family(name)
     p = _RD_PARAMS[name]
     levels = np.array([0.0, 1e-3, 0.05, 0.3, 0.5, 0.7, 0.97, 1.0])
     u0 = np.repeat(levels[:, None], 64, axis=1)
-    u = fam.solve(p, u0, nt=64)
+    u = solve(fam, p, u0, nt=64, backend=backend)
     t = fam.t_grid(64)
     assert np.ptp(u, axis=-1).max() < 1e-13
     ref = solve_ivp(lambda _t, y: _KINETICS[name](y, p), (0, t[-1]), levels, t_eval=t,
@@ -482,8 +519,8 @@ _LINEARISED = {  # (u*, f'(u*)) at fixed points of the kinetics
 }
 
 
-@pytest.mark.parametrize("name", REACTION)
-def test_reaction_diffusion_small_perturbation_is_linear(name):
+@pytest.mark.parametrize("name, backend", with_backends(REACTION))
+def test_reaction_diffusion_small_perturbation_is_linear(name, backend):
     """u* + delta cos(kx) at a fixed point u*: mode k grows at f'(u*) - nu K(k).
 
     The splitting solver diffuses with the exact semigroup of the 3-point Laplacian, so K is
@@ -501,7 +538,7 @@ def test_reaction_diffusion_small_perturbation_is_linear(name):
     big_k = (4 / dx**2) * np.sin(np.pi * ns * dx / 2) ** 2
     for ustar, fprime in _LINEARISED[name]:
         delta = 1e-6
-        u = fam.solve(p, ustar + delta * np.cos(np.pi * ns[:, None] * x + 0.4), nt=64)
+        u = solve(fam, p, ustar + delta * np.cos(np.pi * ns[:, None] * x + 0.4), nt=64, backend=backend)
         assert np.abs(u.mean(axis=-1) - ustar).max() < 1e-10
         coef = np.fft.rfft(u - ustar, axis=-1)[np.arange(ns.size), :, ns]
         ratio = np.abs(coef / coef[:, :1])
@@ -510,17 +547,17 @@ def test_reaction_diffusion_small_perturbation_is_linear(name):
         np.testing.assert_allclose(ratio, exact, rtol=tol, atol=0)
 
 
-@pytest.mark.parametrize("name", REACTION)
-def test_reaction_diffusion_stays_in_unit_interval(name):
+@pytest.mark.parametrize("name, backend", with_backends(REACTION))
+def test_reaction_diffusion_stays_in_unit_interval(name, backend):
     fam = get_family(name)
     rng = np.random.default_rng(9)
     for _ in range(2):
         p = fam.sample_params(rng, gamma=0.5)
         u0 = fam.sample_initial_conditions(rng, 6, 128)
-        u = fam.solve(p, u0, nt=64)
+        u = solve(fam, p, u0, nt=64, backend=backend)
         assert u.min() >= -1e-12 and u.max() <= 1 + 1e-12
     # also for a very diffusive, strongly reacting operator
-    u = fam.solve({"nu": 0.05, "rho": 5.0, "a": 0.5}, u0, nt=32)
+    u = solve(fam, {"nu": 0.05, "rho": 5.0, "a": 0.5}, u0, nt=32, backend=backend)
     assert u.min() >= -1e-12 and u.max() <= 1 + 1e-12
 
 
@@ -540,8 +577,9 @@ def _cole_hopf(x, t, nu, kappa, a, n, c=0.0):
     return w / kappa
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("a, n, c, tol", [(0.95, 1, 0.0, 3e-3), (0.95, 1, 0.3, 2e-2)])
-def test_viscous_burgers_matches_cole_hopf(a, n, c, tol):
+def test_viscous_burgers_matches_cole_hopf(a, n, c, tol, backend):
     """Exact Cole-Hopf solution at nx = 128 (relative L2 error of the non-constant part).
 
     The a = 0.95 profile is ~5 cells wide: MUSCL-MC + central viscous flux reach 1.2e-3
@@ -555,7 +593,7 @@ def test_viscous_burgers_matches_cole_hopf(a, n, c, tol):
     x = grid(128)
     u0 = _cole_hopf(x, 0.0, nu, kappa, a, n, c)[None]
     nt = 32
-    u = fam.solve({"eps": eps, "k": kappa}, u0, nt=nt)[0]
+    u = solve(fam, {"eps": eps, "k": kappa}, u0, nt=nt, backend=backend)[0]
     t = fam.t_grid(nt)
     exact = np.stack([_cole_hopf(x, s, nu, kappa, a, n, c) for s in t])
     fluct = exact - exact.mean(axis=-1, keepdims=True)
@@ -579,9 +617,9 @@ def _characteristics(x, t, u0, speed):
     return np.interp(x, xt, u)
 
 
-@pytest.mark.parametrize("name", INVISCID_CL)
+@pytest.mark.parametrize("name, backend", with_backends(INVISCID_CL))
 @pytest.mark.parametrize("mean, amp", [(1.0, 0.2), (-0.6, 0.3)])
-def test_inviscid_smooth_solution_follows_characteristics(name, mean, amp):
+def test_inviscid_smooth_solution_follows_characteristics(name, backend, mean, amp):
     """Compared up to 0.8 x the breaking time, with the exact solution by characteristics.
 
     Measured relative L2 errors (of the non-constant part) 2.5e-3 .. 8.4e-3 at nx = 128; the
@@ -602,35 +640,35 @@ def test_inviscid_smooth_solution_follows_characteristics(name, mean, amp):
     t = fam.t_grid(64)
     t = t[t < 0.8 * t_break]
     assert t.size >= 10
-    u = fam.solve({"k": k}, u0(x)[None], nt=64)[0, : t.size]
+    u = solve(fam, {"k": k}, u0(x)[None], nt=64, backend=backend)[0, : t.size]
     exact = np.stack([_characteristics(x, s_, u0, speed) for s_ in t])
     fluct = exact - exact.mean(axis=-1, keepdims=True)
     err = (np.linalg.norm(u - exact, axis=-1) / np.linalg.norm(fluct, axis=-1)).max()
     assert err < 2e-2, err
 
 
-@pytest.mark.parametrize("name", CONSERVATION)
-def test_conservation_laws_conserve_mass(name):
+@pytest.mark.parametrize("name, backend", with_backends(CONSERVATION))
+def test_conservation_laws_conserve_mass(name, backend):
     fam = get_family(name)
     rng = np.random.default_rng(10)
     p = fam.sample_params(rng)
     u0 = fam.sample_initial_conditions(rng, 6, 128)
     u0 = np.concatenate([u0, 2 * u0[:3] - 1.5])  # also negative states (sign of the wave speed)
-    u = fam.solve(p, u0, nt=64)
+    u = solve(fam, p, u0, nt=64, backend=backend)
     mass = u.sum(axis=-1)
     scale = np.abs(u0).sum(axis=-1, keepdims=True)
     assert np.abs(mass - mass[:, :1]).max() / scale.max() < 1e-13  # measured 1.8e-14
 
 
-@pytest.mark.parametrize("name", INVISCID_CL)
-def test_inviscid_conservation_laws_keep_the_initial_range(name):
+@pytest.mark.parametrize("name, backend", with_backends(INVISCID_CL))
+def test_inviscid_conservation_laws_keep_the_initial_range(name, backend):
     """MUSCL-MC interface states lie between neighbours and Rusanov is monotone: max principle."""
     fam = get_family(name)
     rng = np.random.default_rng(11)
     p = fam.sample_params(rng)
     u0 = fam.sample_initial_conditions(rng, 6, 128)
     u0 = np.concatenate([u0, 2 * u0[:3] - 1.5])
-    u = fam.solve(p, u0, nt=64)
+    u = solve(fam, p, u0, nt=64, backend=backend)
     lo = u0.min(axis=-1)[:, None, None]
     hi = u0.max(axis=-1)[:, None, None]
     assert np.all(u >= lo - 1e-9) and np.all(u <= hi + 1e-9)
@@ -648,17 +686,18 @@ def _fp_boltzmann(nx):
     return p / p.sum()
 
 
-def test_fplanck_probability_positivity_and_boltzmann():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fplanck_probability_positivity_and_boltzmann(backend):
     fam = get_family("fplanck")
     rng = np.random.default_rng(12)
     p0 = fam.sample_initial_conditions(rng, 6, 128)
     eta = 0.00097
-    p = fam.solve({"eta": eta}, p0, nt=64)
+    p = solve(fam, {"eta": eta}, p0, nt=64, backend=backend)
     np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=0, atol=1e-11)  # measured 2.8e-13
     assert p.min() > -1e-15  # measured -8e-17 (round-off)
     # the Boltzmann distribution of the potential is stationary (detailed balance)
     eq = _fp_boltzmann(128)
-    pe = fam.solve({"eta": eta}, eq[None], nt=64)[0]
+    pe = solve(fam, {"eta": eta}, eq[None], nt=64, backend=backend)[0]
     np.testing.assert_allclose(pe, np.broadcast_to(eq, pe.shape), rtol=0, atol=1e-10 * eq.max())
     # H-theorem of a master equation with detailed balance: KL(p_t | p_eq) never increases
     # (the exchange between the wells of cos(10x) is slow: p(t_f) is still far from p_eq)
@@ -739,7 +778,7 @@ def _with_term(tree: Expr, i: int, new: Expr) -> Expr:
     return out
 
 
-def _residual_data(name, seed=0, batch=4):
+def _residual_data(name, seed=0, batch=4, backend="numpy"):
     fam = get_family(name)
     nt, frames, cells, thr = RESIDUAL_CFG[name]
     rng = np.random.default_rng(seed)
@@ -753,13 +792,13 @@ def _residual_data(name, seed=0, batch=4):
         smooth = uh[:, 20:].max(axis=-1) < 1e-8 * uh[:, 1:].max(axis=-1)
         u0 = u0[smooth][:batch]
         assert len(u0) >= 3
-    u = fam.solve(p, u0, nt=nt)
+    u = solve(fam, p, u0, nt=nt, backend=backend)
     return fam, p, u, nt, frames, cells, thr
 
 
-@pytest.mark.parametrize("name", list_families())
-def test_equation_residual_of_generated_data(name):
-    fam, p, u, nt, frames, cells, thr = _residual_data(name)
+@pytest.mark.parametrize("name, backend", with_backends(list_families()))
+def test_equation_residual_of_generated_data(name, backend):
+    fam, p, u, nt, frames, cells, thr = _residual_data(name, backend=backend)
     tokens = fam.tokens(p)
     ds = 2.0 / nt  # stored time covers [0, 2) for every family
     res = equation_residual(tokens, u, ds, frames=frames, cells=cells)
