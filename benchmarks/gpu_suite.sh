@@ -58,8 +58,9 @@ timeout 45 "$PY" benchmarks/meta_step.py --device cuda --quick --sections overhe
   --json "$DEST/meta.json" || echo "section 3 ended early (rc $?)"
 
 section "4. torch-solver generation"
-timeout 60 "$PY" benchmarks/generate_throughput.py --device cuda --gpu-suite --json "$DEST/generate.json" \
-  || echo "section 4 ended early (rc $?)"
+# every family with a torch solver; 16,000 trajectories per batch (320 operators x 50), 2 rounds
+timeout 60 "$PY" benchmarks/generate_throughput.py --solvers --device cuda --solver-families all --rounds 2 \
+  --numpy-operators 1 --json "$DEST/generate.json" || echo "section 4 ended early (rc $?)"
 
 section "5. tests marked gpu"
 timeout 40 "$PY" -m pytest -q -p no:cacheprovider -m gpu -o addopts="" --continue-on-collection-errors tests 2>&1 | tee "$DEST/gpu_tests.txt" | tail -15

@@ -69,7 +69,7 @@ def generate_rows(data) -> list[list[str]]:
         return rows
     for fam, entry in sorted((data.get("families") or {}).items()):
         for variant, res in entry.items():
-            if not isinstance(res, dict) or "traj_per_s" not in res:
+            if not isinstance(res, dict) or "traj_per_s" not in res or variant == "numpy":
                 continue
             rate = res["traj_per_s"]
             target = 1e5 if fam in SPECTRAL else (1e4 if fam in FINITE_VOLUME else None)
