@@ -7,6 +7,9 @@ median of the per-round ratios ``t(baseline) / t(variant)`` (paired within a rou
 its min-max over rounds; ms/step is the median over rounds of each process's median step. No
 figure from another run or machine enters a ratio.
 
+The CPU-time ratio is the same paired ratio of process CPU time (all threads; with
+``OMP_WAIT_POLICY=PASSIVE`` idle threads sleep), less sensitive to other jobs than wall time.
+
 One step = forward, MSE loss, backward, optimiser step, on synthetic batches shaped like the
 data (1 input frame of nx=128, 32 query times, equations of 14-20 tokens).
 
@@ -195,15 +198,17 @@ def run_one(spec: dict) -> dict:
     flops = counter.get_total_flops()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, cpu = [], []
     for _ in range(spec["steps"]):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         sync()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     dt = statistics.median(times)
     return {**spec, "batch": batch, "group": group, "params": n_params, "optimizer": impl, "flops": flops,
             "ms": dt * 1e3, "ms_all": [round(t * 1e3, 2) for t in times], "samples_per_s": batch / dt,
+            "cpu_ms": statistics.median(cpu) * 1e3,
             "gflops": flops / dt / 1e9, "peak_mb": _peak_memory_mb(device), "warmup_s": warmup_s,
             "threads": torch.get_num_threads()}
 
@@ -364,7 +369,8 @@ def main(argv=None) -> None:
 
     load1 = os.getloadavg()
     header = (f"{'row':20s} {'variant':12s} {'optim':7s} {'batch':>5s} {'ms/step (min-max)':>22s} {'samples/s':>9s} "
-              f"{'vs ' + args.baseline + ' (min-max)':>22s} {'GFLOP/s':>8s} {'roofline':>8s} {'peak MB':>8s}")
+              f"{'vs ' + args.baseline + ' (min-max)':>22s} {'CPU-time ratio':>14s} {'GFLOP/s':>8s} {'roofline':>8s} "
+              f"{'peak MB':>8s}")
     print()
     print(header)
     print("-" * len(header))
@@ -381,10 +387,13 @@ def main(argv=None) -> None:
             paired = [b["ms"] / x["ms"] for b, x in zip(base, results[(row, v)])
                       if "error" not in b and "error" not in x]
             gf = statistics.median([x["gflops"] for x in runs])
+            cpu_paired = [b["cpu_ms"] / x["cpu_ms"] for b, x in zip(base, results[(row, v)])
+                          if "cpu_ms" in b and "cpu_ms" in x]
+            cpu_ratio = f"{statistics.median(cpu_paired):.2f}" if cpu_paired else "-"
             summary[(row, v)] = dict(ms=statistics.median(ms), ratio=statistics.median(paired) if paired else None,
                                      ratios=paired, gflops=gf, flops=runs[0]["flops"], batch=runs[0]["batch"])
             print(f"{row:20s} {v:12s} {runs[0]['optimizer']:7s} {runs[0]['batch']:5d} {_spread(ms, '{:.0f}'):>22s} "
-                  f"{runs[0]['batch'] / statistics.median(ms) * 1e3:9.1f} {_spread(paired):>22s} {gf:8.1f} "
+                  f"{runs[0]['batch'] / statistics.median(ms) * 1e3:9.1f} {_spread(paired):>22s} {cpu_ratio:>14s} {gf:8.1f} "
                   f"{gf / best_fp32:8.2f} {max(x['peak_mb'] for x in runs):8.0f}")
     print(f"\nFLOPs counted per step (forward + backward): " + ", ".join(
         f"{row} {summary[(row, v)]['flops'] / 1e9:.1f} G" for row in args.rows for v in [args.baseline]
