@@ -6,15 +6,18 @@
     python benchmarks/generate_throughput.py --levels 32,64,128,256     # cost vs resolution, fitted exponent
     python benchmarks/generate_throughput.py --solvers                  # numpy vs torch solvers, same run
     python benchmarks/generate_throughput.py --solvers --device cuda    # the torch solvers on a GPU
+    python benchmarks/generate_throughput.py --solvers --compiled       # + torch.compile'd steps
 
 ``--solvers``: the cost of one *solved* trajectory (128 x 64) of every family with a torch
-solver, for the numpy solver and the torch solver in float64 and float32, measured in the same
-process in ``--rounds`` rounds that alternate the variants (median and min-max over the
-rounds). Only the solve is timed (ICs are drawn beforehand; CUDA is synchronised). torch solves
-``--batch`` trajectories at once (``--batch``/50 operators x 50 ICs, per-row parameters, as
-``lemon-pl generate --chunk`` does), numpy one operator of K=50 at a time (its natural batch)
-for the first ``--numpy-operators`` of those operators. Printed: threads, machine load, the
-torch/numpy ratio, the reference (JAX) figures and the 2x targets with PASS/MISS.
+solver, for the numpy solver and the torch solver in float64 and float32 (``--compiled``: also
+through ``torch.compile``, ``torch64c`` / ``torch32c``; the first, compiling call is excluded and
+printed), measured in the same process in ``--rounds`` rounds that alternate the variants
+(median and min-max over the rounds). Only the solve is timed (ICs are drawn beforehand; CUDA
+is synchronised). torch solves ``--solver-batch`` trajectories at once (``--solver-batch``/50
+operators x 50 ICs, per-row parameters, as ``lemon-pl generate --chunk`` does), numpy one
+operator of K=50 at a time (its natural batch) for the first ``--numpy-operators`` of those
+operators (porous_medium's operators cycle through m = 2, 3, 4). Printed: threads, machine
+load, the torch/numpy ratio, the reference (JAX) figures and the 2x targets with PASS/MISS.
 
 ``--levels``: the multi-level families' cost per sample at every level (the solver alone, as
 ``lemon-pl generate --levels`` records it: map families by their batched solve of ``--batch``
@@ -35,6 +38,7 @@ import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -63,7 +67,8 @@ def _target_ms(name: str) -> float:
 
 
 def solver_comparison(families: str, batch: int, rounds: int, numpy_ops: int, device: str, threads: int,
-                      compiled: bool = False, k: int = 50, nx: int = 128, nt: int = 64, seed: int = 0) -> None:
+                      compiled: bool = False, k: int = 50, nx: int = 128, nt: int = 64, seed: int = 0,
+                      json_path: str | None = None) -> None:
     """numpy vs torch (float64, float32) ms per solved trajectory, alternating in rounds (see the docstring)."""
     import statistics
 
@@ -155,6 +160,13 @@ def solver_comparison(families: str, batch: int, rounds: int, numpy_ops: int, de
                  for v in med if v != "numpy"]
         print(f"  {name:32s} numpy {med['numpy']:7.3f}  " + "  ".join(cells) + f"  target <= {target:.3f}")
     print(f"machine load at the end: {_load()}")
+    if json_path:  # the GPU suite's summary reads this
+        import json
+
+        out = {"device": device, "batch": batch, "load": _load(), "families": {
+            name: {v: {"ms": m, "traj_per_s": 1e3 / m, "batch": batch if v != "numpy" else k} for v, m in med.items()}
+            for name, med in summary}}
+        Path(json_path).write_text(json.dumps(out, indent=2))
 
 
 def _load() -> str:
@@ -230,11 +242,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (--solvers)")
     ap.add_argument("--compiled", action="store_true",
                     help="also time the torch solvers through torch.compile (--solvers; compile time excluded)")
+    ap.add_argument("--json", default=None, help="also write the --solvers table to this JSON file")
     args = ap.parse_args()
     if args.solvers:
         batch = args.solver_batch or (16000 if args.device.startswith("cuda") else 400)
         solver_comparison(args.solver_families, batch, args.rounds, args.numpy_operators, args.device, args.threads,
-                          args.compiled, nx=args.nx, nt=args.nt)
+                          args.compiled, nx=args.nx, nt=args.nt, json_path=args.json)
         return
     if args.levels:
         level_costs(args.level_families, sorted(int(v) for v in args.levels.split(",")), args.batch, args.repeats)

@@ -26,8 +26,11 @@ whatever the number of workers); each operator keeps its own IC stream, so the I
 of the numpy path, and its rejected trajectories are redrawn from it in later rounds that
 solve only the operators still short of K. A resumed chunk is solved whole again (the same
 batch, so the same numbers) and only its missing operators are written. The effective
-backend and its dtype are part of a file's identity (a numpy file is never resumed by a torch
-run); the device kind and the chunk size are recorded (a resumed file keeps its chunk size).
+backend, its dtype and whether its steps are compiled (``solver_compile``: ``torch.compile``,
+fused kernels that round differently; off by default, as compiling costs tens of seconds per
+step function in a fresh process) are part of a file's identity (a numpy file is never
+resumed by a torch run); the device kind and the chunk size are recorded (a resumed file keeps
+its chunk size).
 On CUDA the parent process solves (workers, if any, only serve numpy families); CPU workers
 solve with one torch thread each.
 
@@ -78,9 +81,12 @@ SOLVERS = ("numpy", "torch")
 DEVICES = ("cpu", "cuda")
 SOLVER_DTYPES = ("float64", "float32")
 DEFAULT_SOLVER = "torch"
-DEFAULT_CHUNK = 32
+#: operators per torch solve when --chunk is not given: on CPU the batch (8 x K = 400 rows at
+#: K = 50) stays in the caches (measured faster than 32 operators, benchmarks/generate_throughput.py
+#: --solvers); a GPU wants as many rows as it can hold
+DEFAULT_CHUNK = {"cpu": 8, "cuda": 256}
 #: identity attributes that files written before they existed lack (those files were numpy, float64)
-IDENTITY_DEFAULTS = {"solver": "numpy", "solver_dtype": "float64"}
+IDENTITY_DEFAULTS = {"solver": "numpy", "solver_dtype": "float64", "solver_compile": False}
 
 
 class GenerationError(RuntimeError):
@@ -125,7 +131,8 @@ class SplitSpec:
     solver: str = "numpy"
     solver_dtype: str = "float64"
     device: str = "cpu"
-    chunk: int = DEFAULT_CHUNK
+    chunk: int = DEFAULT_CHUNK["cpu"]
+    solver_compile: bool = False  # torch.compile'd step functions (fused kernels: round-off differs)
 
     @property
     def levelled(self) -> bool:
@@ -137,7 +144,7 @@ class SplitSpec:
             "family": self.family, "split": self.split, "n_operators": self.n_operators,
             "k": self.k, "nx": self.nx, "nt": self.nt, "gamma": float(self.gamma),
             "seed": self.seed, "generator_version": GENERATOR_VERSION,
-            "solver": self.solver, "solver_dtype": self.solver_dtype,
+            "solver": self.solver, "solver_dtype": self.solver_dtype, "solver_compile": bool(self.solver_compile),
         }
         if self.levelled:
             ident.update(finest_grid=self.ic_nx, restriction=self.restriction)
@@ -222,14 +229,18 @@ def generate_operator(family_name: str, params: np.ndarray, seed: int, split: st
 
 def generate_chunk(family_name: str, params: np.ndarray, seed: int, split: str, indices: Sequence[int],
                    k: int, nx: int, nt: int, ic_nx: int = 0, restriction: str = "average",
-                   device: str = "cpu", dtype: str = "float64") -> list[tuple[np.ndarray, int, float, np.ndarray | None]]:
+                   device: str = "cpu", dtype: str = "float64",
+                   compile: bool = False) -> list[tuple[np.ndarray, int, float, np.ndarray | None]]:
     """Solve the operators ``indices`` (parameters ``params`` (C, P)) together with the torch solver.
 
     Returns, per operator, what :func:`generate_operator` returns: its K accepted trajectories
     (float32), its rejected count, its share of the solver seconds (the chunk's, divided evenly)
     and the fine ICs of multi-level data. Each operator draws its ICs from its own stream
     exactly as :func:`generate_operator` does; a round solves every operator still short of K.
+    ``compile``: the torch solvers' step functions through ``torch.compile``.
     """
+    from lemon_pl.data import torch_solvers
+
     fam = get_family(family_name)
     params = np.asarray(params, dtype=np.float64).reshape(len(indices), len(fam.params))
     rngs = [_rng(seed, family_name, split, "ics", int(i)) for i in indices]
@@ -257,8 +268,13 @@ def generate_chunk(family_name: str, params: np.ndarray, seed: int, split: str, 
             rows.append(np.repeat(params[j][None], need, axis=0))
             sizes.append(need)
         start = time.perf_counter()
-        u = fam.solve_torch(np.concatenate(rows), np.concatenate(u0s), nt=nt, device=device, dtype=dtype)
-        u = u.cpu().numpy()
+        was = torch_solvers.compile_enabled()
+        torch_solvers.set_compile(compile)
+        try:
+            u = fam.solve_torch(np.concatenate(rows), np.concatenate(u0s), nt=nt, device=device, dtype=dtype)
+            u = u.cpu().numpy()
+        finally:
+            torch_solvers.set_compile(was)
         seconds += time.perf_counter() - start
         ok = fam.accept(u)
         at = 0
@@ -299,14 +315,14 @@ def _init_worker(solver: str) -> None:
         torch.set_num_threads(1)
 
 
-def _check_solver(solver: str, device: str, solver_dtype: str, chunk: int) -> None:
+def _check_solver(solver: str, device: str, solver_dtype: str, chunk: int | None) -> None:
     if solver not in SOLVERS:
         raise GenerationError(f"--solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     if device not in DEVICES:
         raise GenerationError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
     if solver_dtype not in SOLVER_DTYPES:
         raise GenerationError(f"--solver-dtype must be one of {', '.join(SOLVER_DTYPES)}, got {solver_dtype!r}")
-    if chunk < 1:
+    if chunk is not None and chunk < 1:
         raise GenerationError(f"--chunk must be at least 1, got {chunk}")
     if device == "cuda":
         if solver != "torch":
@@ -326,7 +342,7 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
          n_operators: int | None = None, k: int | None = None, nx: int = 128, nt: int = 64,
          gamma: float = DEFAULT_GAMMA, seed: int = DEFAULT_SEED, ic_nx: int = 0,
          restriction: str = "average", *, solver: str = DEFAULT_SOLVER, device: str = "cpu",
-         solver_dtype: str = "float64", chunk: int = DEFAULT_CHUNK) -> list[SplitSpec]:
+         solver_dtype: str = "float64", chunk: int | None = None, solver_compile: bool = False) -> list[SplitSpec]:
     """Validate arguments and list the files to produce."""
     if preset not in PRESETS:
         raise GenerationError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -354,6 +370,7 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
             raise GenerationError(f"--restriction {restriction!r} is not one of "
                                   f"{', '.join(RESTRICTIONS['periodic_cells'])} for the data engine's families")
     _check_solver(solver, device, solver_dtype, chunk)
+    chunk = chunk or DEFAULT_CHUNK[device]
     counts = dict(pre.n_operators)
     if split_name is not None:
         if split_name in STANDARD_SPLITS:
@@ -379,7 +396,8 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
     for fam in names:
         f = get_family(fam)
         torch_fam = solver == "torch" and f.has_torch and (device == "cuda" or f.torch_on_cpu)
-        backend = dict(solver="torch", solver_dtype=solver_dtype, device=device, chunk=chunk) if torch_fam else {}
+        backend = (dict(solver="torch", solver_dtype=solver_dtype, device=device, chunk=chunk,
+                        solver_compile=bool(solver_compile)) if torch_fam else {})
         for s in wanted:
             specs.append(SplitSpec(fam, s, counts[s], k or pre.k, nx, nt, gamma, seed, preset,
                                    reserved=reserved if split_name else reserved[: STANDARD_SPLITS.index(s)],
@@ -636,16 +654,18 @@ def generate(root: str | os.PathLike, preset: str = "default", families: str | S
              gamma: float = DEFAULT_GAMMA, seed: int = DEFAULT_SEED, workers: int = 1,
              overwrite: bool = False, progress: bool = True, command: str = "", *, ic_nx: int = 0,
              restriction: str = "average", solver: str = DEFAULT_SOLVER, device: str = "cpu",
-             solver_dtype: str = "float64", chunk: int = DEFAULT_CHUNK) -> list[SplitReport]:
+             solver_dtype: str = "float64", chunk: int | None = None,
+             solver_compile: bool = False) -> list[SplitReport]:
     """Generate (or complete) the requested files; returns one report per file.
 
     ``ic_nx`` (multi-level data): draw every IC on that finer grid, keep it as ``u0_fine`` and
     solve from its ``restriction`` to ``nx``. ``solver`` / ``device`` / ``solver_dtype`` /
-    ``chunk``: see the module docstring."""
+    ``chunk`` / ``solver_compile``: see the module docstring."""
     if workers < 1:
         raise GenerationError(f"--workers must be at least 1, got {workers}")
     specs = plan(root, preset, families, splits, split_name, n_operators, k, nx, nt, gamma, seed, ic_nx,
-                 restriction, solver=solver, device=device, solver_dtype=solver_dtype, chunk=chunk)
+                 restriction, solver=solver, device=device, solver_dtype=solver_dtype, chunk=chunk,
+                 solver_compile=solver_compile)
     root = Path(root)
     command = command or f"lemon-pl generate --root {shlex.quote(str(root))} --preset {preset}"
     locks = _acquire_locks(root, specs)  # before any data file is looked at, created or opened
@@ -764,7 +784,7 @@ def _solve_undone(spec: SplitSpec, f, params: np.ndarray, done: np.ndarray, pool
     for lo in starts:
         idx = list(range(lo, min(lo + chunk, spec.n_operators)))
         jobs.append((spec.family, params[idx[0]:idx[-1] + 1], spec.seed, spec.split, idx, spec.k, spec.nx,
-                     spec.nt, spec.ic_nx, spec.restriction, spec.device, spec.solver_dtype))
+                     spec.nt, spec.ic_nx, spec.restriction, spec.device, spec.solver_dtype, spec.solver_compile))
     on_pool = pool is not None and spec.device == "cpu"  # CUDA: solved here, never in a worker
     chunks = pool.imap(_chunk_worker, jobs) if on_pool else map(_chunk_worker, jobs)
     return ((i, res) for idx, results in chunks for i, res in zip(idx, results) if not done[i])

@@ -116,6 +116,10 @@ def test_backend_and_dtype_are_part_of_the_identity(tmp_path):
     gen.generate(tmp_path / "t", "tiny", "burgers", **SMALL)
     with pytest.raises(gen.GenerationError, match=r"solver_dtype='float64' \(wanted 'float32'\)"):
         gen.generate(tmp_path / "t", "tiny", "burgers", solver_dtype="float32", **SMALL)
+    with pytest.raises(gen.GenerationError, match=r"solver_compile=.*False.* \(wanted True\)"):
+        gen.generate(tmp_path / "t", "tiny", "burgers", solver_compile=True, **SMALL)
+    with h5py.File(tmp_path / "t" / "burgers" / "train.h5", "r") as f:
+        assert not f.attrs["solver_compile"]
 
 
 def test_files_from_before_the_solver_attribute_count_as_numpy(tmp_path):
