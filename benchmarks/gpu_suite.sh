@@ -41,7 +41,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
 fi
 
 section "1. Prose paper size: fp32 / bf16-mixed, eager / compile"
-timeout 200 "$PY" benchmarks/train_throughput.py --device cuda --rows prose_paper \
+timeout 190 "$PY" benchmarks/train_throughput.py --device cuda --rows prose_paper \
   --variants app app_bf16 app_compile app_bf16_compile --baseline app --rounds 1 --warmup 5 --steps 20 \
   --batch 128 --peak-tflops "$PEAK" --json "$DEST/train_prose.json" || echo "section 1 ended early (rc $?)"
 timeout 70 "$PY" benchmarks/train_throughput.py --device cuda --rows prose_paper_g5 prose_paper_no_text \
@@ -49,7 +49,7 @@ timeout 70 "$PY" benchmarks/train_throughput.py --device cuda --rows prose_paper
   --json "$DEST/train_prose_more.json" || echo "section 1b ended early (rc $?)"
 
 section "2. FNO and DeepONet"
-timeout 45 "$PY" benchmarks/train_throughput.py --device cuda --rows fno deeponet --variants app app_bf16 \
+timeout 35 "$PY" benchmarks/train_throughput.py --device cuda --rows fno deeponet --variants app app_bf16 \
   --baseline app --rounds 1 --warmup 3 --steps 30 --batch 256 --json "$DEST/train_operators.json" \
   || echo "section 2 ended early (rc $?)"
 
@@ -59,11 +59,11 @@ timeout 45 "$PY" benchmarks/meta_step.py --device cuda --quick --sections overhe
 
 section "4. torch-solver generation"
 # every family with a torch solver; 16,000 trajectories per batch (320 operators x 50), 2 rounds
-timeout 60 "$PY" benchmarks/generate_throughput.py --solvers --device cuda --solver-families all --rounds 2 \
+timeout 90 "$PY" benchmarks/generate_throughput.py --solvers --device cuda --solver-families all --rounds 2 \
   --numpy-operators 1 --json "$DEST/generate.json" || echo "section 4 ended early (rc $?)"
 
 section "5. tests marked gpu"
-timeout 40 "$PY" -m pytest -q -p no:cacheprovider -m gpu -o addopts="" --continue-on-collection-errors tests 2>&1 | tee "$DEST/gpu_tests.txt" | tail -15
+timeout 30 "$PY" -m pytest -q -p no:cacheprovider -m gpu -o addopts="" --continue-on-collection-errors tests 2>&1 | tee "$DEST/gpu_tests.txt" | tail -15
 echo "gpu tests rc ${PIPESTATUS[0]}" >> "$DEST/gpu_tests.txt"
 
 section "summary"

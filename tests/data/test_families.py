@@ -43,9 +43,6 @@ CONSERVATION = VISCOUS_CL + INVISCID_CL
 REACTION = ["diff_logisreact_1D", "diff_bistablereact_1D", "diff_squarelogisticreact_1D"]
 
 
-BACKENDS = ("numpy", "torch")
-
-
 def solve(fam, params, u0, nt=64, backend="numpy"):
     """``fam.solve`` or its torch solver (float64, CPU) as a numpy array."""
     if backend == "numpy":
@@ -55,16 +52,21 @@ def solve(fam, params, u0, nt=64, backend="numpy"):
     return out.numpy()
 
 
-#: torch cases that take tens of seconds on 2 cores (Cahn-Hilliard's implicit solver at small
-#: batches): they run in the slow step of CI
-SLOW_TORCH = {"cahnhilliard_1D"}
+#: The torch cases of these checks run in the slow step of CI (``-m slow``): together they take
+#: minutes on 2 cores, and the default suite keeps the torch solvers' own tests
+#: (tests/data/test_torch_*.py: agreement with numpy, batching, dtypes) and one torch case per
+#: family of the shape check below.
+TORCH = pytest.param("torch", marks=pytest.mark.slow)
+BACKENDS = ("numpy", TORCH)
 
 
-def with_backends(names):
-    """(name, backend) cases: numpy for every family, torch for those that have a torch solver."""
+def with_backends(names, fast_torch: bool = False):
+    """(name, backend) cases: numpy for every family, torch for those that have a torch solver
+    (in the slow step unless ``fast_torch``; Cahn-Hilliard's always, tens of seconds)."""
     return [pytest.param(n, b, id=f"{n}-{b}",
-                         marks=[pytest.mark.slow] if b == "torch" and n in SLOW_TORCH else [])
-            for n in names for b in BACKENDS if b == "numpy" or get_family(n).has_torch]
+                         marks=[pytest.mark.slow] if b == "torch" and (not fast_torch or n == "cahnhilliard_1D")
+                         else [])
+            for n in names for b in ("numpy", "torch") if b == "numpy" or get_family(n).has_torch]
 
 
 def rel_l2(a, b, axis=-1):
@@ -175,7 +177,7 @@ def test_equation_string(name):
     assert fam.template.endswith("= 0")
 
 
-@pytest.mark.parametrize("name, backend", with_backends(list_families()))
+@pytest.mark.parametrize("name, backend", with_backends(list_families(), fast_torch=True))
 def test_solve_shapes_initial_frame_and_accept(name, backend):
     fam = get_family(name)
     rng = np.random.default_rng(3)
@@ -422,7 +424,7 @@ def test_cahn_hilliard_linear_decay_rate_and_mass(backend):
         assert fitted == pytest.approx(lam, rel=2e-3)  # measured <= 1.1e-4
 
 
-@pytest.mark.parametrize("backend", ["numpy", pytest.param("torch", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_cahn_hilliard_mass_for_sampled_ics(backend):
     fam = get_family("cahnhilliard_1D")
     rng = np.random.default_rng(7)

@@ -31,6 +31,7 @@ def _assert_identical(a, b):
             assert a[fam][key].dtype == b[fam][key].dtype and np.array_equal(a[fam][key], b[fam][key]), (fam, key)
 
 
+@pytest.mark.slow  # about 20 s: two generations with worker processes
 def test_torch_files_are_bit_identical_whatever_the_workers(tmp_path):
     """Chunks of 2 operators (5 operators: 3 chunks) in-process on 2 threads vs 2 one-thread workers."""
     threads = torch.get_num_threads()
