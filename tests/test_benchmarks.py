@@ -34,6 +34,7 @@ def test_gpu_suite_time_limits_fit_in_eight_minutes():
     assert len(limits) >= 6 and sum(limits) <= 7.7 * 60
 
 
+@pytest.mark.slow  # starts python and torch in a subprocess
 def test_gpu_suite_refuses_without_cuda(tmp_path):
     import torch
 

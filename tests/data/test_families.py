@@ -53,9 +53,8 @@ def solve(fam, params, u0, nt=64, backend="numpy"):
 
 
 #: The torch cases of these checks run in the slow step of CI (``-m slow``): together they take
-#: minutes on 2 cores, and the default suite keeps the torch solvers' own tests
-#: (tests/data/test_torch_*.py: agreement with numpy, batching, dtypes) and one torch case per
-#: family of the shape check below.
+#: minutes on 2 cores, and the default suite keeps the torch solvers' own quick tests
+#: (tests/data/test_torch_solvers.py, test_torch_spectral.py: agreement with numpy, dtypes).
 TORCH = pytest.param("torch", marks=pytest.mark.slow)
 BACKENDS = ("numpy", TORCH)
 
@@ -177,7 +176,7 @@ def test_equation_string(name):
     assert fam.template.endswith("= 0")
 
 
-@pytest.mark.parametrize("name, backend", with_backends(list_families(), fast_torch=True))
+@pytest.mark.parametrize("name, backend", with_backends(list_families()))
 def test_solve_shapes_initial_frame_and_accept(name, backend):
     fam = get_family(name)
     rng = np.random.default_rng(3)

@@ -16,6 +16,9 @@ from lemon_pl.data.families import ConservationLaw
 FAMS = ["burgers", "diff_bistablereact_1D", "porous_medium"]
 SMALL = dict(n_operators=5, k=4, progress=False, splits=["train"])
 
+# generations with worker processes and injected faults: CI's slow step runs them
+pytestmark = pytest.mark.slow
+
 
 def _arrays(root, families, keys=("u", "params", "tokens", "n_rejected")):
     out = {}
@@ -67,6 +70,7 @@ def test_torch_and_numpy_files_hold_the_same_ics_and_agree(tmp_path):
         assert (f.attrs["solver"], f.attrs["solver_dtype"]) == ("numpy", "float64")
 
 
+@pytest.mark.slow  # a few generations with injected blow-ups
 def test_rejections_resample_per_operator_inside_a_chunk(tmp_path, monkeypatch):
     """Trajectories whose IC starts above 0.5 'blow up': the same ICs are kept and counted as numpy's."""
     monkeypatch.setattr(ConservationLaw, "accept", lambda self, u: u[:, 0, 0] <= 0.5)

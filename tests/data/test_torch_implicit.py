@@ -22,6 +22,9 @@ from lemon_pl.data.torch_implicit import (
 
 F64 = torch.float64
 
+# the implicit Cahn-Hilliard solver's checks take ~20 s on 2 cores: CI's slow step runs them
+pytestmark = pytest.mark.slow
+
 
 def _drift(q: np.ndarray) -> float:
     """Largest relative change of a per-frame quantity (..., nt) from its first frame."""

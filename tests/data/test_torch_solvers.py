@@ -71,6 +71,7 @@ def test_torch_matches_numpy_for_sampled_ics(name):
     assert np.abs(un[:, -1] - u0).max() > 1e-2
 
 
+@pytest.mark.slow  # ~25 s over the families; the default suite keeps the agreement and dtype checks
 @pytest.mark.parametrize("name", TORCH_FAMILIES)
 def test_a_row_does_not_depend_on_the_rest_of_its_batch(name):
     """Several operators in one batch == each operator alone == each row alone, bitwise."""
