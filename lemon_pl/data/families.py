@@ -35,6 +35,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lemon_pl.data import ics, solvers
+from lemon_pl.data.constants import FP_AMPLITUDE, FP_LENGTH_UM, FP_RADIUS, FP_TEMPERATURE, K_B
 from lemon_pl.data.symbols import Expr, chain, encode, integer, num, op, round_sig, var
 
 Params = Mapping[str, float]
@@ -576,11 +577,6 @@ class CubicFlux(ConservationLaw):
 
 # =========================================================================== Fokker-Planck
 
-K_B = 1.380649e-23
-FP_TEMPERATURE = 300.0
-FP_AMPLITUDE = 5e-21  # J, potential U = c cos(x / L)
-FP_LENGTH_UM = 0.1  # L in micrometres
-FP_RADIUS = 1e-7  # particle radius, m
 
 
 def fplanck_coefficients(eta: float) -> tuple[float, float, float]:

@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from lemon_pl.data.constants import FP_AMPLITUDE, FP_LENGTH_UM, FP_RADIUS, FP_TEMPERATURE, K_B
 from lemon_pl.data.ics import L_DOMAIN
 
 F64 = torch.float64
@@ -364,8 +365,6 @@ def evolve_master(p0: Tensor, t, m: Tensor, stationary: Tensor, rate=None, index
 
 def fplanck_diffusivity(eta) -> Tensor:
     """D(eta) of families.fplanck_coefficients, elementwise on a float64 tensor (same operations)."""
-    from lemon_pl.data.families import FP_RADIUS, FP_TEMPERATURE, K_B
-
     eta = torch.as_tensor(eta, dtype=F64)
     drag = 6 * math.pi * eta * FP_RADIUS
     return torch.full_like(drag, K_B * FP_TEMPERATURE) / drag * 1e12
@@ -410,16 +409,10 @@ def sine_gordon(u0: Tensor, t, c, substeps_per_unit: float = 512.0) -> Tensor:
     return leapfrog_wave(u0, t, 1.0, lambda u: -cc * torch.sin(u), substeps_per_unit)
 
 
-def _kdv_max_dt() -> float:
-    from lemon_pl.data.families import get_family
-
-    return get_family("kdv").t_final / 256  # as KdV._solve
-
-
-def kdv(u0: Tensor, t, delta, max_dt: float | None = None) -> Tensor:
+def kdv(u0: Tensor, t, delta, max_dt: float = 1.0 / 256) -> Tensor:
     """kdv: u_t + u u_x + delta^2 u_xxx = 0, ETDRK4 with 2/3 dealiasing; delta (B, 1).
 
-    ``max_dt`` defaults to the family's t_final / 256.
+    ``max_dt``: the family's t_final / 256 (its horizon is 1; ``KdV._solve_torch`` passes it).
     """
     u0 = _check_u0(u0)
     nx = u0.shape[-1]
@@ -433,7 +426,7 @@ def kdv(u0: Tensor, t, delta, max_dt: float | None = None) -> Tensor:
         u = _irfft_real_nyquist(v, nx)
         return torch.fft.rfft(u.square_(), dim=-1).mul_(half_ik)
 
-    return etdrk4(u0, t, lin, nonlin, max_dt=_kdv_max_dt() if max_dt is None else max_dt)
+    return etdrk4(u0, t, lin, nonlin, max_dt=max_dt)
 
 
 def fplanck_operator(nx: int, device=None) -> tuple[Tensor, Tensor]:
@@ -441,8 +434,6 @@ def fplanck_operator(nx: int, device=None) -> tuple[Tensor, Tensor]:
 
     The generator of FokkerPlanck._solve is D(eta) times this one.
     """
-    from lemon_pl.data.families import FP_AMPLITUDE, FP_LENGTH_UM, FP_TEMPERATURE, K_B
-
     dx = L_DOMAIN / nx
     x = (torch.arange(nx, dtype=F64, device=device) + 0.5) * dx  # ics.grid
     beta = 1.0 / (K_B * FP_TEMPERATURE)
