@@ -11,16 +11,21 @@ The CPU-time ratio is the same paired ratio of process CPU time (all threads; wi
 ``OMP_WAIT_POLICY=PASSIVE`` idle threads sleep), less sensitive to other jobs than wall time.
 
 One step = forward, MSE loss, backward, optimiser step, on synthetic batches shaped like the
-data (1 input frame of nx=128, 32 query times, equations of 14-20 tokens).
+data: 1 input frame of nx=128, 32 query times, and each operator's equation as long as that of a
+family drawn at random from the 19 (their lengths, 11 to 33 tokens, are computed from
+``lemon_pl.data.families`` by the driver and passed to every worker, so every variant, ``ref``
+included, sees the same batch; it is padded to its longest equation as ``collate`` pads).
 
 Variants (``--variants``):
 
 ``today``     the step as lemon-pl took it before issue 14: PyTorch's default AdamW (on CPU a
-              loop over parameters), every sample's equation encoded (``share_equation=False``).
+              loop over parameters), every sample's equation encoded and every padded token
+              computed (``share_equation=False, pack_tokens=False``).
 ``foreach``   multi-tensor AdamW.
 ``fused``     fused AdamW (one kernel over parameters, gradients and moments).
 ``app``       what the app builds now: ``lemon_pl.modules.optim.build_optimizers`` (fused AdamW)
-              and Prose's defaults (each distinct equation of a batch encoded once).
+              and Prose's defaults (each distinct equation of a batch encoded once, the
+              per-token maps run on real tokens only).
 ``app_bf16``  ``app`` under ``torch.autocast(bfloat16)``.
 ``app_compile`` ``app`` with ``torch.compile`` (equation sharing is off inside compile);
 ``app_bf16_compile`` both.
@@ -72,11 +77,10 @@ _CODE_ROOT = os.environ.get("LEMON_BENCH_ROOT", str(ROOT))
 if _CODE_ROOT not in sys.path:
     sys.path.insert(0, _CODE_ROOT)
 sys.path.insert(0, str(HERE))
-from _common import add_runner_args, resolve_device  # noqa: E402
+from _common import add_runner_args, family_token_lengths, resolve_device  # noqa: E402
 
 NX = 128
 N_OUT = 32
-TOKEN_LEN = 20
 VOCAB = 1098
 PAD_ID = 2
 
@@ -108,15 +112,17 @@ def _peak_memory_mb(device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-def synthetic_batch(batch: int, group: int, device, seed: int = 0):
-    """Inputs shaped like the data; ``group`` consecutive samples share one equation."""
+def synthetic_batch(batch: int, group: int, device, token_lengths: list[int], seed: int = 0):
+    """Inputs shaped like the data; ``group`` consecutive samples share one equation, whose
+    length is that of a family drawn from ``token_lengths`` (one entry per family)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
     n_ops = -(-batch // group)
-    tokens = torch.randint(PAD_ID + 1, VOCAB, (n_ops, TOKEN_LEN), generator=g)
-    lengths = torch.randint(TOKEN_LEN - 6, TOKEN_LEN + 1, (n_ops,), generator=g)
-    pad = torch.arange(TOKEN_LEN)[None, :] >= lengths[:, None]
+    lengths = torch.tensor(token_lengths)[torch.randint(0, len(token_lengths), (n_ops,), generator=g)]
+    width = int(lengths.max())
+    tokens = torch.randint(PAD_ID + 1, VOCAB, (n_ops, width), generator=g)
+    pad = torch.arange(width)[None, :] >= lengths[:, None]
     tokens = tokens.masked_fill(pad, PAD_ID).repeat_interleave(group, 0)[:batch]
     pad = pad.repeat_interleave(group, 0)[:batch]
     u_in = torch.randn(batch, 1, NX, generator=g)
@@ -163,13 +169,15 @@ def run_one(spec: dict) -> dict:
     cls = getattr(models, cls_name)
     kwargs = dict(kwargs)
     if cls_name == "Prose" and variant in ("today", "foreach", "fused"):
-        kwargs["share_equation"] = False  # today's forward: every sample's equation encoded
+        # today's forward: every sample's equation encoded, every padded token computed
+        kwargs.update(share_equation=False, pack_tokens=False)
     data = dict(nx=NX, input_len=1, output_len=N_OUT, vocab_size=VOCAB, pad_id=PAD_ID)
     model = cls(**models.taken_arguments(cls, data), **kwargs).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     opt = _optimizer(variant, model.parameters())
     impl = next((k for k in ("fused", "foreach") if opt.param_groups[0].get(k)), "loop")
-    u_in, t_in, t_out, tokens, pad, target = synthetic_batch(batch, group, device)
+    u_in, t_in, t_out, tokens, pad, target = synthetic_batch(batch, group, device, spec["token_lengths"])
+    real_tokens = int((~pad).sum())
     fwd = torch.compile(model) if variant.endswith("compile") else model
     bf16 = "bf16" in variant
 
@@ -210,7 +218,7 @@ def run_one(spec: dict) -> dict:
             "ms": dt * 1e3, "ms_all": [round(t * 1e3, 2) for t in times], "samples_per_s": batch / dt,
             "cpu_ms": statistics.median(cpu) * 1e3,
             "gflops": flops / dt / 1e9, "peak_mb": _peak_memory_mb(device), "warmup_s": warmup_s,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "tokens": f"{real_tokens}/{pad.numel()}"}
 
 
 def matmul_peak(spec: dict) -> dict:
@@ -340,6 +348,8 @@ def main(argv=None) -> None:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE (set for workers)')} | commit {head}"
           + (f" | baseline ref {args.baseline_ref} = {ref_sha[:12]}" if ref_sha else "")
           + f" | load {load0[0]:.2f} {load0[1]:.2f}", flush=True)
+    token_lengths = family_token_lengths()
+    print(f"equation lengths of the {len(token_lengths)} families (tokens): {sorted(token_lengths)}", flush=True)
     t_start = time.perf_counter()
     peak = _run_worker({"kind": "peak", "device": device, "threads": args.threads,
                         "bf16": any("bf16" in v for v in variants)},
@@ -359,17 +369,17 @@ def main(argv=None) -> None:
             order = variants[r % len(variants):] + variants[: r % len(variants)]
             for v in order:
                 spec = dict(row=row, variant=v, device=device, steps=steps, warmup=args.warmup, threads=args.threads,
-                            round=r, batch=args.batch)
+                            round=r, batch=args.batch, token_lengths=token_lengths)
                 res = _run_worker(spec, args.timeout, ref_root if v == "ref" else str(ROOT))
                 results.setdefault((row, v), []).append(res)
                 if args.json:  # written as it goes: a run stopped by a time limit keeps what it measured
                     _write_json(args.json, peak, results, [load0, os.getloadavg()], head, ref_sha)
-                msg = res.get("error") or f"{res['ms']:.1f} ms/step"
+                msg = res.get("error") or f"{res['ms']:.1f} ms/step ({res['flops'] / 1e9:.1f} GFLOP)"
                 print(f"  round {r + 1}/{rounds} {row:20s} {v:12s} {msg}", flush=True)
 
     load1 = os.getloadavg()
     header = (f"{'row':20s} {'variant':12s} {'optim':7s} {'batch':>5s} {'ms/step (min-max)':>22s} {'samples/s':>9s} "
-              f"{'vs ' + args.baseline + ' (min-max)':>22s} {'CPU-time ratio':>14s} {'GFLOP/s':>8s} {'roofline':>8s} "
+              f"{'vs ' + args.baseline + ' (min-max)':>22s} {'CPU-time ratio':>14s} {'GFLOP':>6s} {'GFLOP/s':>8s} {'roofline':>8s} "
               f"{'peak MB':>8s}")
     print()
     print(header)
@@ -393,11 +403,12 @@ def main(argv=None) -> None:
             summary[(row, v)] = dict(ms=statistics.median(ms), ratio=statistics.median(paired) if paired else None,
                                      ratios=paired, gflops=gf, flops=runs[0]["flops"], batch=runs[0]["batch"])
             print(f"{row:20s} {v:12s} {runs[0]['optimizer']:7s} {runs[0]['batch']:5d} {_spread(ms, '{:.0f}'):>22s} "
-                  f"{runs[0]['batch'] / statistics.median(ms) * 1e3:9.1f} {_spread(paired):>22s} {cpu_ratio:>14s} {gf:8.1f} "
+                  f"{runs[0]['batch'] / statistics.median(ms) * 1e3:9.1f} {_spread(paired):>22s} {cpu_ratio:>14s} "
+                  f"{runs[0]['flops'] / 1e9:6.1f} {gf:8.1f} "
                   f"{gf / best_fp32:8.2f} {max(x['peak_mb'] for x in runs):8.0f}")
-    print(f"\nFLOPs counted per step (forward + backward): " + ", ".join(
-        f"{row} {summary[(row, v)]['flops'] / 1e9:.1f} G" for row in args.rows for v in [args.baseline]
-        if (row, v) in summary))
+    print(f"\nGFLOP = FLOPs counted per step (forward + backward) of that variant; real/all tokens per batch: "
+          + ", ".join(f"{row} {next((x['tokens'] for x in results.get((row, args.baseline), []) if 'tokens' in x), '-')}"
+                      for row in args.rows))
     if args.peak_tflops:
         print(f"MFU against the nominal {args.peak_tflops} TFLOP/s: " + ", ".join(
             f"{row}/{v} {s['gflops'] / (args.peak_tflops * 1e3):.1%}" for (row, v), s in summary.items()))

@@ -14,10 +14,10 @@ Weights are compared as SHA-256 digests of every tensor's bytes; metrics exactly
 results depend on the CPU's vector unit, so on a machine whose torch CPU capability differs from
 the recording machine's the digests are replaced by a tolerance check on per-tensor sums.
 Re-record only for an intended change of results, and say so in the commit. The runs select
-PyTorch's per-parameter AdamW loop and per-sample equation encoding (``adamw: loop``,
-``share_equation: false``), the numerics of the recording; ``tests/modules/test_optim.py`` and
-``tests/models/test_prose_sharing.py`` show that the defaults (fused AdamW, shared encoding)
-agree with them to rounding.
+PyTorch's per-parameter AdamW loop, per-sample equation encoding and padded token rows
+(``adamw: loop``, ``share_equation: false``, ``pack_tokens: false``), the numerics of the
+recording; ``tests/modules/test_optim.py`` and ``tests/models/test_prose_sharing.py`` show that
+the defaults (fused AdamW, shared encoding, packed tokens) agree with them to rounding.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ FAMILIES = ["heat", "kdv"]
 NET = ["--model.init_args.net.class_path", "lemon_pl.models.Prose",
        "--model.init_args.net.init_args.d_model", "16", "--model.init_args.net.init_args.dim_ffn", "32",
        "--model.init_args.net.init_args.n_heads", "2",
-       # issue 14 made fused AdamW and the once-per-operator equation encoding the defaults: same
-       # algorithm, other rounding. These two settings select the recorded numerics, bit for bit.
-       "--model.init_args.adamw", "loop", "--model.init_args.net.init_args.share_equation", "false"]
+       # issue 14 made fused AdamW, the once-per-operator equation encoding and packed tokens the
+       # defaults: same algorithm, other rounding. These settings select the recorded numerics, bit for bit.
+       "--model.init_args.adamw", "loop", "--model.init_args.net.init_args.share_equation", "false",
+       "--model.init_args.net.init_args.pack_tokens", "false"]
 META = ["--model.init_args.support_size", "4", "--model.init_args.query_size", "6",
         "--model.init_args.inner_steps", "2", "--model.init_args.eval_support_size", "4",
         "--model.init_args.eval_query_size", "8", "--data.init_args.tasks_per_batch", "2",

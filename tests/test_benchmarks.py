@@ -68,10 +68,16 @@ def test_gpu_summary_table(tmp_path):
 def test_training_benchmark_batches_group_operators():
     import torch
 
+    from _common import family_token_lengths
     from train_throughput import synthetic_batch
 
-    u_in, t_in, t_out, tokens, pad, target = synthetic_batch(10, 5, torch.device("cpu"))
+    lengths = family_token_lengths()
+    assert len(lengths) == 19 and min(lengths) >= 5 and max(lengths) <= 64
+    u_in, t_in, t_out, tokens, pad, target = synthetic_batch(10, 5, torch.device("cpu"), lengths)
     assert tokens.shape[0] == 10 and len(torch.unique(tokens, dim=0)) == 2
     assert torch.equal(pad, tokens == 2)
-    _, _, _, tokens1, _, _ = synthetic_batch(10, 1, torch.device("cpu"))
+    _, _, _, tokens1, pad1, _ = synthetic_batch(10, 1, torch.device("cpu"), lengths)
     assert len(torch.unique(tokens1, dim=0)) == 10
+    # each equation is as long as some family's, padded to the longest of the batch
+    real = (~pad1).sum(1).tolist()
+    assert set(real) <= set(lengths) and tokens1.shape[1] == max(real)

@@ -29,6 +29,7 @@ __all__ = [
     "as_batched_times",
     "get_activation",
     "differentiable_attention",
+    "TokenPacking",
 ]
 
 
@@ -94,6 +95,58 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class TokenPacking:
+    """The real (non-padding) tokens of a padded ``(B, L, ...)`` batch as one ``(N, ...)`` block.
+
+    Every per-token map of a transformer layer (LayerNorm, the attention projections, the
+    feed-forward network) gives a token's output from that token alone, so running them on the
+    N real tokens only gives the real tokens exactly the values, and the parameters exactly the
+    gradients, of the padded batch: padding rows are never read by a masked attention and their
+    outputs are junk. Only the attention itself needs the ``(B, L)`` layout; :meth:`unpack`
+    scatters into it (zeros at padding) and :meth:`pack` gathers back. Both are differentiable
+    (an index copy and an index select).
+
+    ``valid``: bool ``(B, L)``, True at a real token.
+    """
+
+    def __init__(self, valid: Tensor) -> None:
+        self.shape = tuple(valid.shape)
+        self.index = valid.reshape(-1).nonzero().squeeze(1)
+        self.n = int(self.index.numel())
+
+    @property
+    def saves(self) -> bool:
+        """Whether there is any padding to skip."""
+        return self.n < self.shape[0] * self.shape[1]
+
+    def pack(self, x: Tensor) -> Tensor:
+        """(B, L, ...) -> (N, ...)"""
+        return x.reshape(self.shape[0] * self.shape[1], *x.shape[2:]).index_select(0, self.index)
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """(N, ...) -> (B, L, ...) with zeros at padding."""
+        out = x.new_zeros((self.shape[0] * self.shape[1], *x.shape[1:]))
+        return out.index_copy(0, self.index, x).unflatten(0, self.shape)
+
+
+def can_pack() -> bool:
+    """False under ``torch.compile`` and inside any ``torch.func`` transform (vmap, grad), where a
+    data-dependent number of tokens cannot be used (or, nested, is not worth the risk)."""
+    if torch.compiler.is_compiling():
+        return False
+    level = getattr(torch._C._functorch, "maybe_current_level", None)
+    return level is None or level() is None
+
+
+def can_deduplicate(tokens: Tensor) -> bool:
+    """False under ``torch.compile`` and when ``tokens`` is batched by ``torch.func.vmap``:
+    ``unique`` has a data-dependent output shape there."""
+    if torch.compiler.is_compiling():
+        return False
+    is_batched = getattr(torch._C._functorch, "is_batchedtensor", None)
+    return not (is_batched is not None and is_batched(tokens))
+
+
 class Attention(nn.Module):
     """Multi-head (self or cross) attention on top of PyTorch's fused SDPA.
 
@@ -119,15 +172,24 @@ class Attention(nn.Module):
         # (B, L, D) -> (B, H, L, Dh)
         return x.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2)
 
-    def forward(self, x: Tensor, memory: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, memory: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None,
+                packing: Optional[TokenPacking] = None, memory_packing: Optional[TokenPacking] = None) -> Tensor:
+        """``packing``: ``x`` holds the packed real tokens of a self-attention (the output is
+        packed too); ``memory_packing``: ``memory`` holds packed real tokens (cross-attention)."""
         kv = x if memory is None else memory
-        q = self._heads(self.q_proj(x))
-        k = self._heads(self.k_proj(kv))
-        v = self._heads(self.v_proj(kv))
+        kv_packing = packing if memory is None else memory_packing
+        q, k, v = self.q_proj(x), self.k_proj(kv), self.v_proj(kv)
+        if packing is not None:
+            q = packing.unpack(q)
+        if kv_packing is not None:
+            k, v = kv_packing.unpack(k), kv_packing.unpack(v)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            self._heads(q), self._heads(k), self._heads(v), attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
         )
         out = out.transpose(1, 2).flatten(2)  # (B, Lq, D)
+        if packing is not None:
+            out = packing.pack(out)
         return self.out_proj(out)
 
 
@@ -154,8 +216,8 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(d_model, dim_ffn, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
-        x = x + self.drop(self.self_attn(self.norm1(x), attn_mask=attn_mask))
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None, packing: Optional[TokenPacking] = None) -> Tensor:
+        x = x + self.drop(self.self_attn(self.norm1(x), attn_mask=attn_mask, packing=packing))
         x = x + self.drop(self.ffn(self.norm2(x)))
         return x
 
@@ -175,8 +237,10 @@ class CrossAttentionLayer(nn.Module):
         self.ffn = FeedForward(d_model, dim_ffn, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, memory: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
-        x = x + self.drop(self.cross_attn(self.norm1(x), memory=memory, attn_mask=attn_mask))
+    def forward(self, x: Tensor, memory: Tensor, attn_mask: Optional[Tensor] = None,
+                memory_packing: Optional[TokenPacking] = None) -> Tensor:
+        x = x + self.drop(self.cross_attn(self.norm1(x), memory=memory, attn_mask=attn_mask,
+                                          memory_packing=memory_packing))
         x = x + self.drop(self.ffn(self.norm2(x)))
         return x
 
@@ -189,9 +253,11 @@ class TransformerEncoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, dim_ffn, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None, packing: Optional[TokenPacking] = None) -> Tensor:
+        """``packing``: ``x`` is the ``(N, d)`` block of packed real tokens (see
+        :class:`TokenPacking`; ``attn_mask`` still in the padded layout); the output is packed."""
         for layer in self.layers:
-            x = layer(x, attn_mask)
+            x = layer(x, attn_mask, packing)
         return self.norm(x)
 
 
