@@ -20,7 +20,12 @@ The discretisations are those of :mod:`lemon_pl.data.solvers` (see there for the
   the exact semigroup of the periodic 3-point Laplacian (applied in Fourier space; the two
   half steps that meet between consecutive sub-steps of one frame are applied as one full
   step, identical in exact arithmetic) and the exact logistic or ``substeps`` RK4 reaction
-  steps; sub-steps of at most ``max_dt`` landing on every frame (as numpy);
+  steps; sub-steps of at most ``max_dt`` landing on every frame (as numpy). With
+  :func:`set_compile` the propagator is applied in real space instead, as a stencil of its
+  largest entries (13-21 taps; the rest lie below the working dtype's rounding), fused with
+  the reaction into one compiled call per frame interval (float64: 8e-14 from the Fourier
+  path). The families pass ``max_dt = t_final / RD_DIVISIONS[dtype]``: numpy's 256 in float64,
+  128 in float32, where it is the more accurate choice (see ``RD_DIVISIONS``);
 * ``linear_reaction_diffusion``: the exact Fourier propagator exp((rho - nu k^2) t);
 * ``porous_medium``: the conservative 3-point scheme for (u^m)_xx with Heun (SSP-RK2) steps
   of the adaptive monotone size cfl dx^2 / (2 max m u^(m-1)).
@@ -44,11 +49,11 @@ Speed: eagerly every elementwise operation is one pass over the batch, which on 
 by memory and per-operation overhead (a batch of ~400 trajectories, which stays in the caches,
 is faster than a larger one). :func:`set_compile` runs the step functions (one SSP-RK3 or
 Heun step plus the next stable step; the RK4 reaction) through ``torch.compile`` instead, which
-fuses each into a few kernels: several times faster for the FV, porous and RK4-reaction
+fuses each into a few kernels: several times faster for the FV, porous and reaction-diffusion
 families, identical to round-off, at the price of ~10-20 s of compilation per step function
-and dtype in a fresh process (cached on disk by inductor). The FFTs of the splitting solver are
-not fused; at 252 Strang steps of one rfft/irfft pair per trajectory they bound the
-reaction-diffusion solvers on CPU.
+and dtype in a fresh process (cached on disk by inductor). Eagerly the splitting solver's
+rfft/irfft pair per sub-step bounds the reaction-diffusion families; compiled, the per-call
+overhead of the fused frame function (~0.1 ms on CPU) is a large part of what is left.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ F64 = torch.float64
 __all__ = [
     "frame_steps", "frame_times", "param", "fd_laplacian_symbol", "wavenumbers", "adaptive_march",
     "conservation_law", "reaction_diffusion", "linear_reaction_diffusion", "porous_medium", "CFL_FV",
-    "CFL_POROUS", "set_compile", "compile_enabled",
+    "CFL_POROUS", "set_compile", "compile_enabled", "RD_DIVISIONS",
 ]
 
 CFL_FV = 0.4
@@ -113,7 +118,7 @@ def _compiled(fn: Callable) -> Callable:
         # dimension; the grid stays static (dx etc. are folded from it). The RK4 reaction chains
         # 8 polynomial stages: inlined into one expression, inductor's lowering blows up (minutes
         # for the square kinetics), so its reused intermediates are materialised earlier.
-        options = {"realize_opcount_threshold": 16} if fn.__name__ == "_rk4_reaction" else None
+        options = {"realize_opcount_threshold": 16} if fn.__name__ in ("_rk4_reaction", "_rd_frame") else None
         _COMPILED[fn] = torch.compile(fn, options=options)
     return _COMPILED[fn]
 
@@ -399,6 +404,62 @@ def _rk4_reaction(u: Tensor, sig: Tensor, half: Tensor, sixth: Tensor, a1: Tenso
     return u
 
 
+#: Strang sub-steps per ``t_final`` of the reaction-diffusion families (``max_dt = t_final / N``).
+#: float64 takes numpy's 256. In float32 the rounding of every sub-step, not the splitting error,
+#: bounds the accuracy, and half as many sub-steps are *more* accurate: the largest error against
+#: a float64 solution at t_final / 4096 is 5.4e-6 against 1.5e-5 (logistic), 5.8e-6 against
+#: 9.6e-6 (bistable) and 4.4e-6 against 9.9e-6 (square logistic) for 50 initial conditions, and
+#: float64 numpy's own is 6e-7 to 1.4e-6 (``tests/data/test_torch_rd.py`` checks the ordering).
+RD_DIVISIONS = {torch.float64: 256, torch.float32: 128}
+
+
+def _propagator_stencil(nu64: Tensor, lap: Tensor, d: float, n: int, dtype: torch.dtype,
+                        max_half_width: int) -> Tensor | None:
+    """The taps (B, 2J+1), offsets -J..J, of the exact periodic propagator exp(d nu D2) in real
+    space, or None when it is wider than ``max_half_width``.
+
+    The propagator is the circulant whose first column is irfft(exp(d nu lambda_k)) (computed in
+    float64); its entries fall off like (d nu / dx^2)^|j| / |j|!, so at the step sizes of these
+    families (d nu / dx^2 < 0.1) J is 6-7 in float32 and about 10 in float64 before the entries
+    drop below 1e-9 or 1e-16 of the largest, far under the working dtype's rounding."""
+    col = torch.fft.irfft(torch.exp((d * nu64) * lap), n=n, dim=-1)  # (B, n)
+    offsets = torch.arange(n, device=col.device)
+    dist = torch.minimum(offsets, n - offsets)
+    tol = 1e-16 if dtype == F64 else 1e-9
+    kept = dist[col.abs().amax(0) > tol * col.abs().amax()]
+    half = int(kept.max()) if kept.numel() else 0
+    if half > max_half_width:
+        return None
+    return col[:, torch.arange(-half, half + 1, device=col.device) % n].to(dtype).contiguous()
+
+
+def _stencil(u: Tensor, w: Tensor) -> Tensor:
+    """Periodic real-space stencil with per-row taps ``w`` (B, 2J+1) (J static from the shape)."""
+    half, n = (w.shape[1] - 1) // 2, u.shape[1]
+    if half == 0:
+        return u * w
+    up = torch.cat((u[:, n - half:], u, u[:, :half]), dim=1)
+    out = w[:, :1] * up[:, :n]
+    for j in range(1, 2 * half + 1):
+        out = out + w[:, j:j + 1] * up[:, j:j + n]
+    return out
+
+
+def _react(u: Tensor, kinetics: str, c1: Tensor, c2: Tensor, c3: Tensor, a1: Tensor, ma: Tensor,
+           substeps: int) -> Tensor:
+    if kinetics == "logistic":  # c1 = e, c2 = e - 1
+        return _logistic_step(u, c1, c2)
+    return _rk4_reaction(u, c1, c2, c3, a1, ma, kinetics, substeps)  # c = sig, half, sixth
+
+
+def _rd_frame(u: Tensor, w_half: Tensor, w_full: Tensor, kinetics: str, c1: Tensor, c2: Tensor, c3: Tensor,
+              a1: Tensor, ma: Tensor, substeps: int, ns: int) -> Tensor:
+    """One frame interval of ``ns`` Strang sub-steps in real space: D(h/2) R (D(h) R)^(ns-1) D(h/2)."""
+    for s in range(ns):
+        u = _react(_stencil(u, w_half if s == 0 else w_full), kinetics, c1, c2, c3, a1, ma, substeps)
+    return _stencil(u, w_half)
+
+
 def reaction_diffusion(u0: Tensor, t, nu, rho, kinetics: str = "logistic", a=None, *, max_dt: float,
                        substeps: int = 2) -> Tensor:
     """u_t = nu u_xx + rho f(u) by Strang splitting with exact 3-point-Laplacian diffusion.
@@ -407,7 +468,11 @@ def reaction_diffusion(u0: Tensor, t, nu, rho, kinetics: str = "logistic", a=Non
     "square" f = u^2 (1-u)^2 (``substeps`` RK4 steps per reaction step). Each frame interval
     is cut into the fewest equal sub-steps of at most ``max_dt`` (the same for every row).
     The diffusion propagators exp(h nu D2) are computed in float64 and cast to the working
-    dtype; the state between sub-steps is kept in Fourier space.
+    dtype. Eagerly the state between sub-steps is kept in Fourier space (one rfft/irfft pair per
+    sub-step). With :func:`set_compile` the propagator is applied in real space as its
+    (truncated, see :func:`_propagator_stencil`) stencil, fused with the reaction into one
+    compiled function per frame interval: the same operator to below the working dtype's
+    rounding, without FFTs (a propagator too wide for a stencil keeps the Fourier path).
     """
     if kinetics not in KINETICS:
         raise ValueError(f"kinetics must be one of {KINETICS}, got {kinetics!r}")
@@ -424,6 +489,34 @@ def reaction_diffusion(u0: Tensor, t, nu, rho, kinetics: str = "logistic", a=Non
     nu64 = param(nu, u0, "nu").to(F64)
     rho64 = param(rho, u0, "rho").to(F64)
     lap = fd_laplacian_symbol(n, device=dev)[None, :]
+    a1 = ma = torch.zeros((b, 1), dtype=dtype, device=dev)
+    if kinetics == "bistable":
+        a = param(a, u0, "a")
+        a1, ma = 1.0 + a, -a
+
+    def coefficients(h: float) -> tuple[Tensor, Tensor, Tensor]:
+        if kinetics == "logistic":
+            e64 = torch.exp(rho64 * h)
+            return e64.to(dtype), (e64 - 1.0).to(dtype), e64.to(dtype)
+        sig64 = rho64 * (h / substeps)  # RK4 on u' = rho g(u): rho folded into the step
+        return sig64.to(dtype), (0.5 * sig64).to(dtype), (sig64 / 6.0).to(dtype)
+
+    steps = frame_steps(times, max_dt)
+    if compile_enabled():
+        stencils: dict[float, tuple] = {}
+        for h in {round((times[i + 1] - times[i]) / ns, 15) for i, ns in enumerate(steps)}:
+            pair = (_propagator_stencil(nu64, lap, 0.5 * h, n, dtype, n // 8),
+                    _propagator_stencil(nu64, lap, h, n, dtype, n // 8))
+            stencils[h] = None if any(w is None for w in pair) else (*pair, *coefficients(h))
+        if all(v is not None for v in stencils.values()):
+            frame = _compiled(_rd_frame)  # one compiled call per frame interval (~0.1 ms of overhead
+            u = u0                          # each on CPU; several per call compile for minutes)
+            for i, ns in enumerate(steps):
+                w_half, w_full, c1, c2, c3 = stencils[round((times[i + 1] - times[i]) / ns, 15)]
+                u = frame(u, w_half, w_full, kinetics, c1, c2, c3, a1, ma, substeps, ns)
+                out[:, i + 1] = u
+            return out
+
     props: dict[float, Tensor] = {}
 
     def diffuse(v: Tensor, d: float) -> Tensor:
@@ -432,31 +525,16 @@ def reaction_diffusion(u0: Tensor, t, nu, rho, kinetics: str = "logistic", a=Non
             props[key] = torch.exp((d * nu64) * lap).to(cdtype)
         return v.mul_(props[key])
 
-    if kinetics == "logistic":
-        def reaction(h: float) -> Callable[[Tensor], Tensor]:
-            e64 = torch.exp(rho64 * h)
-            e, em1 = e64.to(dtype), (e64 - 1.0).to(dtype)
-            fn = _compiled(_logistic_step)
-            return lambda u: fn(u, e, em1)
-    else:
-        a1 = ma = torch.zeros((b, 1), dtype=dtype, device=dev)
-        if kinetics == "bistable":
-            a = param(a, u0, "a")
-            a1, ma = 1.0 + a, -a
-
-        def reaction(h: float) -> Callable[[Tensor], Tensor]:
-            sig64 = rho64 * (h / substeps)  # RK4 on u' = rho g(u): rho folded into the step
-            sig, half, sixth = sig64.to(dtype), (0.5 * sig64).to(dtype), (sig64 / 6.0).to(dtype)
-            fn = _compiled(_rk4_reaction)
-            return lambda u: fn(u, sig, half, sixth, a1, ma, kinetics, substeps)
-
     reactions: dict[float, Callable[[Tensor], Tensor]] = {}
+    react_fn = _compiled(_logistic_step if kinetics == "logistic" else _rk4_reaction)
     v = torch.fft.rfft(u0, dim=-1)
-    for i, ns in enumerate(frame_steps(times, max_dt)):
+    for i, ns in enumerate(steps):
         h = (times[i + 1] - times[i]) / ns
         key = round(h, 15)
         if key not in reactions:
-            reactions[key] = reaction(h)
+            c1, c2, c3 = coefficients(h)
+            reactions[key] = ((lambda u, c1=c1, c2=c2: react_fn(u, c1, c2)) if kinetics == "logistic" else
+                              (lambda u, c1=c1, c2=c2, c3=c3: react_fn(u, c1, c2, c3, a1, ma, kinetics, substeps)))
         react = reactions[key]
         for s in range(ns):
             diffuse(v, 0.5 * h if s == 0 else h)  # the halves of consecutive sub-steps merged

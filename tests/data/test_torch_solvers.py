@@ -203,7 +203,7 @@ def test_a_non_finite_initial_condition_spoils_only_its_row(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["conservation_sinflux", "diff_bistablereact_1D", "porous_medium"])
+@pytest.mark.parametrize("name", ["conservation_sinflux", "diff_logisreact_1D", "diff_bistablereact_1D", "porous_medium"])
 def test_compiled_steps_match_eager(name):
     """``set_compile``: the fused kernels compute the same numbers to round-off (float64), and a
     row still does not depend on its batch (a static first compile and the dynamic recompile for
