@@ -88,10 +88,12 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("extra, needle", [
     (["--model.init_args.no_such_option", "1"], "no_such_option"),
-    (["--trainer.max_epochs", "many"], "max_epochs"),
+    # each case is a fresh CLI process (~10 s): three of the five run in CI's slow step
+    pytest.param(["--trainer.max_epochs", "many"], "max_epochs", marks=pytest.mark.slow),
     (["--data.init_args.train_families", "[]"], "empty"),
-    (["--data.init_args.train_families", "[heat,navier_stokes]"], "unknown family 'navier_stokes'"),
-    (["--model.class_path", "lemon_pl.modules.Nope"], "Nope"),
+    pytest.param(["--data.init_args.train_families", "[heat,navier_stokes]"], "unknown family 'navier_stokes'",
+                 marks=pytest.mark.slow),
+    pytest.param(["--model.class_path", "lemon_pl.modules.Nope"], "Nope", marks=pytest.mark.slow),
 ])
 def test_bad_input_is_reported_clearly(tiny_root, tmp_path, extra, needle):
     res = cli(args(tiny_root, tmp_path, *extra), tmp_path)
