@@ -28,8 +28,9 @@ solve only the operators still short of K. A resumed chunk is solved whole again
 batch, so the same numbers) and only its missing operators are written. The effective
 backend, its dtype and whether its steps are compiled (``solver_compile``: ``torch.compile``,
 fused kernels that round differently; off by default, as compiling costs tens of seconds per
-step function in a fresh process) are part of a file's identity (a numpy file is never
-resumed by a torch run); the device kind and the chunk size are recorded (a resumed file keeps
+step function in a fresh process) and, for torch files, the revision of the torch numerics
+(``TORCH_SOLVER_REVISION``) are part of a file's identity (a numpy file is never resumed by a
+torch run, nor a torch file by newer torch numerics); the device kind and the chunk size are recorded (a resumed file keeps
 its chunk size).
 On CUDA the parent process solves (workers, if any, only serve numpy families); CPU workers
 solve with one torch thread each.
@@ -72,6 +73,10 @@ from lemon_pl.data.io import CHECKSUM, REQUIRED, describe_problems, mark_written
 from lemon_pl.data.symbols import PAD_ID, pad_batch
 
 GENERATOR_VERSION = "1.0"
+#: revision of the torch solvers' numerics, part of a torch file's identity (numpy files: 0), so
+#: that a torch file from older numerics is never resumed with newer ones. 2: the float32
+#: reaction-diffusion sub-step (t_final / 128) and the compiled real-space diffusion (issue 14).
+TORCH_SOLVER_REVISION = 2
 STANDARD_SPLITS = ("train", "val", "test")
 DEFAULT_SEED = 10086
 DEFAULT_GAMMA = 0.1
@@ -86,7 +91,8 @@ DEFAULT_SOLVER = "torch"
 #: --solvers); a GPU wants as many rows as it can hold
 DEFAULT_CHUNK = {"cpu": 8, "cuda": 256}
 #: identity attributes that files written before they existed lack (those files were numpy, float64)
-IDENTITY_DEFAULTS = {"solver": "numpy", "solver_dtype": "float64", "solver_compile": False}
+IDENTITY_DEFAULTS = {"solver": "numpy", "solver_dtype": "float64", "solver_compile": False,
+                     "torch_solver_revision": 0}
 
 
 class GenerationError(RuntimeError):
@@ -145,6 +151,7 @@ class SplitSpec:
             "k": self.k, "nx": self.nx, "nt": self.nt, "gamma": float(self.gamma),
             "seed": self.seed, "generator_version": GENERATOR_VERSION,
             "solver": self.solver, "solver_dtype": self.solver_dtype, "solver_compile": bool(self.solver_compile),
+            "torch_solver_revision": TORCH_SOLVER_REVISION if self.solver == "torch" else 0,
         }
         if self.levelled:
             ident.update(finest_grid=self.ic_nx, restriction=self.restriction)
@@ -496,7 +503,7 @@ def _open_partial(path: Path, spec: SplitSpec, warn: bool = True):
     except Exception:  # corrupt, truncated or foreign partial file: start over
         return None
     try:
-        ident = {k: f.attrs[k] for k in spec.identity()}
+        ident = {k: f.attrs[k] for k in spec.identity() if k in f.attrs}  # missing: IDENTITY_DEFAULTS
         done = f["op_done"][:]
         ok = (_same_identity(ident, spec.identity()) and CHECKSUM in f and "solve_seconds" in f
               and (not spec.levelled or "u0_fine" in f)

@@ -127,6 +127,28 @@ def test_backend_and_dtype_are_part_of_the_identity(tmp_path):
         assert not f.attrs["solver_compile"]
 
 
+def test_a_torch_file_of_older_numerics_is_not_resumed(tmp_path):
+    """A torch file written before TORCH_SOLVER_REVISION (no attribute) or with another revision
+    has other numbers than this code writes: it is a different file, never resumed or skipped."""
+    gen.generate(tmp_path, "tiny", "burgers", **SMALL)
+    path = tmp_path / "burgers" / "train.h5"
+    with h5py.File(path, "r") as f:
+        assert int(f.attrs["torch_solver_revision"]) == gen.TORCH_SOLVER_REVISION >= 2
+    (report,) = gen.generate(tmp_path, "tiny", "burgers", **SMALL)
+    assert report.status == "skipped"
+    with h5py.File(path, "r+") as f:
+        del f.attrs["torch_solver_revision"]
+    with pytest.raises(gen.GenerationError, match=r"torch_solver_revision=0 \(wanted 2\)"):
+        gen.generate(tmp_path, "tiny", "burgers", **SMALL)
+    # numpy files carry 0, also when they predate the attribute
+    gen.generate(tmp_path / "np", "tiny", "burgers", solver="numpy", **SMALL)
+    with h5py.File(tmp_path / "np" / "burgers" / "train.h5", "r+") as f:
+        assert int(f.attrs["torch_solver_revision"]) == 0
+        del f.attrs["torch_solver_revision"]
+    (report,) = gen.generate(tmp_path / "np", "tiny", "burgers", solver="numpy", **SMALL)
+    assert report.status == "skipped"
+
+
 def test_files_from_before_the_solver_attribute_count_as_numpy(tmp_path):
     gen.generate(tmp_path, "tiny", "burgers", solver="numpy", **SMALL)
     path = tmp_path / "burgers" / "train.h5"
