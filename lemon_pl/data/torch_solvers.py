@@ -118,7 +118,7 @@ def _compiled(fn: Callable) -> Callable:
         # dimension; the grid stays static (dx etc. are folded from it). The RK4 reaction chains
         # 8 polynomial stages: inlined into one expression, inductor's lowering blows up (minutes
         # for the square kinetics), so its reused intermediates are materialised earlier.
-        options = {"realize_opcount_threshold": 16} if fn.__name__ in ("_rk4_reaction", "_rd_frame") else None
+        options = {"realize_opcount_threshold": 16} if fn.__name__ in ("_react", "_rd_frame") else None
         _COMPILED[fn] = torch.compile(fn, options=options)
     return _COMPILED[fn]
 
@@ -495,25 +495,26 @@ def reaction_diffusion(u0: Tensor, t, nu, rho, kinetics: str = "logistic", a=Non
         a1, ma = 1.0 + a, -a
 
     def coefficients(h: float) -> tuple[Tensor, Tensor, Tensor]:
+        """The reaction's per-row constants for a sub-step h: (e, e - 1, unused) for the exact
+        logistic flow, e = exp(rho h); (sig, sig / 2, sig / 6) for RK4, sig = rho h / substeps."""
         if kinetics == "logistic":
             e64 = torch.exp(rho64 * h)
-            return e64.to(dtype), (e64 - 1.0).to(dtype), e64.to(dtype)
+            e = e64.to(dtype)
+            return e, (e64 - 1.0).to(dtype), e
         sig64 = rho64 * (h / substeps)  # RK4 on u' = rho g(u): rho folded into the step
         return sig64.to(dtype), (0.5 * sig64).to(dtype), (sig64 / 6.0).to(dtype)
 
-    steps = frame_steps(times, max_dt)
+    # every frame interval: its sub-step h (the cache key, rounded) and their number
+    subs = [(round((times[i + 1] - times[i]) / ns, 15), ns) for i, ns in enumerate(frame_steps(times, max_dt))]
+    consts = {h: coefficients(h) for h, _ in subs}
     if compile_enabled():
-        stencils: dict[float, tuple] = {}
-        for h in {round((times[i + 1] - times[i]) / ns, 15) for i, ns in enumerate(steps)}:
-            pair = (_propagator_stencil(nu64, lap, 0.5 * h, n, dtype, n // 8),
-                    _propagator_stencil(nu64, lap, h, n, dtype, n // 8))
-            stencils[h] = None if any(w is None for w in pair) else (*pair, *coefficients(h))
-        if all(v is not None for v in stencils.values()):
+        stencils = {h: (_propagator_stencil(nu64, lap, 0.5 * h, n, dtype, n // 8),
+                        _propagator_stencil(nu64, lap, h, n, dtype, n // 8)) for h in consts}
+        if all(w is not None for pair in stencils.values() for w in pair):
             frame = _compiled(_rd_frame)  # one compiled call per frame interval (~0.1 ms of overhead
             u = u0                          # each on CPU; several per call compile for minutes)
-            for i, ns in enumerate(steps):
-                w_half, w_full, c1, c2, c3 = stencils[round((times[i + 1] - times[i]) / ns, 15)]
-                u = frame(u, w_half, w_full, kinetics, c1, c2, c3, a1, ma, substeps, ns)
+            for i, (h, ns) in enumerate(subs):
+                u = frame(u, *stencils[h], kinetics, *consts[h], a1, ma, substeps, ns)
                 out[:, i + 1] = u
             return out
 
@@ -525,20 +526,13 @@ def reaction_diffusion(u0: Tensor, t, nu, rho, kinetics: str = "logistic", a=Non
             props[key] = torch.exp((d * nu64) * lap).to(cdtype)
         return v.mul_(props[key])
 
-    reactions: dict[float, Callable[[Tensor], Tensor]] = {}
-    react_fn = _compiled(_logistic_step if kinetics == "logistic" else _rk4_reaction)
+    react = _compiled(_react)
     v = torch.fft.rfft(u0, dim=-1)
-    for i, ns in enumerate(steps):
-        h = (times[i + 1] - times[i]) / ns
-        key = round(h, 15)
-        if key not in reactions:
-            c1, c2, c3 = coefficients(h)
-            reactions[key] = ((lambda u, c1=c1, c2=c2: react_fn(u, c1, c2)) if kinetics == "logistic" else
-                              (lambda u, c1=c1, c2=c2, c3=c3: react_fn(u, c1, c2, c3, a1, ma, kinetics, substeps)))
-        react = reactions[key]
+    for i, (h, ns) in enumerate(subs):
         for s in range(ns):
             diffuse(v, 0.5 * h if s == 0 else h)  # the halves of consecutive sub-steps merged
-            v = torch.fft.rfft(react(torch.fft.irfft(v, n=n, dim=-1)), dim=-1)
+            u = react(torch.fft.irfft(v, n=n, dim=-1), kinetics, *consts[h], a1, ma, substeps)
+            v = torch.fft.rfft(u, dim=-1)
         out[:, i + 1] = torch.fft.irfft(diffuse(v, 0.5 * h), n=n, dim=-1)
     return out
 
