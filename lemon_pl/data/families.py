@@ -478,9 +478,10 @@ class ReactionDiffusion(Family):
         return solvers.reaction_diffusion(u0, t, nu, step, max_dt=self.t_final / 256)
 
     def _solve_torch(self, p, u0, t):
-        ts = _ts()  # float32 takes fewer, more accurate sub-steps (see torch_solvers.RD_DIVISIONS)
+        ts = _ts()  # float32: fewer, more accurate sub-steps, one RK4 step each (see RD_DIVISIONS)
         return ts.reaction_diffusion(u0, t, p["nu"], p["rho"], type(self).kinetics, a=p.get("a"),
-                                     max_dt=self.t_final / ts.RD_DIVISIONS[u0.dtype])
+                                     max_dt=self.t_final / ts.RD_DIVISIONS[u0.dtype],
+                                     substeps=ts.RD_RK4_SUBSTEPS[u0.dtype])
 
     def _rhs_tree(self, p):
         kin = type(self).kinetics

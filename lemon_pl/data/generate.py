@@ -75,8 +75,9 @@ from lemon_pl.data.symbols import PAD_ID, pad_batch
 GENERATOR_VERSION = "1.0"
 #: revision of the torch solvers' numerics, part of a torch file's identity (numpy files: 0), so
 #: that a torch file from older numerics is never resumed with newer ones. 2: the float32
-#: reaction-diffusion sub-step (t_final / 128) and the compiled real-space diffusion (issue 14).
-TORCH_SOLVER_REVISION = 2
+#: reaction-diffusion sub-step (t_final / 128) and the compiled real-space diffusion (issue 14);
+#: 3: one RK4 step per float32 bistable and square-logistic reaction step.
+TORCH_SOLVER_REVISION = 3
 STANDARD_SPLITS = ("train", "val", "test")
 DEFAULT_SEED = 10086
 DEFAULT_GAMMA = 0.1

@@ -5,7 +5,8 @@
   float64 solutions agree to 1e-12 (measured 8e-14 after 315 sub-steps).
 * float32 takes ``t_final / RD_DIVISIONS[float32]`` sub-steps, fewer than numpy's; the test
   shows it is no less accurate than float32 at numpy's sub-step, against a float64 solution
-  on a 16x finer sub-step (float32 rounding, not the splitting, bounds the accuracy there).
+  on a 16x finer sub-step (float32 rounding, not the splitting, bounds the accuracy there),
+  and that its one RK4 step per reaction step (``RD_RK4_SUBSTEPS``) is as accurate as numpy's two.
 """
 
 from __future__ import annotations
@@ -89,3 +90,27 @@ def test_float32_sub_step_is_no_less_accurate_than_numpys(name):
     assert err < 2e-5
     # float64 keeps numpy's sub-step, and numpy's accuracy
     assert ts.RD_DIVISIONS[F64] == 256
+
+
+@pytest.mark.parametrize("name", RD[1:])
+def test_float32_one_rk4_step_is_as_accurate_as_two(name):
+    fam, p, u0 = _case(name, n=16, seed=5)
+    t = fam.t_grid(64)
+    q = fam._get(p)
+    g = {"bistable": lambda u: q["rho"] * u * (1 - u) * (u - q["a"]),
+         "square": lambda u: q["rho"] * u * u * (1 - u) ** 2}[type(fam).kinetics]
+    fine = solvers.reaction_diffusion(u0, t, q["nu"], solvers.rk4_reaction(g), max_dt=fam.t_final / 4096)
+    tp = _torch_params(fam, p, F32)
+
+    def err(substeps):
+        out = ts.reaction_diffusion(torch.as_tensor(u0, dtype=F32), torch.as_tensor(t), tp["nu"], tp["rho"],
+                                    type(fam).kinetics, a=tp.get("a"), max_dt=fam.t_final / ts.RD_DIVISIONS[F32],
+                                    substeps=substeps)
+        return np.abs(out.double().numpy() - fine).max()
+
+    one, two = err(1), err(2)
+    assert ts.RD_RK4_SUBSTEPS == {F64: 2, F32: 1}
+    assert one < 1.25 * two and one < 1e-5, (one, two)
+    # the family's float32 solve is the one-step solution
+    default = fam.solve_torch(p, u0, nt=64, dtype=F32).double().numpy()
+    assert np.abs(default - fine).max() == one
