@@ -88,9 +88,9 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("extra, needle", [
     (["--model.init_args.no_such_option", "1"], "no_such_option"),
-    # each case is a fresh CLI process (~10 s): three of the five run in CI's slow step
+    # each case is a fresh CLI process (~10 s): four of the five run in CI's slow step
     pytest.param(["--trainer.max_epochs", "many"], "max_epochs", marks=pytest.mark.slow),
-    (["--data.init_args.train_families", "[]"], "empty"),
+    pytest.param(["--data.init_args.train_families", "[]"], "empty", marks=pytest.mark.slow),
     pytest.param(["--data.init_args.train_families", "[heat,navier_stokes]"], "unknown family 'navier_stokes'",
                  marks=pytest.mark.slow),
     pytest.param(["--model.class_path", "lemon_pl.modules.Nope"], "Nope", marks=pytest.mark.slow),

@@ -83,8 +83,8 @@ def test_a_row_does_not_depend_on_the_rest_of_its_batch(name):
     torch.testing.assert_close(mixed[3:4], single, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "inviscid_burgers" else n
-                                  for n in TORCH_FAMILIES])  # inviscid_burgers: ~10 s, in CI's slow step
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("inviscid_burgers", "porous_medium")
+                                  else n for n in TORCH_FAMILIES])  # these two: 10-12 s each, in CI's slow step
 def test_float32_stays_close_to_float64(name):
     fam, params, u0, nt = _case(name, n_ops=2)
     u64 = fam.solve_torch(params, u0, nt=nt)
