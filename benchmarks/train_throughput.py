@@ -44,6 +44,11 @@ with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and attention, forwar
 matmul throughput. On a GPU the same columns give MFU against the measured (not the nominal)
 peak; ``--peak-tflops`` sets a nominal peak to quote as well.
 
+Work by part: one more forward per variant, under the counter, gives the forward GFLOP of each
+top-level part (symbol encoder, fusion, decoder, ...; the attribution is exact in the forward
+pass), and for each row the forward work ratio of the baseline to ``app`` with its bound were the
+symbol encoder free: what sharing the equation can reach at most.
+
 Targets checked (CPU, fp32): ``app`` >= 1.3x ``today`` on ``prose_paper``, >= 1.5x on
 ``prose_paper_g5``; ``prose_paper_no_text`` under ``app`` reaches at least the GFLOP/s of the
 full model under ``today`` (no slower per unit of work).
@@ -204,6 +209,7 @@ def run_one(spec: dict) -> dict:
     with FlopCounterMode(display=False) as counter:  # the FLOPs of exactly this step (eager for compile)
         step(model)
     flops = counter.get_total_flops()
+    parts = _forward_flops_by_part(model, (u_in, t_in, t_out, tokens, pad), bf16, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times, cpu = [], []
@@ -218,7 +224,23 @@ def run_one(spec: dict) -> dict:
             "ms": dt * 1e3, "ms_all": [round(t * 1e3, 2) for t in times], "samples_per_s": batch / dt,
             "cpu_ms": statistics.median(cpu) * 1e3,
             "gflops": flops / dt / 1e9, "peak_mb": _peak_memory_mb(device), "warmup_s": warmup_s,
-            "threads": torch.get_num_threads(), "tokens": f"{real_tokens}/{pad.numel()}"}
+            "threads": torch.get_num_threads(), "tokens": f"{real_tokens}/{pad.numel()}",
+            "forward_gflop_by_part": parts}
+
+
+def _forward_flops_by_part(model, inputs, bf16: bool, device) -> dict:
+    """Forward FLOPs (GFLOP) of each top-level submodule (the symbol encoder, the fusion, the
+    decoder, ...): the counter's module attribution is exact in the forward pass (in backward it
+    can credit a parent's gradient to a child), and the step's total is about 3x the forward."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, depth=2)
+    with counter, torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        model(*inputs)
+    root = type(model).__name__ + "."
+    return {k[len(root):]: sum(v.values()) / 1e9 for k, v in counter.get_flop_counts().items()
+            if k.startswith(root) and k.count(".") == 1}
 
 
 def matmul_peak(spec: dict) -> dict:
@@ -406,6 +428,19 @@ def main(argv=None) -> None:
                   f"{runs[0]['batch'] / statistics.median(ms) * 1e3:9.1f} {_spread(paired):>22s} {cpu_ratio:>14s} "
                   f"{runs[0]['flops'] / 1e9:6.1f} {gf:8.1f} "
                   f"{gf / best_fp32:8.2f} {max(x['peak_mb'] for x in runs):8.0f}")
+    print("\nforward GFLOP by part (one forward; what sharing or packing can remove shows here):")
+    for (row, v), runs in results.items():
+        parts = next((x["forward_gflop_by_part"] for x in runs if x.get("forward_gflop_by_part")), None)
+        if parts:
+            print(f"  {row:20s} {v:12s} " + ", ".join(f"{k} {g:.2f}" for k, g in parts.items()))
+    for row in args.rows:  # the work ratio, and its bound were the equation free (what sharing can reach)
+        base_p, app_p = ({} if not results.get((row, v)) else next(
+            (x["forward_gflop_by_part"] for x in results[(row, v)] if x.get("forward_gflop_by_part")), {})
+            for v in (args.baseline, "app"))
+        if base_p and app_p and "symbol_encoder" in app_p:
+            base_w, app_w = sum(base_p.values()), sum(app_p.values())
+            print(f"  {row}: forward work {args.baseline}/app {base_w / app_w:.2f}x; with the symbol encoder "
+                  f"free at most {base_w / (app_w - app_p['symbol_encoder']):.2f}x")
     print(f"\nGFLOP = FLOPs counted per step (forward + backward) of that variant; real/all tokens per batch: "
           + ", ".join(f"{row} {next((x['tokens'] for x in results.get((row, args.baseline), []) if 'tokens' in x), '-')}"
                       for row in args.rows))

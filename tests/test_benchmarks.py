@@ -81,3 +81,25 @@ def test_training_benchmark_batches_group_operators():
     # each equation is as long as some family's, padded to the longest of the batch
     real = (~pad1).sum(1).tolist()
     assert set(real) <= set(lengths) and tokens1.shape[1] == max(real)
+
+
+def test_training_benchmark_counts_forward_flops_by_part():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import lemon_pl.models as models
+    from _common import family_token_lengths
+    from train_throughput import _forward_flops_by_part, synthetic_batch
+
+    inputs = synthetic_batch(10, 5, torch.device("cpu"), family_token_lengths())[:5]
+    small = dict(nx=128, d_model=32, n_heads=2, dim_ffn=64, pack_tokens=False)
+    per_sample, shared = (_forward_flops_by_part(models.Prose(**small, share_equation=s), inputs, False,
+                                                 torch.device("cpu")) for s in (False, True))
+    assert set(per_sample) == {"embedder", "data_encoder", "symbol_encoder", "fusion", "decoder"}
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        models.Prose(**small, share_equation=False)(*inputs)
+    assert sum(per_sample.values()) == pytest.approx(counter.get_total_flops() / 1e9, rel=1e-12)
+    # 2 operators x 5 trajectories: the equation encoded twice instead of ten times, nothing else changes
+    assert per_sample["symbol_encoder"] > 0
+    assert shared["symbol_encoder"] * 5 == pytest.approx(per_sample["symbol_encoder"], rel=1e-12)
+    assert all(shared[k] == per_sample[k] for k in per_sample if k != "symbol_encoder")
