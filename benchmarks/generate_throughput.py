@@ -38,6 +38,7 @@ Target on 2 CPU cores: every family >= 50 samples/s, the default preset in <= 5 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -69,6 +70,11 @@ def _target_ms(name: str) -> float:
     if name.startswith("diff_"):
         return TARGET_MS_RD
     return TARGET_MS_POROUS if name == "porous_medium" else TARGET_MS_FV
+
+
+def _verdict(variant: str, ms: float, target: float) -> str:
+    """PASS/MISS of a torch variant against its target ('' for the numpy baseline)."""
+    return "" if variant == "numpy" else ("PASS" if ms <= target else "MISS")
 
 
 def solver_comparison(families: str, batch: int, rounds: int, numpy_ops: int, device: str, threads: int,
@@ -152,7 +158,7 @@ def solver_comparison(families: str, batch: int, rounds: int, numpy_ops: int, de
         target = _target_ms(name)
         for v, tv in times.items():
             ratio = f"{med[v] / med['numpy']:7.3f}" if v != "numpy" else f"{'1':>7s}"
-            verdict = ("PASS" if med[v] <= target else "MISS") if v != "numpy" else ""
+            verdict = _verdict(v, med[v], target)
             warmup = f"  (first call {warm[v]:.1f} s)" if v.endswith("c") else ""
             print(f"{name:32s} {v:8s} {med[v]:9.4f} {min(tv):8.4f}-{max(tv):<8.4f} {1e3 / med[v]:9.0f} {ratio} "
                   f"{(f'{ref:.2f}' if ref else '-'):>6s} {target:7.3f} {verdict:5s} {os.getloadavg()[0]:5.2f}{warmup}",
@@ -188,9 +194,11 @@ def concurrent_solver_comparison(args) -> None:
     cmd += ["--compiled"] if args.compiled else []
     cmd += ["--solver-batch", str(args.solver_batch)] if args.solver_batch else []
     load0 = _load()
-    procs = [subprocess.Popen(cmd + ["--json", str(tmp / f"{i}.json")], stdout=open(tmp / f"{i}.log", "w"),
-                              stderr=subprocess.STDOUT) for i in range(args.procs)]
-    codes = [p.wait() for p in procs]
+    with contextlib.ExitStack() as stack:  # the copies' logs closed once they have all finished
+        logs = [stack.enter_context(open(tmp / f"{i}.log", "w")) for i in range(args.procs)]
+        procs = [subprocess.Popen(cmd + ["--json", str(tmp / f"{i}.json")], stdout=log, stderr=subprocess.STDOUT)
+                 for i, log in enumerate(logs)]
+        codes = [p.wait() for p in procs]
     if any(codes):
         sys.exit(f"a copy failed (exit codes {codes}); logs in {tmp}")
     runs = [json.loads((tmp / f"{i}.json").read_text()) for i in range(args.procs)]
@@ -204,7 +212,7 @@ def concurrent_solver_comparison(args) -> None:
         for v in runs[0]["families"][name]:
             per = [r["families"][name][v]["ms"] / n for r in runs]
             med = statistics.median(per)
-            verdict = ("PASS" if med <= target else "MISS") if v != "numpy" else ""
+            verdict = _verdict(v, med, target)
             print(f"{name:32s} {v:8s} {med:9.4f} {min(per):8.4f}-{max(per):<9.4f} {1e3 / med:9.0f} {target:7.3f} {verdict}")
             out["families"].setdefault(name, {})[v] = {"ms": med, "ms_per_copy": per}
     if args.json:

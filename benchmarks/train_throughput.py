@@ -428,16 +428,17 @@ def main(argv=None) -> None:
                   f"{runs[0]['batch'] / statistics.median(ms) * 1e3:9.1f} {_spread(paired):>22s} {cpu_ratio:>14s} "
                   f"{runs[0]['flops'] / 1e9:6.1f} {gf:8.1f} "
                   f"{gf / best_fp32:8.2f} {max(x['peak_mb'] for x in runs):8.0f}")
+    def parts_of(row: str, v: str) -> dict:  # a variant's forward GFLOP by part (the same in every round)
+        return next((x["forward_gflop_by_part"] for x in results.get((row, v), [])
+                     if x.get("forward_gflop_by_part")), {})
+
     print("\nforward GFLOP by part (one forward; what sharing or packing can remove shows here):")
-    for (row, v), runs in results.items():
-        parts = next((x["forward_gflop_by_part"] for x in runs if x.get("forward_gflop_by_part")), None)
-        if parts:
-            print(f"  {row:20s} {v:12s} " + ", ".join(f"{k} {g:.2f}" for k, g in parts.items()))
+    for row, v in results:
+        if parts_of(row, v):
+            print(f"  {row:20s} {v:12s} " + ", ".join(f"{k} {g:.2f}" for k, g in parts_of(row, v).items()))
     for row in args.rows:  # the work ratio, and its bound were the equation free (what sharing can reach)
-        base_p, app_p = ({} if not results.get((row, v)) else next(
-            (x["forward_gflop_by_part"] for x in results[(row, v)] if x.get("forward_gflop_by_part")), {})
-            for v in (args.baseline, "app"))
-        if base_p and app_p and "symbol_encoder" in app_p:
+        base_p, app_p = parts_of(row, args.baseline), parts_of(row, "app")
+        if base_p and "symbol_encoder" in app_p:
             base_w, app_w = sum(base_p.values()), sum(app_p.values())
             print(f"  {row}: forward work {args.baseline}/app {base_w / app_w:.2f}x; with the symbol encoder "
                   f"free at most {base_w / (app_w - app_p['symbol_encoder']):.2f}x")

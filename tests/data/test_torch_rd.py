@@ -34,6 +34,16 @@ def _torch_params(fam, p, dtype):
     return {k: torch.tensor([[v]], dtype=dtype) for k, v in fam._get(p).items()}
 
 
+def _numpy_reaction(fam, q):
+    """numpy's reaction step of the family at its parameters ``q``: the exact logistic flow or 2 RK4 steps."""
+    kin = type(fam).kinetics
+    if kin == "logistic":
+        return lambda u, h: u * np.exp(q["rho"] * h) / (1 + u * (np.exp(q["rho"] * h) - 1))
+    g = {"bistable": lambda u: q["rho"] * u * (1 - u) * (u - q["a"]),
+         "square": lambda u: q["rho"] * u * u * (1 - u) ** 2}[kin]
+    return solvers.rk4_reaction(g)
+
+
 def _solve(fam, p, u0, t, dtype, max_dt):
     q = _torch_params(fam, p, dtype)
     return ts.reaction_diffusion(torch.as_tensor(u0, dtype=dtype), torch.as_tensor(t), q["nu"], q["rho"],
@@ -77,12 +87,7 @@ def test_float32_sub_step_is_no_less_accurate_than_numpys(name):
     fam, p, u0 = _case(name, n=8)
     t = fam.t_grid(64)
     q = fam._get(p)
-    kin = type(fam).kinetics
-    step = {"logistic": None, "bistable": lambda u: q["rho"] * u * (1 - u) * (u - q["a"]),
-            "square": lambda u: q["rho"] * u * u * (1 - u) ** 2}[kin]
-    react = (lambda u, h: u * np.exp(q["rho"] * h) / (1 + u * (np.exp(q["rho"] * h) - 1))) if step is None \
-        else solvers.rk4_reaction(step)
-    fine = solvers.reaction_diffusion(u0, t, q["nu"], react, max_dt=fam.t_final / 4096)
+    fine = solvers.reaction_diffusion(u0, t, q["nu"], _numpy_reaction(fam, q), max_dt=fam.t_final / 4096)
     default = fam.solve_torch(p, u0, nt=64, dtype=F32).double().numpy()
     at_numpys = _solve(fam, p, u0, t, F32, fam.t_final / 256).double().numpy()
     err, err_numpys = np.abs(default - fine).max(), np.abs(at_numpys - fine).max()
@@ -97,9 +102,7 @@ def test_float32_one_rk4_step_is_as_accurate_as_two(name):
     fam, p, u0 = _case(name, n=16, seed=5)
     t = fam.t_grid(64)
     q = fam._get(p)
-    g = {"bistable": lambda u: q["rho"] * u * (1 - u) * (u - q["a"]),
-         "square": lambda u: q["rho"] * u * u * (1 - u) ** 2}[type(fam).kinetics]
-    fine = solvers.reaction_diffusion(u0, t, q["nu"], solvers.rk4_reaction(g), max_dt=fam.t_final / 4096)
+    fine = solvers.reaction_diffusion(u0, t, q["nu"], _numpy_reaction(fam, q), max_dt=fam.t_final / 4096)
     tp = _torch_params(fam, p, F32)
 
     def err(substeps):
