@@ -8,8 +8,10 @@ the cell centres ``x_i = (i + 1/2) * 2/nx`` (``ics.grid``); ``nx`` is the model'
 * the name of an IC sampler of the data engine (``ics.IC_SAMPLERS``: init_multi, sines,
   kdv_gaussians, gaussian_bump, fplanck_gaussian, gaussian_process), or ``family`` for the
   equation's family's own distribution: ``n`` draws from ``numpy.random.default_rng(seed)``;
-* otherwise an expression in x (SymPy syntax: ``sin(pi*x)``, ``exp(-20*(x-1)**2)``, ``0.5 + 0.1*x``),
-  evaluated on the grid. The names it may use are checked before SymPy evaluates it.
+* otherwise an expression in x (``sin(pi*x)``, ``exp(-20*(x-1)**2)``, ``0.5 + 0.1*x``; ``^`` or ``**``),
+  read by the whitelist grammar of :mod:`lemon_pl.expressions` (x, pi, E, numbers, ``+ - * / ^``,
+  parentheses and :data:`IC_FUNCTIONS`; nothing else, so it can never run code) and computed with
+  numpy on the grid.
 
 A spec that is not periodic on [0, 2) (its value at 0 and 2, or the array's seam, jumps) gets a
 warning: the model and the solvers treat x as periodic.
@@ -17,9 +19,7 @@ warning: the model and the solvers treat x as periodic.
 
 from __future__ import annotations
 
-import io
-import re
-import tokenize
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,13 +27,13 @@ import numpy as np
 
 from lemon_pl.data import ics
 from lemon_pl.data.families import Family
+from lemon_pl.expressions import MAX_LENGTH, ExpressionError, Node, evaluate, parse
 
-#: what an IC expression may call (all are vectorised by ``sympy.lambdify`` with numpy)
+#: what an IC expression may call (computed with numpy on the grid)
 IC_FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "sqrt", "tanh", "sinh", "cosh", "atan", "Abs", "abs",
                 "sign", "Heaviside", "Min", "Max", "erf")
 IC_CONSTANTS = ("pi", "E")
-_OPS = {"+", "-", "*", "/", "^", "**", "(", ")", ","}
-_NUMBER = re.compile(r"^(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+MAX_MIN_MAX_ARGS = 16
 
 
 class InitialConditionError(ValueError):
@@ -67,6 +67,9 @@ def initial_conditions(spec: str, nx: int, seed: int = 0, n: int = 1, family: Fa
     spec = str(spec).strip()
     if not spec:
         raise InitialConditionError("--u0 is empty")
+    if len(spec) > MAX_LENGTH:  # checked before the text is echoed in any message
+        raise InitialConditionError(f"--u0 is {len(spec)} characters long; an expression or path has at most "
+                                    f"{MAX_LENGTH}")
     if spec.endswith(".npy") or (Path(spec).suffix and Path(spec).is_file()):
         return _from_file(Path(spec), nx)
     if is_sampler(spec):
@@ -119,52 +122,47 @@ def _from_sampler(name: str, nx: int, seed: int, n: int, family: Family | None) 
     return InitialConditions(np.asarray(u0, dtype=np.float64), labels)
 
 
-def _check_names(text: str) -> None:
+def _ic_functions() -> dict:
+    """numpy forms of :data:`IC_FUNCTIONS` (SymPy's meanings: ``Heaviside(0) = 1/2``)."""
+    from scipy.special import erf
+
+    return {"sin": np.sin, "cos": np.cos, "tan": np.tan, "exp": np.exp, "log": np.log, "sqrt": np.sqrt,
+            "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "atan": np.arctan, "Abs": np.abs, "abs": np.abs,
+            "sign": np.sign, "Heaviside": lambda a: np.heaviside(a, 0.5), "erf": erf,
+            "Min": lambda *a: np.minimum.reduce(np.broadcast_arrays(*a)),
+            "Max": lambda *a: np.maximum.reduce(np.broadcast_arrays(*a))}
+
+
+def _parse_expression(text: str) -> Node:
     try:
-        toks = list(tokenize.generate_tokens(io.StringIO(text).readline))
-    except (tokenize.TokenError, SyntaxError) as err:
-        raise InitialConditionError(f"--u0 {text!r}: cannot parse it ({err.args[0] if err.args else err})") from None
-    for tok in toks:
-        if tok.type == tokenize.NAME and tok.string not in ("x", *IC_FUNCTIONS, *IC_CONSTANTS):
+        return parse(text, ("x",), {f: (1, MAX_MIN_MAX_ARGS) if f in ("Min", "Max") else 1 for f in IC_FUNCTIONS},
+                     {"pi": math.pi, "E": math.e})
+    except ExpressionError as err:
+        msg = str(err)
+        if msg.startswith("unknown name"):
             samplers = ", ".join(ics.IC_SAMPLERS)
-            raise InitialConditionError(
-                f"--u0 {text!r}: unknown name {tok.string!r}; an expression may use x, pi, E and "
-                f"{', '.join(IC_FUNCTIONS)}; or give a .npy file, an IC sampler ({samplers}) or 'family'")
-        if tok.type == tokenize.OP and tok.string not in _OPS:
-            raise InitialConditionError(f"--u0 {text!r}: the symbol {tok.string!r} is not allowed")
-        if tok.type == tokenize.NUMBER and not _NUMBER.match(tok.string):
-            raise InitialConditionError(f"--u0 {text!r}: {tok.string!r} is not a decimal number")
-        if tok.type == tokenize.ERRORTOKEN and tok.string.strip():
-            raise InitialConditionError(f"--u0 {text!r}: unexpected {tok.string!r}")
+            msg += (f"; an expression may use x, pi, E and {', '.join(IC_FUNCTIONS)}; or give a .npy file, an IC "
+                    f"sampler ({samplers}) or 'family'")
+        elif msg.startswith(("is ", "ends ")):
+            msg = "cannot parse it: the expression " + msg
+        else:
+            msg = "cannot parse it: " + msg if not msg.startswith("the symbol") else msg
+        raise InitialConditionError(f"--u0 {text!r}: {msg}") from None
 
 
 def _from_expression(text: str, nx: int) -> InitialConditions:
-    import sympy as sp
-    from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
-
-    _check_names(text)
-    x = sp.Symbol("x", real=True)
-    names = {"x": x, "abs": sp.Abs}
-    try:
-        expr = parse_expr(text, local_dict=names, transformations=standard_transformations + (convert_xor,))
-    except Exception as err:  # noqa: BLE001 - names were checked: what is left is syntax
-        msg = err.msg if isinstance(err, SyntaxError) and err.msg else (err.args[0] if err.args else type(err).__name__)
-        raise InitialConditionError(f"--u0 {text!r}: cannot parse it ({msg})") from None
-    if not isinstance(expr, sp.Expr) or expr.free_symbols - {x}:
-        raise InitialConditionError(f"--u0 {text!r} is not an expression in x")
-    fn = sp.lambdify(x, expr, modules="numpy")
+    node = _parse_expression(text)
     grid = ics.grid(nx)
-    with np.errstate(all="ignore"):
-        values = np.broadcast_to(np.asarray(fn(grid), dtype=np.complex128), grid.shape)
-        ends = np.broadcast_to(np.asarray(fn(np.array([0.0, ics.L_DOMAIN])), dtype=np.complex128), (2,))
-    if np.abs(values.imag).max() > 1e-12 * max(1.0, np.abs(values.real).max()):
-        raise InitialConditionError(f"--u0 {text!r} is not real on [0, {ics.L_DOMAIN:g})")
-    u0 = values.real.astype(np.float64)
+    functions = _ic_functions()
+    values = np.broadcast_to(np.asarray(evaluate(node, {"x": grid}, functions), dtype=np.float64), grid.shape)
+    ends = np.broadcast_to(np.asarray(evaluate(node, {"x": np.array([0.0, ics.L_DOMAIN])}, functions),
+                                      dtype=np.float64), (2,))
+    u0 = values.astype(np.float64)
     if not np.isfinite(u0).all():
         at = float(grid[np.flatnonzero(~np.isfinite(u0))[0]])
         raise InitialConditionError(f"--u0 {text!r} is not finite on the grid (at x = {at:.4g})")
     warnings = []
-    a, b = ends.real
+    a, b = ends
     scale = max(1.0, float(np.abs(u0).max()))
     if np.isfinite([a, b]).all() and abs(a - b) > 1e-6 * scale:
         warnings.append(f"--u0 {text!r} is not periodic on [0, {ics.L_DOMAIN:g}): u0(0) = {a:.4g}, "

@@ -1,10 +1,10 @@
 """Equations as people write them -> the project's prefix token trees.
 
-``parse_equation("u_t + 0.5*u_x - 0.01*u_xx = 0")`` reads an infix equation with SymPy's parser
-(``parse_expr`` with ``evaluate=False``, so the terms keep the order and grouping they were written
-in) and returns an :class:`Equation`: the time-derivative term and the signed spatial terms ``T_i``
-of ``u_t + sum_i T_i = 0`` (or ``u_tt + ...``), written in *physical* time with the time
-derivative's coefficient normalised to 1. ``Equation.tree(t_final)`` is the tree the models read,
+``parse_equation("u_t + 0.5*u_x - 0.01*u_xx = 0")`` reads an infix equation with lemon-pl's
+whitelist grammar (:mod:`lemon_pl.expressions`; unevaluated SymPy objects, so the terms keep the
+order and grouping they were written in) and returns an :class:`Equation`: the time-derivative
+term and the signed spatial terms ``T_i`` of ``u_t + sum_i T_i = 0`` (or ``u_tt + ...``), written
+in *physical* time with the time derivative's coefficient normalised to 1. ``Equation.tree(t_final)`` is the tree the models read,
 in stored time exactly as :meth:`lemon_pl.data.families.Family.tree` builds it: the same
 left-nested add/sub chain with ``c_t * u_t`` (``c_t**2 * u_tt``) first, ``c_t = 2 / t_final``.
 
@@ -29,19 +29,19 @@ Integral floats print like integers (``1*u*u_x`` for ``k = 1.0``) and ``u^2`` ma
 (expanded) forms and then uses the family's own tree, so their tokens come out identical.
 
 Errors are :class:`EquationError` (a ``ValueError``) whose message names the offending term. The
-input is checked with Python's tokenizer before SymPy sees it (names, operators and numbers from
-the lists above only), so an equation can never run code.
+text never reaches Python's or SymPy's evaluation: its tokens are checked against the lists above,
+then the grammar builds the SymPy tree node by node, with literals and constant exponents bounded
+before any exact arithmetic (``9^9^9^9`` is refused at once).
 """
 
 from __future__ import annotations
 
-import io
 import math
 import re
-import tokenize
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from lemon_pl.expressions import MAX_LENGTH, ExpressionError, parse, to_sympy, tokenize
 from lemon_pl.data.symbols import (Expr, TokenError, chain, encode, encode_float, integer, num, op, round_sig,
                                    var)
 
@@ -64,7 +64,6 @@ CONSTANTS = ("pi",)
 _NO_OPERATOR = ("exp", "log", "ln", "tan", "tanh", "sinh", "cosh", "abs", "Abs", "atan", "arctan", "asin",
                 "acos", "sign", "erf", "max", "min")
 _OPERATOR_TOKENS = {"+", "-", "*", "/", "^", "**", "(", ")", "="}
-_NUMBER = re.compile(r"^(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _DERIVATIVE = re.compile(r"^u_?([xt]+)(_0)?$")
 _HELP = "the vocabulary has u, u_t, u_tt, u_x, u_xx, u_xxx, u_xxxx and x"
 INT_RANGE = 20  # integer tokens are -20..20
@@ -162,6 +161,8 @@ def parse_equation(text: str, stored_time: bool = False) -> Equation:
     text = " ".join(str(text).split())
     if not text:
         raise EquationError("the equation is empty")
+    if len(text) > MAX_LENGTH:  # checked before the text is echoed in any message
+        raise EquationError(f"the equation is {len(text)} characters long; an equation has at most {MAX_LENGTH}")
     sides = text.split("=")
     if len(sides) > 2:
         raise EquationError(f"{text!r} has {len(sides) - 1} '=' signs; write one equation 'lhs = rhs'")
@@ -233,28 +234,17 @@ def chain_terms(e: Expr) -> list[tuple[int, Expr]]:
 
 
 def _check_tokens(text: str) -> None:
-    """Names, operators and numbers from the allowed lists only (before SymPy evaluates anything)."""
+    """Names, operators and numbers from the allowed lists only, reported in reading order (before
+    anything is parsed; :mod:`lemon_pl.expressions` is the grammar)."""
     try:
-        toks = list(tokenize.generate_tokens(io.StringIO(text.replace("=", " = ")).readline))
-    except (tokenize.TokenError, IndentationError, SyntaxError) as err:
-        why = str(err.args[0] if err.args else err)
-        raise EquationError(f"cannot parse {text!r}: {'unbalanced parentheses' if 'EOF' in why else why}") from None
-    for tok in toks:
-        kind, s = tok.type, tok.string
-        if kind in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT):
-            continue
-        if kind == tokenize.NAME:
-            _check_name(s, text)
-        elif kind == tokenize.NUMBER:
-            if not _NUMBER.match(s):
-                raise EquationError(f"{text!r}: {s!r} is not a decimal number")
-        elif kind == tokenize.OP:
-            if s not in _OPERATOR_TOKENS:
-                raise EquationError(f"{text!r}: the symbol {s!r} is not allowed (use + - * / ^ ( ) and =)")
-        elif kind == tokenize.ERRORTOKEN and not s.strip():
-            continue
-        else:
-            raise EquationError(f"{text!r}: unexpected {s!r}")
+        tokens = tokenize(text)
+    except ExpressionError as err:
+        raise EquationError(f"the equation {err}") from None
+    for tok in tokens:
+        if tok.kind == "name":
+            _check_name(tok.text, text)
+        elif tok.kind == "bad" or (tok.kind == "op" and tok.text not in _OPERATOR_TOKENS):
+            raise EquationError(f"{text!r}: the symbol {tok.text!r} is not allowed (use + - * / ^ ( ) and =)")
 
 
 def _check_name(name: str, text: str) -> None:
@@ -283,21 +273,18 @@ def _check_name(name: str, text: str) -> None:
 
 
 def _sympy(side: str, text: str):
+    """One side of the equation as an unevaluated SymPy expression, built by the whitelist grammar."""
     import sympy as sp
-    from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication, parse_expr,
-                                            standard_transformations)
 
     if not side.strip():
         raise EquationError(f"{text!r}: one side of '=' is empty")
-    names = {n: sp.Symbol(READABLE[v]) for n, v in VARIABLE_NAMES.items()}
-    names.update(sin=sp.sin, cos=sp.cos, sqrt=sp.sqrt, pi=sp.pi)
+    symbols = {n: sp.Symbol(READABLE[v]) for n, v in VARIABLE_NAMES.items()}
+    symbols["pi"] = sp.pi
     try:
-        return parse_expr(side, local_dict=names,
-                          transformations=standard_transformations + (convert_xor, implicit_multiplication),
-                          evaluate=False)
-    except Exception as err:  # noqa: BLE001 - names were checked: what is left is syntax
-        msg = err.msg if isinstance(err, SyntaxError) and err.msg else (err.args[0] if err.args else type(err).__name__)
-        raise EquationError(f"cannot parse {side.strip()!r} in {text!r}: {msg}") from None
+        node = parse(side, VARIABLE_NAMES, {f: 1 for f in FUNCTIONS}, {"pi": math.pi})
+    except ExpressionError as err:
+        raise EquationError(f"cannot parse {side.strip()!r} in {text!r}: {err}") from None
+    return to_sympy(node, symbols, {"sin": sp.sin, "cos": sp.cos, "sqrt": sp.sqrt})
 
 
 # --------------------------------------------------------------------------- SymPy tree -> terms
