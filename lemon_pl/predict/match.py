@@ -62,6 +62,39 @@ def to_sympy(e: Expr):
     return fn(a[0])
 
 
+#: more monomials than this after expansion: no family's form (they have a handful), not expanded
+MAX_MONOMIALS = 2000
+
+
+def expansion_size(e: Expr | None) -> int:
+    """An upper bound on the monomials SymPy's ``expand`` meets anywhere in ``e`` (the largest
+    intermediate sum, arguments of functions included), computed without expanding:
+    ``(a + b + c)^20`` has at most C(22, 20) = 231."""
+
+    def walk(n: Expr) -> tuple[int, int]:  # (monomials of n, the most met inside n)
+        if not n.children:
+            return 1, 1
+        sizes = [walk(c) for c in n.children]
+        inner = max(w for _, w in sizes)
+        a = sizes[0][0]
+        if n.op in ("add", "sub"):
+            size = a + sizes[1][0]
+        elif n.op == "mul":
+            size = a * sizes[1][0]
+        elif n.op in ("pow2", "pow3") or (n.op == "pow" and n.children[1].op == "int"
+                                          and int(n.children[1].value) > 0):
+            k = 2 if n.op == "pow2" else 3 if n.op == "pow3" else int(n.children[1].value)
+            size = math.comb(min(a, 10 ** 6) + k - 1, k)
+        elif n.op in ("neg", "div"):
+            size = a
+        else:  # sin, cos, inv, other powers: one monomial over whatever their argument expands to
+            size = 1
+        size = min(size, 10 ** 12)
+        return size, max(inner, size)
+
+    return 0 if e is None else walk(e)[1]
+
+
 def canonical(e: Expr | None) -> dict:
     """Monomial -> coefficient (float) of the expanded expression; {} for no expression."""
     import sympy as sp
@@ -154,6 +187,8 @@ def match_family(eq: Equation, families: Sequence[str] | None = None) -> FamilyM
     """The first family (in the registry's order) whose tree, with fitted parameters, has the
     canonical form of ``eq``; None if none has. The match predicts to the family's own horizon;
     use :func:`with_horizon` for another."""
+    if expansion_size(eq.rhs()) > MAX_MONOMIALS:
+        return None
     target = canonical(eq.rhs())
     if not target:
         return None

@@ -168,3 +168,21 @@ def test_family_with_params():
     assert fam.c_t == 1.0 and fam.t_grid(64)[-1] == pytest.approx(2 * 63 / 64)
     assert decode(encode(fam.tree({"delta": 0.022}))).infix().startswith("1*u_t + u*u_x")  # c_t = 1
     assert decode(get_family("kdv").tokens({"delta": 0.022})).infix().startswith("2*u_t + u*u_x")
+
+
+def test_expansion_is_bounded_before_sympy_expands():
+    """match_family expands the equation into monomials: the bound is exact on small powers, and an
+    equation whose expansion would hold tens of thousands of monomials is no family, answered at once."""
+    import time
+
+    from lemon_pl.predict.match import MAX_MONOMIALS, canonical, expansion_size
+
+    for text in ("u_t + (u + u_x + 1)^5 = 0", "u_t + u*(1 - u)*(u - 0.25) = 0", "u_t + (u + x)^3*(u_x - u) = 0"):
+        rhs = parse_equation(text).rhs()
+        assert expansion_size(rhs) >= len(canonical(rhs))
+    assert expansion_size(parse_equation("u_t + (u + u_x + 1)^5 = 0").rhs()) == 21  # C(7, 2)
+    huge = parse_equation("u_t + sin((u + u_x + u_xx + u_xxx + x + 1)^20) = 0")
+    assert expansion_size(huge.rhs()) == 53130 > MAX_MONOMIALS
+    start = time.perf_counter()
+    assert match_family(huge) is None
+    assert time.perf_counter() - start < 1.0
