@@ -67,6 +67,7 @@ _OPERATOR_TOKENS = {"+", "-", "*", "/", "^", "**", "(", ")", "="}
 _DERIVATIVE = re.compile(r"^u_?([xt]+)(_0)?$")
 _HELP = "the vocabulary has u, u_t, u_tt, u_x, u_xx, u_xxx, u_xxxx and x"
 INT_RANGE = 20  # integer tokens are -20..20
+MAX_SYMBOLS = 400  # names, numbers and operators of one equation (its tree stays a few hundred tokens)
 
 
 class EquationError(ValueError):
@@ -240,6 +241,9 @@ def _check_tokens(text: str) -> None:
         tokens = tokenize(text)
     except ExpressionError as err:
         raise EquationError(f"the equation {err}") from None
+    if len(tokens) > MAX_SYMBOLS:
+        raise EquationError(f"the equation has {len(tokens)} symbols; an equation has at most {MAX_SYMBOLS} (the "
+                            "models read a few hundred tokens)")
     for tok in tokens:
         if tok.kind == "name":
             _check_name(tok.text, text)

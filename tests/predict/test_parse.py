@@ -186,3 +186,12 @@ def test_expansion_is_bounded_before_sympy_expands():
     start = time.perf_counter()
     assert match_family(huge) is None
     assert time.perf_counter() - start < 1.0
+
+
+def test_an_equation_longer_than_any_model_reads_is_one_error():
+    from lemon_pl.predict.parse import MAX_SYMBOLS
+
+    eq = parse_equation("u_t" + " + u" * 99 + " = 0")  # 201 symbols: fine
+    assert len(eq.terms) == 99
+    with pytest.raises(EquationError, match=f"the equation has 1983 symbols; an equation has at most {MAX_SYMBOLS}"):
+        parse_equation("u_t" + "+u" * 990 + "=0")
