@@ -118,7 +118,7 @@ def _requests(args) -> list:
         try:
             eq = parse_equation(text, stored_time=args.stored_time)
         except EquationError as err:
-            raise EquationError(f"{where}: {err}" if where != "--equation" else str(err)) from None
+            raise EquationError(f"{where}: {err}") from None
         requests.append(Request(eq, where, match_family(eq)))
     if args.family:
         match, eq, notes = family_equation(args.family, parse_params(args.params))
@@ -135,6 +135,7 @@ def _check_out(out: Path) -> None:
 
 
 def _run(args) -> int:
+    from lemon_pl.predict.initial import check_spec
     from lemon_pl.predict.match import family_equation
     from lemon_pl.predict.model import ModelLoadError, Predictor
     from lemon_pl.predict.parse import EquationError, check_t_final, parse_equation
@@ -153,6 +154,8 @@ def _run(args) -> int:
     if not requests and not args.adapt:
         raise EquationError("give the equation: --equation EQ, --equations FILE or --family NAME --params K=V "
                             "(or --config CONFIG for Lightning's predict over a data split)")
+    for spec in args.u0:  # every expression checked before the checkpoint is loaded
+        check_spec(spec)
     out = Path(args.out)
     _check_out(out)
     predictor = Predictor.load(args.ckpt, args.run_config, args.device)
@@ -164,7 +167,11 @@ def _run(args) -> int:
         support = read_support(args.adapt, predictor.nt, predictor.nx, args.adapt_operator, args.support_size)
         if not requests:  # the support file says which equation it holds
             if support.equation:
-                requests = [Request(parse_equation(support.equation, args.stored_time), f"{support.path} (equation)")]
+                try:
+                    eq = parse_equation(support.equation, args.stored_time)
+                except EquationError as err:
+                    raise EquationError(f"--adapt {support.path}: its 'equation' attribute: {err}") from None
+                requests = [Request(eq, f"{support.path} (equation)")]
                 from lemon_pl.predict.match import match_family
 
                 requests[0].match = match_family(requests[0].eq)

@@ -65,16 +65,25 @@ def initial_conditions(spec: str, nx: int, seed: int = 0, n: int = 1, family: Fa
                        ) -> InitialConditions:
     """The initial conditions of one ``--u0`` spec on the ``nx``-point grid (see the module doc)."""
     spec = str(spec).strip()
-    if not spec:
-        raise InitialConditionError("--u0 is empty")
-    if len(spec) > MAX_LENGTH:  # checked before the text is echoed in any message
-        raise InitialConditionError(f"--u0 is {len(spec)} characters long; an expression or path has at most "
-                                    f"{MAX_LENGTH}")
+    check_spec(spec)  # the length is checked before the text is echoed in any message
     if spec.endswith(".npy") or (Path(spec).suffix and Path(spec).is_file()):
         return _from_file(Path(spec), nx)
     if is_sampler(spec):
         return _from_sampler(spec, nx, seed, n, family)
     return _from_expression(spec, nx)
+
+
+def check_spec(spec: str) -> None:
+    """Refuse a ``--u0`` spec that can never work, before any model or file is loaded: an empty or
+    over-long one, or an expression outside the grammar (files and samplers are checked when read)."""
+    spec = str(spec).strip()
+    if not spec:
+        raise InitialConditionError("--u0 is empty")
+    if len(spec) > MAX_LENGTH:
+        raise InitialConditionError(f"--u0 is {len(spec)} characters long; an expression or path has at most "
+                                    f"{MAX_LENGTH}")
+    if not (spec.endswith(".npy") or (Path(spec).suffix and Path(spec).is_file()) or is_sampler(spec)):
+        _parse_expression(spec)
 
 
 def _from_file(path: Path, nx: int) -> InitialConditions:

@@ -231,3 +231,21 @@ def test_predict_help_is_the_tool(capsys):
     assert done.value.code == 0
     text = capsys.readouterr().out
     assert "--equation" in text and "--config CONFIG --ckpt_path CKPT" in text
+
+
+@pytest.mark.parametrize("payload", ["u_t + sin('__import__(\"os\").system(\"touch PWNED\")')*u_x = 0",
+                                     "u_t + 9^9^9^9*u_x = 0", "u_t + x.__class__*u_x = 0"])
+def test_a_support_files_equation_attribute_is_data_not_code(trained, tmp_path, capsys, monkeypatch, payload):
+    """The equation attribute of an --adapt file goes through the same grammar: one line naming the
+    file, exit 2, nothing run or written (issue 22)."""
+    u = np.zeros((2, 64, 128), dtype=np.float32)
+    with h5py.File(tmp_path / "support.h5", "w") as f:
+        f["u"] = u
+        f.attrs["equation"] = payload
+    monkeypatch.chdir(tmp_path)
+    code = main(["predict", "--ckpt_path", str(trained["ckpt"]), "--u0", "sin(pi*x)", "--adapt",
+                 str(tmp_path / "support.h5"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"lemon-pl predict: error: --adapt {tmp_path / 'support.h5'}: its 'equation' attribute: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["support.h5"]
