@@ -43,14 +43,45 @@ PROBLEMS: dict[str, type[Problem]] = {"cdr": ConvectionDiffusionReaction, "helmh
 DEFAULT_GRID = {"cdr": (256, 100), "helmholtz": (101, 101)}
 
 
+#: documented ranges of the data module's values (checked before anything is built)
+LIMITS = {
+    "mu": 1e6,  # |each parameter value|
+    "mu_rows": 10_000,  # μ values of one run
+    "n_grid": 100_000,  # points per coordinate
+    "points": 10_000_000,  # n_collocation, n_ic, n_bc, n_test each
+    "steps_per_epoch": 10_000_000,
+    "seed": 2 ** 63 - 1,
+    "problem_args": 1e6,  # |a numeric constructor argument|
+}
+#: the arrays a run builds (references on the grid of every μ, the grid's node indices) at most
+MAX_BUILD_BYTES = 8 * 2 ** 30
+
+
 def make_problem(name: str, args: dict[str, Any] | None = None) -> Problem:
     """The problem ``name`` of :data:`PROBLEMS` built with ``args`` (one-line errors)."""
     if name not in PROBLEMS:
         raise ValueError(f"data.init_args.problem: unknown problem {name!r}; choose from {', '.join(PROBLEMS)}")
+    for key, value in dict(args or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_number(f"problem_args.{key}", value, -LIMITS["problem_args"], LIMITS["problem_args"])
     try:
         return PROBLEMS[name](**dict(args or {}))
     except TypeError as err:
         raise ValueError(f"data.init_args.problem_args: {err}") from None
+
+
+def _check_number(key: str, value: Any, low: float, high: float, integer: bool = False) -> None:
+    """``data.init_args.KEY`` is a finite number (an integer if ``integer``) within [low, high]."""
+    try:
+        v = float(value)
+        ok = bool(np.isfinite(v)) and low <= v <= high and not isinstance(value, bool)
+    except (TypeError, ValueError):
+        ok = False
+    if ok and integer:
+        ok = isinstance(value, (int, np.integer)) or v.is_integer()
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"data.init_args.{key} must be {kind} from {low:g} to {high:g}, got {value!r}")
 
 
 def mu_table(problem: Problem, mu: Any = None, mu_ranges: dict[str, Any] | None = None) -> list[list[float]]:
@@ -59,11 +90,20 @@ def mu_table(problem: Problem, mu: Any = None, mu_ranges: dict[str, Any] | None 
     if (mu is None) == (mu_ranges is None):
         raise ValueError("data.init_args: give exactly one of mu, mu_ranges or preset")
     if mu is not None:
-        rows = np.asarray(mu, dtype=np.float64)
+        try:
+            rows = np.asarray(mu, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"data.init_args.mu: numbers expected, got {mu!r}") from None
         rows = rows[None] if rows.ndim == 1 else rows
         if rows.ndim != 2 or rows.shape[1] != len(names):
             raise ValueError(f"data.init_args.mu: each value needs {len(names)} entries {names}, got shape "
                              f"{list(np.shape(mu))}")
+        _check_mu_rows(len(rows), "mu")
+        bad = ~(np.isfinite(rows) & (np.abs(rows) <= LIMITS["mu"]))
+        if bad.any():
+            i, j = map(int, np.argwhere(bad)[0])
+            raise ValueError(f"data.init_args.mu: {names[j]} = {float(rows[i, j])!r} (value {i}) is not a finite number "
+                             f"within ±{LIMITS['mu']:g}")
         return [[float(v) for v in r] for r in rows]
     unknown = set(mu_ranges) - set(names)
     if unknown:
@@ -73,16 +113,26 @@ def mu_table(problem: Problem, mu: Any = None, mu_ranges: dict[str, Any] | None 
         spec = mu_ranges.get(n, [0.0])
         if isinstance(spec, (int, float)):
             spec = [spec]
+        if not isinstance(spec, (list, tuple)) or len(spec) not in (1, 3):
+            raise ValueError(f"data.init_args.mu_ranges.{n}: give [low, high, step] or [value], got {spec}")
+        for v in spec:
+            _check_number(f"mu_ranges.{n}", v, -LIMITS["mu"], LIMITS["mu"])
         if len(spec) == 3:
             low, high, step = map(float, spec)
             if step <= 0 or high < low:
                 raise ValueError(f"data.init_args.mu_ranges.{n}: [low, high, step] needs step > 0 and high >= low")
+            count = (high - low) / step + 1
+            _check_mu_rows(count, f"mu_ranges.{n}")
             axes.append(np.round(low + step * np.arange(int(round((high - low) / step)) + 1), 10))
-        elif len(spec) == 1:
-            axes.append(np.asarray(spec, dtype=np.float64))
         else:
-            raise ValueError(f"data.init_args.mu_ranges.{n}: give [low, high, step] or [value], got {spec}")
+            axes.append(np.asarray(spec, dtype=np.float64))
+    _check_mu_rows(float(np.prod([float(len(a)) for a in axes])), "mu_ranges")
     return [[float(v) for v in r] for r in itertools.product(*axes)]
+
+
+def _check_mu_rows(count: float, key: str) -> None:
+    if count > LIMITS["mu_rows"]:
+        raise ValueError(f"data.init_args.{key} gives {count:,.0f} μ values; a run has at most {LIMITS['mu_rows']:,}")
 
 
 class _Repeat(Dataset):
@@ -107,6 +157,10 @@ class CollocationDataModule(pl.LightningDataModule):
         n_collocation, n_ic, n_bc, n_test: sizes of the point sets (release: 1000, 256, 100, 1000).
         seed: the seed of the point locations (the same for every μ).
         steps_per_epoch: full-batch optimiser steps per training epoch.
+
+    Every value is checked before anything is built (one-line errors naming the key; ranges in
+    :data:`LIMITS`): μ values finite within ±1e6 and at most 10,000 of them; n_grid 3 to 100,000
+    per coordinate; point counts up to 1e7; the references of all μ on the grid at most 8 GiB.
     """
 
     model_links = ("in_dim", "mu_dim", "problem", "problem_args", "mu_values")
@@ -136,13 +190,22 @@ class CollocationDataModule(pl.LightningDataModule):
         for m in self.mu_values:
             self.pde.mu(m)  # raises for invalid values (e.g. nu < 0)
         grid = list(n_grid or DEFAULT_GRID[problem])
-        if len(grid) != self.pde.domain.dim or min(grid) < 3:
+        if len(grid) != self.pde.domain.dim:
             raise ValueError(f"data.init_args.n_grid: {self.pde.domain.dim} sizes >= 3 expected, got {grid}")
-        for name, v in (("n_collocation", n_collocation), ("n_test", n_test), ("steps_per_epoch", steps_per_epoch)):
-            if int(v) < 1:
-                raise ValueError(f"data.init_args.{name} must be >= 1, got {v}")
-        if n_ic < 0 or n_bc < 0:
-            raise ValueError("data.init_args.n_ic and n_bc must be >= 0")
+        for n in grid:
+            _check_number("n_grid", n, 3, LIMITS["n_grid"], integer=True)
+        for name, v, low in (("n_collocation", n_collocation, 1), ("n_test", n_test, 1), ("n_ic", n_ic, 0),
+                             ("n_bc", n_bc, 0)):
+            _check_number(name, v, low, LIMITS["points"], integer=True)
+        _check_number("steps_per_epoch", steps_per_epoch, 1, LIMITS["steps_per_epoch"], integer=True)
+        _check_number("seed", seed, 0, LIMITS["seed"], integer=True)
+        grid = [int(n) for n in grid]
+        nodes = float(np.prod([float(n) for n in grid]))
+        need = 8.0 * nodes * (len(self.mu_values) + len(grid))  # references of every μ + node indices
+        if need > MAX_BUILD_BYTES:
+            raise ValueError(f"data.init_args: the {'x'.join(map(str, grid))} grid with {len(self.mu_values)} μ "
+                             f"values needs about {need / 2 ** 30:.1f} GiB for its references (at most "
+                             f"{MAX_BUILD_BYTES / 2 ** 30:g} GiB); use a smaller n_grid or fewer μ values")
         self.n_grid, self.seed, self.steps_per_epoch = grid, int(seed), int(steps_per_epoch)
         self.sizes = {"collocation": int(n_collocation), "ic": int(n_ic), "bc": int(n_bc), "test": int(n_test)}
         dom = self.pde.domain
