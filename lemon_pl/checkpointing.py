@@ -27,7 +27,7 @@ import pickle
 import re
 import socket
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Mapping
 
 import torch
 from lightning.pytorch import Callback
@@ -183,6 +183,72 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes
         except OSError:
             pass
     return path
+
+
+def atomic_write_many(files: Mapping[str | os.PathLike, bytes | str | Callable[[IO[bytes]], None]]) -> list[Path]:
+    """:func:`atomic_write` for a set of files that belong together (a plan's overlays and its
+    ``plan.json``): all of them are first written to temporary files and flushed to disk, and only
+    when every one is complete are they renamed over their targets, in the order given (put the
+    file that marks the set complete last). A failed write (disk full, read-only folder) raises
+    one :class:`~lemon_pl.errors.CheckpointWriteError` line and changes none of the targets."""
+    staged: list[tuple[Path, Path]] = []
+    current, replaced = None, 0
+    created: list[Path] = []  # folders made for the targets: removed again if nothing was written
+    try:
+        for target, data in files.items():
+            current = Path(target)
+            tmp = current.with_name(f".{current.name}.tmp-{os.getpid()}@{_HOST}")
+            missing = [d for d in (current.parent, *current.parent.parents) if not d.exists()]
+            current.parent.mkdir(parents=True, exist_ok=True)
+            created += [d for d in missing if d not in created]
+            remove_stale_temporaries(current)
+            staged.append((tmp, current))
+            with open(tmp, "wb") as fh:
+                if callable(data):
+                    data(fh)
+                else:
+                    fh.write(data.encode() if isinstance(data, str) else data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, target in staged:
+            current = target
+            os.replace(tmp, target)
+            replaced += 1
+    except Exception as err:  # noqa: BLE001 - only write failures are translated, the rest re-raised
+        cause = _os_error(err)
+        if cause is None:
+            raise
+        from lemon_pl.errors import CheckpointWriteError
+
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        kept = "nothing was changed" if replaced == 0 else f"{replaced} of {len(staged)} files were replaced"
+        if replaced == 0:
+            for tmp, _ in staged:
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            for folder in created:  # deepest first
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+        failure = CheckpointWriteError(f"could not write {current}: {reason}; {kept}")
+        failure.errno = cause.errno
+        raise failure from None
+    finally:
+        for tmp, _ in staged:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+    return [target for _, target in staged]
+
+
+def os_error_cause(err: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``err``, if any: ``err`` itself, or one of its causes (torch's
+    writer reports a failed ``write`` as a ``RuntimeError`` raised while handling it)."""
+    return _os_error(err)
 
 
 def _os_error(err: BaseException) -> OSError | None:

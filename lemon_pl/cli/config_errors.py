@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
 
 def config_files(argv: Sequence[str]) -> list[Path]:
@@ -29,9 +28,11 @@ def config_files(argv: Sequence[str]) -> list[Path]:
 
 
 def _load(path: Path) -> Any:
+    from lemon_pl.yamlio import YamlFileError, read_yaml
+
     try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        return read_yaml(path, mapping=False)
+    except YamlFileError:
         return None
 
 
@@ -94,15 +95,13 @@ def describe(err: BaseException, argv: Sequence[str], parser=None) -> str:
             return f"config file {empty[0]} is empty"
         return f"a config file holds no settings ({msg or 'nothing parsed'})"
     if msg.startswith("Problems parsing config"):
+        from lemon_pl.yamlio import YamlFileError, read_yaml
+
         for f in files:
             try:
-                yaml.safe_load(f.read_text())
-            except yaml.YAMLError as y:
-                mark = getattr(y, "problem_mark", None)
-                at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-                return f"{f}: YAML syntax error{at}: {getattr(y, 'problem', None) or str(y).splitlines()[0]}"
-            except OSError:
-                continue
+                read_yaml(f, mapping=False)
+            except YamlFileError as y:
+                return str(y)
         return msg.splitlines()[0]
     m = re.search(r"does not accept option '([^']+)'", msg) or re.search(r"[Uu]nrecognized arguments: (\S+)", msg)
     if m:

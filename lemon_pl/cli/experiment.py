@@ -45,18 +45,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_step_configs(steps, overlays: Sequence[str]) -> None:
+    """Every YAML file the steps will read (``--config`` of every step, the overlays, and what
+    they compose through ``defaults:``), read now: a broken one is refused in one line before
+    the first step runs. Files that earlier steps write (``{exp_dir}/...``) are checked by
+    their step."""
+    from lemon_pl.yamlio import config_chain
+
+    seen: set[str] = set()
+    for path in overlays:
+        if path not in seen:
+            seen.add(path)
+            config_chain(path, "config overlay")
+    for step in steps:
+        for flag, value in zip(step.argv, step.argv[1:]):
+            if flag in ("--config", "-c") and "{" not in value and value not in seen:
+                seen.add(value)
+                config_chain(value, "config file")
+
+
 def main(argv: Sequence[str]) -> int:
+    import os
+
+    from lemon_pl.errors import CheckpointWriteError
+
     args = build_parser().parse_args(list(argv))
-    err = lambda msg: print(f"lemon-pl experiment: error: {msg}", file=sys.stderr)  # noqa: E731
-    try:
-        steps = build_steps(args.name, args.scale, args.experiment_config, args.data_root, args.configs)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
-        return 2
+    err = lambda msg: print(f"lemon-pl experiment: error: {' '.join(str(msg).split())}", file=sys.stderr)  # noqa: E731
     overlays = [str(Path(c).resolve()) for c in args.config]
     missing = [c for c in overlays if not Path(c).exists()]
     if missing:
         err(f"config overlay {missing[0]} does not exist")
+        return 2
+    try:
+        steps = build_steps(args.name, args.scale, args.experiment_config, args.data_root, args.configs)
+        _check_step_configs(steps, overlays)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
+        return 2
+    except (TypeError, AttributeError) as e:  # a setting of the wrong kind (a number where a list is due, ...)
+        if os.environ.get("LEMON_TRACEBACK"):
+            raise
+        source = args.experiment_config or f"the {args.name} experiment config"
+        err(f"{source}: the settings of scale '{args.scale}' cannot be used ({type(e).__name__}: {e})")
         return 2
     exp_dir = Path(args.out) / args.name / args.scale
 
@@ -77,10 +107,17 @@ def main(argv: Sequence[str]) -> int:
     except StepFailed as e:
         err(f"{e}; completed steps are kept in {exp_dir / 'steps'}, re-run the same command to resume")
         return 1
+    except OSError as e:  # a step's record could not be written (disk full, read-only folder): one line
+        err(f"{e}; completed steps are kept in {exp_dir / 'steps'}, re-run the same command to resume")
+        return 2
     from lemon_pl.experiments.report import write_report
 
     if global_rank() != 0:  # multi-process launch: rank 0 writes the report
         return 0
-    paths = write_report(args.name, exp_dir)
+    try:
+        paths = write_report(args.name, exp_dir)
+    except (CheckpointWriteError, OSError, ValueError) as e:
+        err(str(e))
+        return 2
     print(f"experiment {args.name}: wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -135,23 +135,24 @@ def compose_defaults(argv: Sequence[str]) -> list[str]:
 
 
 def _expand(path: Path, flag: str, seen: tuple[Path, ...]) -> list[str]:
-    try:
-        raw = yaml.safe_load(path.read_text()) if path.is_file() else None
-    except (OSError, yaml.YAMLError):
-        raw = None  # jsonargparse reports unreadable files itself
-    defaults = raw.get("defaults") if isinstance(raw, dict) else None
+    """``[flag, path]`` preceded by the expansion of the files ``path`` lists in ``defaults``. Every
+    file is read by :func:`lemon_pl.yamlio.read_yaml`: a syntax error, an empty file, a top level
+    that is no mapping, unreadable bytes, a folder are one :class:`~lemon_pl.yamlio.YamlFileError`
+    line naming the file (and line and column). A missing file is left to jsonargparse, which
+    reports it (``config file does not exist``); so is an inline YAML string."""
+    from lemon_pl.yamlio import defaults_of, read_yaml
+
+    if not path.exists() and not path.is_symlink():
+        return [flag, str(path)]
+    raw = read_yaml(path, "config file", mapping=True, empty_ok=False)
+    defaults = defaults_of(path, raw)
     if not defaults:
         return [flag, str(path)]
-    if isinstance(defaults, str):
-        defaults = [defaults]
     if path.resolve() in seen:
         raise ValueError(f"{path}: its defaults include it again ({' -> '.join(map(str, seen))})")
     model = raw.get("model")
     out = ["--model", model["class_path"]] if isinstance(model, dict) and model.get("class_path") else []
-    for d in defaults:
-        dep = (path.parent / d) if not Path(d).is_absolute() else Path(d)
-        if not dep.is_file():
-            raise FileNotFoundError(f"{path}: its defaults entry {d} does not exist ({dep})")
+    for dep in defaults:
         out += _expand(dep, flag, (*seen, path.resolve()))
     return out + [flag, str(path)]
 
@@ -287,13 +288,6 @@ class LemonCLI(LightningCLI):
 
 def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
     """Run the Lightning CLI; known user errors become one line on stderr and exit code 2."""
-    from argparse import ArgumentError
-
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    from lemon_pl.data.io import DataFileError
-    from lemon_pl.errors import CheckpointMismatchError, CheckpointWriteError, NonFiniteLossError
-
     global _PARSER, _TRAINER
     _PARSER = _TRAINER = None
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -303,23 +297,10 @@ def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             LemonCLI(args=argv)
         failed = False
-    except ArgumentError as err:  # config errors: file, key, what is wrong (no screen of usage)
+    except _user_errors() as err:  # user errors: one line (LEMON_TRACEBACK=1 shows the traceback)
         if os.environ.get("LEMON_TRACEBACK"):
             raise
-        from lemon_pl.cli.config_errors import describe
-
-        sub = argv[0] if argv and not argv[0].startswith("-") else "fit"
-        print(f"lemon-pl: error: {describe(err, compose_defaults(argv), _PARSER)}\n  (lemon-pl {sub} --help lists the options)",
-              file=sys.stderr)
-        return 2
-    except (DataFileError, CheckpointMismatchError, CheckpointWriteError, NonFiniteLossError, FileNotFoundError,
-            MisconfigurationException, ValueError, KeyError) as err:  # user errors: one line (LEMON_TRACEBACK=1 shows the traceback)
-        if os.environ.get("LEMON_TRACEBACK"):
-            raise
-        msg = _root_message(err)
-        if isinstance(err, MisconfigurationException) and re.search(r"gpu|cuda|accelerator", msg, re.I):
-            msg += " (on a machine without a GPU use --config configs/trainer/cpu.yaml)"
-        print(f"lemon-pl: error: {msg}", file=sys.stderr)
+        print(f"lemon-pl: error: {error_line(err, argv)}", file=sys.stderr)
         return 2
     except SystemExit as err:
         if getattr(_TRAINER, "_lemon_interrupted", False):
@@ -330,6 +311,67 @@ def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
             _tidy_failed_run(_TRAINER)
         _destroy_process_group()
     return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that are a user's error (a bad config, file, value): one line, exit 2."""
+    from argparse import ArgumentError
+
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from lemon_pl.data.io import DataFileError
+    from lemon_pl.errors import CheckpointMismatchError, CheckpointWriteError, NonFiniteLossError
+
+    return (ArgumentError, DataFileError, CheckpointMismatchError, CheckpointWriteError, NonFiniteLossError,
+            FileNotFoundError, MisconfigurationException, ValueError, KeyError)
+
+
+def error_line(err: BaseException, argv: Sequence[str]) -> str:
+    """The one line (after ``lemon-pl: error: ``) for a user error of ``lemon-pl ARGV``; a config
+    error (jsonargparse's ``ArgumentError``) is followed by a hint to ``--help`` on a second line."""
+    from argparse import ArgumentError
+
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    if isinstance(err, ArgumentError):  # config errors: file, key, what is wrong (no screen of usage)
+        from lemon_pl.cli.config_errors import describe
+
+        sub = argv[0] if argv and not argv[0].startswith("-") else "fit"
+        return f"{describe(err, compose_defaults(argv), _PARSER)}\n  (lemon-pl {sub} --help lists the options)"
+    msg = _root_message(err)
+    if isinstance(err, MisconfigurationException) and re.search(r"gpu|cuda|accelerator", msg, re.I):
+        msg += " (on a machine without a GPU use --config configs/trainer/cpu.yaml)"
+    return msg
+
+
+def check_lightning_args(argv: Sequence[str]) -> str | None:
+    """What ``lemon-pl fit|validate|test ARGV`` would refuse before it runs, without running it:
+    the config files (and their ``defaults``) are read, the options parsed and checked, and the
+    model, data module and trainer built (their constructors check their values; nothing is
+    trained, no data set up, no run folder written). Returns the error's first line (the
+    message after ``lemon-pl: error: ``) or ``None`` when the command would start."""
+    import logging
+
+    global _PARSER, _TRAINER
+    argv = list(argv)
+    body = argv[1:] if argv and argv[0] in ("fit", "validate", "test", "predict") else argv
+    _PARSER = _TRAINER = None
+    quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in quiet]
+    try:
+        for lg in quiet:  # no "GPU available" lines: nothing runs
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore")
+            LemonCLI(args=body, run=False)
+    except _user_errors() as err:
+        return error_line(err, argv).splitlines()[0]
+    finally:
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
+        _PARSER = _TRAINER = None
+        _destroy_process_group()
+    return None
 
 
 #: files a run writes before it has done anything worth keeping

@@ -27,7 +27,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from lemon_pl.experiments.runner import Step
 
@@ -74,10 +73,16 @@ def load_scale(path: str | Path, scale: str) -> dict:
     """The merged settings of one scale of an experiment config file."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    from lemon_pl.yamlio import YamlFileError, read_yaml
+
+    raw = read_yaml(path, "experiment config", mapping=True, empty_ok=False)
     if scale not in raw:
-        raise ValueError(f"{path} has no '{scale}' section")
-    return _merge(raw.get("common") or {}, raw[scale])
+        raise YamlFileError(f"{path} has no '{scale}' section (it has {', '.join(map(str, raw)) or 'none'})", path)
+    for section in ("common", scale):
+        if raw.get(section) is not None and not isinstance(raw[section], dict):
+            raise YamlFileError(f"{path}: section '{section}' must be a mapping of settings, not "
+                                f"{type(raw[section]).__name__} {raw[section]!r}"[:300], path)
+    return _merge(raw.get("common") or {}, raw[scale] or {})
 
 
 def _value(v: Any) -> str:

@@ -329,7 +329,19 @@ def write_report(experiment: str | ModuleType, exp_dir: str | Path, out_dir: str
     """Write ``results.csv``, ``table.md``, the adaptation curves (``curve.csv``,
     ``error_vs_steps.png``) if the tests recorded any, what the experiment's ``report`` hook adds
     (an experiment module or the name of one; without a hook: bars per family, ``NAME.png``) and
-    ``examples.png``. Returns the written paths."""
+    ``examples.png``. Returns the written paths.
+
+    All or nothing: every file is first written into a temporary folder inside the report
+    folder and flushed to disk; only when all of them are complete are they renamed into place.
+    A failed write (a full disk, a read-only folder) raises one
+    :class:`~lemon_pl.errors.CheckpointWriteError` line and leaves the previous report as it was."""
+    import os
+    import shutil
+    import tempfile
+
+    from lemon_pl.checkpointing import os_error_cause
+    from lemon_pl.errors import CheckpointWriteError
+
     if isinstance(experiment, str):
         from lemon_pl.experiments import EXPERIMENTS
 
@@ -338,12 +350,43 @@ def write_report(experiment: str | ModuleType, exp_dir: str | Path, out_dir: str
         name, module = experiment.NAME, experiment
     exp_dir = Path(exp_dir)
     out = Path(out_dir or exp_dir)
-    out.mkdir(parents=True, exist_ok=True)
     results = load_results(exp_dir)
     metrics = tuple(getattr(module, "METRICS", REPORTED))
     rows = aggregate(results, metrics)
     if not rows:
         raise ValueError(f"no finished test steps under {exp_dir / 'steps'}")
+    stage = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".report.tmp-{os.getpid()}-", dir=out))
+        written = _write_report_files(name, module, exp_dir, stage, results, rows, metrics)
+        for path in written:  # every file complete on disk before any replaces its previous version
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+        final = []
+        for path in written:
+            target = out / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            final.append(target)
+        return final
+    except Exception as err:  # noqa: BLE001 - only write failures are translated, the rest re-raised
+        cause = os_error_cause(err)
+        if cause is None:
+            raise
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        failure = CheckpointWriteError(f"could not write the report into {out}: {reason}; the previous report "
+                                       "files are intact (free some space and run the same command again)")
+        failure.errno = cause.errno
+        raise failure from None
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_report_files(name: str, module: ModuleType | None, exp_dir: Path, out: Path, results: list[dict[str, Any]],
+                        rows: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[Path]:
+    """The report's files, written into ``out``; their paths."""
     rep = Report(name, exp_dir, out, results, rows, aggregate_curves(results), [out / "results.csv", out / "table.md"])
     write_csv(rows, rep.paths[0], metrics)
     if rep.curves:
@@ -359,4 +402,4 @@ def write_report(experiment: str | ModuleType, exp_dir: str | Path, out_dir: str
     ex = plot_examples(results, out / "examples.png", **rep.examples)
     if ex:
         rep.paths.append(ex)
-    return rep.paths
+    return [p for p in dict.fromkeys(rep.paths) if p.is_file()]

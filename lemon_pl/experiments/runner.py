@@ -191,22 +191,15 @@ class ExperimentLocked(RuntimeError):
 
 def lock_experiment(exp_dir: Path):
     """An exclusive, non-blocking lock on ``<exp_dir>/.lock`` held for the life of the returned
-    file object (released by the OS when the process ends, even on SIGKILL)."""
-    import fcntl
+    file object (released by the OS when the process ends, even on SIGKILL;
+    :func:`lemon_pl.locking.hold_lock`)."""
+    from lemon_pl.locking import LockHeld, hold_lock
 
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(exp_dir / ".lock", "a+")
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise ExperimentLocked(f"another process is running the experiment in {exp_dir}; wait for it to finish "
-                               "(completed steps are kept) or use another --out") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"{os.getpid()}\n")
-    fh.flush()
-    return fh
+        return hold_lock(Path(exp_dir) / ".lock")
+    except LockHeld as held:
+        raise ExperimentLocked(f"another process is running the experiment in {exp_dir} (pid {held.holder}); wait "
+                               "for it to finish (completed steps are kept) or use another --out") from None
 
 
 def run_steps(steps: Sequence[Step], exp_dir: str | Path, overlays: Sequence[str],

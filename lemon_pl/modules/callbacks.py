@@ -123,9 +123,9 @@ class PredictionFigures(Callback):
         else:
             folder = Path(log_dir or ".") / "figures"
             folder.mkdir(parents=True, exist_ok=True)
-            for fam, fig in figs.items():
+            for fam, fig in figs.items():  # atomically: a full disk is one line, never a truncated PNG
                 path = folder / f"epoch{epoch:03d}_{fam}.png"
-                fig.savefig(path, dpi=80)
+                atomic_write(path, lambda fh, fig=fig: fig.savefig(fh, format="png", dpi=80))
                 written.append(path)
         for fig in figs.values():
             plt.close(fig)

@@ -33,6 +33,14 @@ ArrayLike = Union[Sequence[float], np.ndarray]
 
 ALPHA_BOUNDS = (0.05, 2.0)
 
+#: the most samples any allocator gives one level (2**40, about 1.1e12). Counts stay exact in
+#: float64 and a plan's spent seconds change with every sample added, so every rounding loop
+#: ends; a budget that would buy more is spent only up to this many samples per level (or up to
+#: the ``upper`` counts given, e.g. what the level files hold), the rest stays unspent.
+MAX_SAMPLES = 2 ** 40
+#: rounding adds at most this many single samples, then spends what is left in bulk
+_GREEDY_STEPS = 10_000
+
 
 # --------------------------------------------------------------------------------------------
 # input checks
@@ -70,6 +78,23 @@ def _min_samples(min_samples: int, c: np.ndarray, budget: float) -> int:
     return m
 
 
+def _upper(upper: Optional[ArrayLike], c: np.ndarray) -> np.ndarray:
+    """The most samples of every level: ``upper`` (e.g. what each level's file holds) capped at
+    :data:`MAX_SAMPLES`; all :data:`MAX_SAMPLES` when ``None``."""
+    if upper is None:
+        return np.full(c.size, MAX_SAMPLES, dtype=np.int64)
+    u = np.asarray(upper, dtype=float)
+    _same_length("upper", u, c)
+    if np.any(np.isnan(u)) or np.any(u < 0):
+        raise ValueError(f"upper must hold counts >= 0, got {u.tolist()}")
+    return np.minimum(np.floor(u), MAX_SAMPLES).astype(np.int64)
+
+
+def _cap_budget(budget: float, c: np.ndarray, upper: np.ndarray) -> float:
+    """The budget, but no more than what buys ``upper`` samples of every level."""
+    return min(budget, float(upper @ c))
+
+
 def _same_length(name: str, x: np.ndarray, c: np.ndarray) -> None:
     if x.ndim != 1 or x.size != c.size:
         raise ValueError(f"{name} must have one entry per level ({c.size}, the length of costs), "
@@ -81,25 +106,42 @@ def _same_length(name: str, x: np.ndarray, c: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _greedy_fill(n: np.ndarray, c: np.ndarray, budget: float, gain, allowed=None) -> np.ndarray:
+def _greedy_fill(n: np.ndarray, c: np.ndarray, budget: float, gain, allowed=None, upper=None) -> np.ndarray:
     """Add one sample at a time where ``gain(l, N_l) / c_l`` is largest, while one is affordable.
 
     ``gain(l, N)`` is the decrease of the objective from ``N`` to ``N + 1`` samples of level
-    ``l``.  Stops when no allowed level fits in the remaining budget, so the leftover is below
-    the cheapest allowed cost (and never negative).
+    ``l``.  Stops when no allowed level below its ``upper`` count fits in the remaining budget,
+    so the leftover is below the cheapest allowed cost (and never negative).  The remaining
+    budget is kept as a running difference (it falls by ``c_l`` with every sample, so the loop
+    ends however large the counts); after :data:`_GREEDY_STEPS` single samples (costs that
+    differ by many orders of magnitude) the rest goes in bulk to the level of largest gain per
+    second, then the next, within ``upper``.
     """
     n = n.copy()
     allowed = np.ones(c.size, bool) if allowed is None else allowed
-    while True:
-        left = budget - float(n @ c)
+    upper = np.full(c.size, MAX_SAMPLES, dtype=np.int64) if upper is None else upper
+    left = budget - float(n @ c)
+    for _ in range(_GREEDY_STEPS):
+        fits = np.flatnonzero(allowed & (n < upper) & (c <= left * (1 + 1e-12)))
+        if fits.size == 1:  # one level left to fill: the order does not matter, fill it at once
+            break
         best, best_ratio = -1, -math.inf
-        for l in np.flatnonzero(allowed & (c <= left * (1 + 1e-12))):
+        for l in fits:
             ratio = gain(l, n[l]) / c[l]
             if ratio > best_ratio:
                 best, best_ratio = l, ratio
         if best < 0:
             return n
         n[best] += 1
+        left -= c[best]
+    while True:  # bulk: as many samples as fit, level by level in order of gain per second
+        fits = np.flatnonzero(allowed & (n < upper) & (c <= left * (1 + 1e-12)))
+        if fits.size == 0:
+            return n
+        l = max(fits, key=lambda k: gain(k, n[k]) / c[k])
+        k = int(min(float(upper[l] - n[l]), max(1.0, math.floor(min(left / c[l], float(MAX_SAMPLES))))))
+        n[l] += k
+        left -= k * c[l]
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,11 +158,12 @@ def mlmc_continuous(costs: ArrayLike, variances: ArrayLike, budget: float) -> np
     """
     c = np.asarray(costs, float)
     v = np.asarray(variances, float)
-    return budget / np.sum(np.sqrt(v * c)) * np.sqrt(v / c)
+    return budget * (np.sqrt(v / c) / np.sum(np.sqrt(v * c)))
 
 
+@np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore")
 def mlmc_allocation(costs: ArrayLike, variances: ArrayLike, budget: float,
-                    min_samples: int = 1) -> np.ndarray:
+                    min_samples: int = 1, upper: Optional[ArrayLike] = None) -> np.ndarray:
     """The Multi-Level Monte Carlo rule ``N_l ∝ sqrt(V_l / c_l)``, as integers within the budget.
 
     ``V_l`` is the variance of level ``l``'s contribution (in MLMC, of the correction
@@ -132,7 +175,9 @@ def mlmc_allocation(costs: ArrayLike, variances: ArrayLike, budget: float,
     levels above ``min_samples``) where that raises ``sum V_l / N_l`` least per second saved;
     then greedily add one sample at a time where it lowers ``sum V_l / N_l`` most per unit cost,
     while any level still fits.  The result costs at most ``B`` and leaves less than
-    ``min(costs)`` unspent.
+    ``min(costs)`` unspent, unless levels reached their ``upper`` count (default and at most
+    :data:`MAX_SAMPLES`): a level gets no more than that, and a budget beyond what buys every
+    level's ``upper`` is left unspent.
 
     Returns an int64 array ``N`` of one count per level.  Raises ``ValueError`` for costs that
     are not positive, variances that are negative, all zero or of the wrong length, a budget that
@@ -145,30 +190,41 @@ def mlmc_allocation(costs: ArrayLike, variances: ArrayLike, budget: float,
         raise ValueError(f"variances must be finite, >= 0 and not all zero, got {v.tolist()}")
     budget = _budget(budget, c)
     m = _min_samples(min_samples, c, budget)
+    up = _upper(upper, c)
+    if np.any(up < m):
+        raise ValueError(f"min_samples={m} exceeds the most samples of a level (upper={up.tolist()})")
+    budget = _cap_budget(budget, c, up)
 
     def gain(l, k):  # decrease of V_l / N_l from k to k + 1 samples
         if v[l] == 0:
             return 0.0
         return math.inf if k == 0 else v[l] / (k * (k + 1.0))
 
-    n = np.maximum(np.floor(mlmc_continuous(c, v, budget) * (1 + 1e-12)), m).astype(np.int64)
-    while n @ c > budget:  # only after raising levels to min_samples
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        star = np.nan_to_num(mlmc_continuous(c, v, budget), nan=0.0, posinf=float(MAX_SAMPLES))
+    n = np.maximum(np.floor(np.minimum(star * (1 + 1e-12), up)), m).astype(np.int64)
+    while n @ c > budget:  # only after raising levels to min_samples or rounding up
         cand = np.flatnonzero(n > m)
         loss = [(v[l] / (n[l] - 1.0) - v[l] / n[l]) / c[l] if n[l] > 1 else math.inf
                 for l in cand]
         n[cand[int(np.argmin(loss))]] -= 1
-    return _greedy_fill(n, c, budget, gain)
+    return _greedy_fill(n, c, budget, gain, upper=up)
 
 
-def equal_split(costs: ArrayLike, budget: float) -> np.ndarray:
+@np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore")
+def equal_split(costs: ArrayLike, budget: float, upper: Optional[ArrayLike] = None) -> np.ndarray:
     """``N_l = floor(B / (L c_l))``: every level gets the same share ``B / L`` of the budget.
 
     The leftover of each share is not moved to other levels (this is the "equal split" baseline
-    of the experiment); a level whose sample costs more than ``B / L`` gets none.
+    of the experiment); a level whose sample costs more than ``B / L`` gets none, and none gets
+    more than its ``upper`` count (default and at most :data:`MAX_SAMPLES`).
     """
     c = _costs(costs)
     budget = _budget(budget, c)
-    return np.floor(budget / (c.size * c) * (1 + 1e-12)).astype(np.int64)
+    up = _upper(upper, c)
+    with np.errstate(over="ignore"):
+        share = budget / (c.size * c) * (1 + 1e-12)
+    return np.floor(np.minimum(share, up)).astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,36 +407,48 @@ def curriculum_errors(models: Sequence[LevelModel], n: ArrayLike,
 # --------------------------------------------------------------------------------------------
 
 
+@np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore")
 def continuous_optimum(coeffs: ArrayLike, alphas: ArrayLike, costs: ArrayLike, budget: float,
-                       lower: float = 1.0) -> np.ndarray:
-    """Real ``N`` minimising ``sum_l k_l N_l**-alpha_l``, ``sum_l c_l N_l <= B``, ``N >= lower``.
+                       lower: float = 1.0, upper: Optional[ArrayLike] = None) -> np.ndarray:
+    """Real ``N`` minimising ``sum_l k_l N_l**-alpha_l``, ``sum_l c_l N_l <= B``,
+    ``lower <= N <= upper`` (``upper``: default :data:`MAX_SAMPLES` per level).
 
     The problem is convex and separable, so the KKT conditions are sufficient:
-    ``N_l(lambda) = max(lower, (alpha_l k_l / (lambda c_l))**(1 / (1 + alpha_l)))`` with the
-    multiplier ``lambda`` found by a bracketed root find on the budget (``brentq`` in
-    ``log lambda``).  Levels with ``k_l = 0`` get ``lower``.  With equal ``alpha`` and no active
-    lower bound this is the closed form ``N_l ∝ (k_l / c_l)**(1 / (1 + alpha))``.
+    ``N_l(lambda) = clip((alpha_l k_l / (lambda c_l))**(1 / (1 + alpha_l)), lower, upper_l)``
+    with the multiplier ``lambda`` found by a bracketed root find on the budget (``brentq`` in
+    ``log lambda``, every term computed in logs so that no budget overflows it).  Levels with
+    ``k_l = 0`` get ``lower``; if the budget buys ``upper`` of every level, that is the optimum.
+    With equal ``alpha`` and no active bound this is the closed form
+    ``N_l ∝ (k_l / c_l)**(1 / (1 + alpha))``.
     """
     k = np.asarray(coeffs, float)
     al = np.asarray(alphas, float)
     c = np.asarray(costs, float)
     base = np.full(c.size, float(lower))
+    top = np.full(c.size, float(MAX_SAMPLES)) if upper is None else np.minimum(np.asarray(upper, float),
+                                                                                  float(MAX_SAMPLES))
+    top = np.maximum(top, base)
     if base @ c >= budget or not np.any(k > 0):
         return base
     act = k > 0
+    top_spend = float(top[act] @ c[act] + base[~act] @ c[~act])
+    if top_spend <= budget:
+        out = base.copy()
+        out[act] = top[act]
+        return out
+    log_q = np.log(al[act]) + np.log(k[act]) - np.log(c[act])  # log(alpha k / c), finite for finite k > 0
 
     def n_of(log_lam):
         out = base.copy()
-        out[act] = np.maximum(lower, np.exp((np.log(al[act] * k[act] / c[act]) - log_lam)
-                                            / (1 + al[act])))
+        out[act] = np.clip(np.exp(np.minimum((log_q - log_lam) / (1 + al[act]), 700.0)), lower, top[act])
         return out
 
     def excess(log_lam):
         return float(n_of(log_lam) @ c) / budget - 1.0
 
-    # lambda at which each level alone would want N = B / c_l (too much) or N = lower (too few)
-    log_hi = np.log(al[act] * k[act] / c[act]) - (1 + al[act]) * np.log(max(lower, 1e-300))
-    log_lo = np.log(al[act] * k[act] / c[act]) - (1 + al[act]) * np.log(budget / c[act])
+    # lambda at which every level wants its upper count (too much) or the lower one (too few)
+    log_hi = log_q - (1 + al[act]) * np.log(max(lower, 1e-300))
+    log_lo = log_q - (1 + al[act]) * np.log(top[act])
     lo, hi = float(log_lo.min()) - 1.0, float(log_hi.max()) + 1.0
     log_lam = scipy.optimize.brentq(excess, lo, hi, xtol=1e-14, rtol=1e-14, maxiter=500)
     out = n_of(log_lam)
@@ -388,13 +456,13 @@ def continuous_optimum(coeffs: ArrayLike, alphas: ArrayLike, costs: ArrayLike, b
     return out * min(1.0, budget / over) if over > budget else out
 
 
-def _round_support(models, c, budget, support, rest, m, scale) -> Optional[np.ndarray]:
+def _round_support(models, c, budget, support, rest, m, scale, upper) -> Optional[np.ndarray]:
     """Best integer allocation found for one curriculum ``support`` (others get ``m`` each)."""
     lower = max(m, 1)
     n = np.zeros(c.size)
     n[rest] = m
     left = budget - float(n @ c)
-    if lower * c[support].sum() > left:
+    if lower * c[support].sum() > left or np.any(upper[support] < lower):
         return None
     order = list(support)
     weights = np.ones(len(order))
@@ -402,10 +470,15 @@ def _round_support(models, c, budget, support, rest, m, scale) -> Optional[np.nd
         weights[i] = _weight(models, order[i - 1], order[i], scale)
     coeffs = weights * np.array([models[l].a for l in order])
     alphas = np.array([models[l].alpha for l in order])
-    n[order] = continuous_optimum(coeffs, alphas, c[order], left, lower)
-    n = np.maximum(np.floor(n * (1 + 1e-12)), 0).astype(np.int64)
+    n[order] = continuous_optimum(coeffs, alphas, c[order], left, lower, upper[order])
+    n = np.maximum(np.floor(np.minimum(n * (1 + 1e-12), upper)), 0).astype(np.int64)
     n[order] = np.maximum(n[order], lower)
     n[rest] = m
+    while n @ c > budget:  # rounding up by the 1e-12 slack overspent: one sample back from the dearest
+        dear = [l for l in order if n[l] > lower]
+        if not dear:
+            return None
+        n[max(dear, key=lambda l: c[l])] -= 1
     k_of = dict(zip(order, coeffs))
     a_of = dict(zip(order, alphas))
     allowed = np.zeros(c.size, bool)
@@ -417,7 +490,7 @@ def _round_support(models, c, budget, support, rest, m, scale) -> Optional[np.nd
     def objective(x):
         return _chain_error(models, order, x, scale)
 
-    n = _greedy_fill(n, c, budget, gain, allowed)
+    n = _greedy_fill(n, c, budget, gain, allowed, upper)
     # polish: move one sample out of a level and refill greedily, while that helps
     current = objective(n)
     for _ in range(10_000):
@@ -427,7 +500,7 @@ def _round_support(models, c, budget, support, rest, m, scale) -> Optional[np.nd
                 continue
             trial = n.copy()
             trial[l] -= 1
-            trial = _greedy_fill(trial, c, budget, gain, allowed)
+            trial = _greedy_fill(trial, c, budget, gain, allowed, upper)
             value = objective(trial)
             if value < current * (1 - 1e-13):
                 n, current, improved = trial, value, True
@@ -436,9 +509,13 @@ def _round_support(models, c, budget, support, rest, m, scale) -> Optional[np.nd
     return n
 
 
+@np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore")
 def optimal_allocation(models: Sequence[LevelModel], costs: ArrayLike, budget: float,
-                       min_samples: int = 0, scale: float = 1.0) -> np.ndarray:
-    """Integer ``N_l`` minimising ``estimate_final_error`` subject to ``sum_l N_l c_l <= B``.
+                       min_samples: int = 0, scale: float = 1.0,
+                       upper: Optional[ArrayLike] = None) -> np.ndarray:
+    """Integer ``N_l`` minimising ``estimate_final_error`` subject to ``sum_l N_l c_l <= B`` and
+    ``N_l <= upper_l`` (default and at most :data:`MAX_SAMPLES`; e.g. what each level's file
+    holds).
 
     ``min_samples`` is the least count of every level (default 0: a level may be left out, so
     coarse-only and fine-only plans are candidates).  Because the estimate is the best
@@ -449,7 +526,8 @@ def optimal_allocation(models: Sequence[LevelModel], costs: ArrayLike, budget: f
     (``continuous_optimum``), then rounded down and the leftover spent greedily one sample at a
     time where it lowers the estimate most per second, then polished by moving single samples
     between levels while that lowers the estimate.  The result costs at most ``B`` and leaves
-    less than the largest cost unspent.
+    less than the largest cost unspent, unless it is ``upper`` itself (the estimate does not
+    grow with any ``N_l``, so a budget that buys every level's ``upper`` gets exactly that).
     """
     models = _check_models(models)
     c = _costs(costs)
@@ -462,17 +540,24 @@ def optimal_allocation(models: Sequence[LevelModel], costs: ArrayLike, budget: f
         raise ValueError(f"scale must be finite and > 0, got {scale!r}")
     if c.size > 12:
         raise ValueError(f"at most 12 levels are supported, got {c.size}")
+    up = _upper(upper, c)
+    if np.any(up < m):
+        raise ValueError(f"min_samples={m} exceeds the most samples of a level (upper={up.tolist()})")
+    if not np.any(up > 0):
+        raise ValueError("upper allows no sample of any level")
+    if float(up @ c) <= budget:
+        return up.copy()
     best, best_value = None, math.inf
     for mask in range(1, 2 ** c.size):
         support = [l for l in range(c.size) if mask >> l & 1]
         rest = [l for l in range(c.size) if not mask >> l & 1]
-        n = _round_support(models, c, budget, support, rest, m, scale)
+        n = _round_support(models, c, budget, support, rest, m, scale, up)
         if n is None:
             continue
         value = estimate_final_error(models, n, scale)
         if value < best_value:
             best, best_value = n, value
-    if best is None:  # every level alone is affordable (budget >= min cost), so unreachable
+    if best is None:  # no level alone fits the budget within its upper count
         raise ValueError("no allocation fits the budget")
     return best.astype(np.int64)
 

@@ -28,6 +28,21 @@ The plan is printed; ``--out FILE`` writes the allocator's overlay (``data.init_
 budget (``<method>_b<budget>.yaml``) and ``plan.json`` (costs, variances, pilot errors, the fitted
 models, every allocation and its estimate). Every level that gets samples trains for its share of the config's total epochs in proportion to its samples (``epochs_for``), so all plans train
 for the same number of optimiser steps.
+
+Everything that can be checked is checked before the first pilot fit, each refusal one
+``lemon-pl multilevel: error:`` line with exit code 2 and nothing written: ``--budget`` (finite,
+> 0, at most ``MAX_BUDGET`` = 1e12 seconds or finest samples, none twice, at least one finest
+sample), ``--pilot`` (3 to 10 distinct whole counts in [1, 1e9], at least 3 distinct within what
+every level file holds), ``--seed``, ``--out`` / ``--out-dir`` / ``--pilot-dir`` (no folder where a
+file goes and no file where a folder goes, a writable nearest existing folder), every config
+file and what it composes through ``defaults:`` (``lemon_pl.yamlio``), the values the plan reads
+(levels, epochs, family), the level files and their measured costs, and the pilot fits' own
+config, built but not run (``lemon_pl.cli.lightning.check_lightning_args``). One plan at a time
+uses a pilot folder (a lock on ``PILOT_DIR/.plan.lock``; a second is refused naming the first's
+pid). No level gets more samples than its file holds (the allocator optimises within those
+counts), so no budget can make the allocators loop or overflow. The overlays and ``plan.json``
+are written all or nothing (``checkpointing.atomic_write_many``): a full disk is one line and
+leaves the previous plan as it was.
 """
 
 from __future__ import annotations
@@ -53,35 +68,85 @@ class PlanError(ValueError):
 # ----------------------------------------------------------------------------- config
 
 
-def _load_yaml(path: Path) -> dict:
-    import yaml
+#: the largest ``--budget``: seconds, or finest samples with ``--budget-unit fine`` (1e12 s is
+#: 30 000 years of solver time; counts are also capped by what the level files hold)
+MAX_BUDGET = 1e12
+#: the largest ``--pilot`` count and the most pilot counts (every count is one fit per level)
+MAX_PILOT = 10 ** 9
+MAX_PILOTS = 10
+#: the most measured seconds per sample a level file may record (more is a damaged file)
+MAX_COST = 1e9
+#: the most levels a plan takes (``allocate.optimal_allocation`` tries every subset)
+MAX_LEVELS = 12
 
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise PlanError(f"{path}: no such config file") from None
-    except yaml.YAMLError as err:
-        raise PlanError(f"{path}: not valid YAML ({' '.join(str(err).split())[:160]})") from None
+
+def _int_list(values: Any, key: str, source: str, minimum: int) -> list[int]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise PlanError(f"{source}: data.init_args.{key} must be a list of integers, got {values!r}"[:300])
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer() or v < minimum:
+            raise PlanError(f"{source}: data.init_args.{key} must hold integers >= {minimum}, "
+                            f"got {list(values)!r}"[:300])
+        out.append(int(v))
+    return out
 
 
 def data_settings(configs: Sequence[str], root: str | None = None) -> dict[str, Any]:
-    """``data.init_args`` of the composed configs (later files win), with the data module's defaults."""
+    """``data.init_args`` of the composed configs (every file's ``defaults`` first, later files
+    win), with the data module's defaults; every file read by :func:`lemon_pl.yamlio.config_chain`
+    (one line for a missing, empty or broken file) and the values the plan uses checked (one line
+    naming the file and key)."""
     import inspect
 
     from lemon_pl.multilevel.data import MultilevelDataModule
+    from lemon_pl.yamlio import config_chain
 
     merged: dict[str, Any] = {k: p.default for k, p in inspect.signature(MultilevelDataModule).parameters.items()}
-    class_path = None
+    class_path, source = None, {}
     for c in configs:
-        data = _load_yaml(Path(c)).get("data") or {}
-        class_path = data.get("class_path", class_path)
-        merged.update(data.get("init_args") or {})
+        for path, tree in config_chain(c, "config file"):
+            data = tree.get("data")
+            if data is None:
+                continue
+            if not isinstance(data, dict):
+                raise PlanError(f"{path}: data must be a mapping (class_path, init_args), got {data!r}"[:300])
+            class_path = data.get("class_path", class_path)
+            args = data.get("init_args") or {}
+            if not isinstance(args, dict):
+                raise PlanError(f"{path}: data.init_args must be a mapping, got {args!r}"[:300])
+            merged.update(args)
+            source.update({k: str(path) for k in args})
     if class_path not in (None, "lemon_pl.multilevel.data.MultilevelDataModule"):
         raise PlanError(f"{configs[0]}: data.class_path is {class_path}, not the multi-level data module")
+    where = lambda key: source.get(key, "the data module's default")  # noqa: E731
     if root is not None:
         merged["root"] = root
-    merged["levels"] = [int(v) for v in merged["levels"]]
-    merged["epochs"] = [int(v) for v in merged["epochs"]]
+        source["root"] = "--root"
+    if not isinstance(merged.get("root"), str) or not merged["root"]:
+        raise PlanError(f"{where('root')}: data.init_args.root must be a folder name, got {merged.get('root')!r}")
+    if not isinstance(merged.get("family"), str) or not merged["family"]:
+        raise PlanError(f"{where('family')}: data.init_args.family must be a family name, got {merged.get('family')!r}")
+    merged["levels"] = _int_list(merged["levels"], "levels", where("levels"), 1)
+    merged["epochs"] = _int_list(merged["epochs"], "epochs", where("epochs"), 0)
+    if not 2 <= len(merged["levels"]) <= MAX_LEVELS:
+        raise PlanError(f"{where('levels')}: data.init_args.levels {merged['levels']}: a plan needs 2 to {MAX_LEVELS} "
+                        "levels")
+    if len(set(merged["levels"])) != len(merged["levels"]) or merged["levels"] != sorted(merged["levels"]):
+        raise PlanError(f"{where('levels')}: data.init_args.levels {merged['levels']} must be distinct grids, "
+                        "coarse to fine")
+    if len(merged["epochs"]) != len(merged["levels"]):
+        raise PlanError(f"{where('epochs')}: data.init_args.epochs has {len(merged['epochs'])} values for "
+                        f"{len(merged['levels'])} levels {merged['levels']}")
+    if sum(merged["epochs"]) < 1:
+        raise PlanError(f"{where('epochs')}: data.init_args.epochs {merged['epochs']}: the pilot fits need at least "
+                        "one epoch")
+    try:
+        from lemon_pl.multilevel.families import level_view
+
+        level_view(merged["family"])
+    except (KeyError, ValueError) as err:
+        raise PlanError(f"{where('family')}: data.init_args.family: {_one_line(err)}") from None
     return merged
 
 
@@ -100,9 +165,9 @@ def level_costs(d: dict[str, Any]) -> tuple[list[float], list[int]]:
         with h5py.File(path, "r") as f:
             cost = float(f.attrs.get("seconds_per_sample", float("nan")))
             size = int(f.attrs["n_samples"]) if f.attrs.get("kind") == "map" else int(np.prod(f["u"].shape[:2]))
-        if not (math.isfinite(cost) and cost > 0):
-            raise PlanError(f"{path} records no measured cost (seconds_per_sample); regenerate it with "
-                            "`lemon-pl generate --levels ...`")
+        if not (math.isfinite(cost) and 0 < cost <= MAX_COST):
+            raise PlanError(f"{path} records no usable measured cost (seconds_per_sample {cost:g}); regenerate it "
+                            "with `lemon-pl generate --levels ...`")
         costs.append(cost)
         sizes.append(size)
     return costs, sizes
@@ -153,15 +218,24 @@ def epochs_for(n: Sequence[int], total: int) -> list[int]:
     return out
 
 
-def run_pilots(configs: Sequence[str], d: dict[str, Any], sizes: Sequence[int], available: Sequence[int],
-               pilot_dir: Path, seed: int, extra: Sequence[str] = (), log=print) -> dict[int, list[tuple[int, float]]]:
-    """Single-level fits: level -> [(N, finest-level validation relative L2), ...]."""
-    out: dict[int, list[tuple[int, float]]] = {}
-    for l, grid in enumerate(d["levels"]):
+def pilot_counts(sizes: Sequence[int], available: Sequence[int], levels: Sequence[int]) -> list[list[int]]:
+    """The pilot sample counts of every level: ``--pilot`` capped at what the level's file holds;
+    refused (one line) for a level where fewer than 3 distinct counts remain."""
+    out = []
+    for l, grid in enumerate(levels):
         counts = sorted({min(int(s), available[l]) for s in sizes})
         if len(counts) < 3:
             raise PlanError(f"level {l + 1} (n={grid}) has {available[l]} training samples: too few for 3 distinct "
                             f"pilot sizes from --pilot {','.join(map(str, sizes))}")
+        out.append(counts)
+    return out
+
+
+def run_pilots(configs: Sequence[str], d: dict[str, Any], sizes: Sequence[int], available: Sequence[int],
+               pilot_dir: Path, seed: int, extra: Sequence[str] = (), log=print) -> dict[int, list[tuple[int, float]]]:
+    """Single-level fits: level -> [(N, finest-level validation relative L2), ...]."""
+    out: dict[int, list[tuple[int, float]]] = {}
+    for l, (grid, counts) in enumerate(zip(d["levels"], pilot_counts(sizes, available, d["levels"]))):
         out[l] = []
         for count in counts:
             n = [0] * len(d["levels"])
@@ -171,27 +245,38 @@ def run_pilots(configs: Sequence[str], d: dict[str, Any], sizes: Sequence[int], 
     return out
 
 
+def pilot_argv(configs: Sequence[str], d: dict[str, Any], n: Sequence[int], name: str, pilot_dir: Path, seed: int,
+               extra: Sequence[str] = ()) -> list[str]:
+    """The ``lemon-pl fit`` arguments of one pilot run (``n`` samples per level)."""
+    def _value(v: Sequence[int]) -> str:
+        return "[" + ",".join(str(int(x)) for x in v) + "]"
+
+    return ["fit", *[x for c in configs for x in ("--config", c)], "--data.init_args.root", str(d["root"]),
+            "--data.init_args.n_samples", _value(list(n)),
+            "--data.init_args.epochs", _value(epochs_for(n, sum(d["epochs"]))),
+            "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
+            "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(pilot_dir),
+            "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", "0", *extra]
+
+
 def pilot_fit(configs: Sequence[str], d: dict[str, Any], n: Sequence[int], name: str, pilot_dir: Path, seed: int,
               extra: Sequence[str] = (), log=print) -> float:
     """One pilot run of the stage with ``n`` samples per level (``epochs_for``); its final
     validation relative L2 on the finest level. A finished run in ``pilot_dir`` is reused."""
     from lemon_pl.cli import main as lemon_pl_main
-    from lemon_pl.experiments.common import _value
 
     summary = pilot_dir / name / "version_0" / "fit_summary.json"
     if not summary.exists():
         log(f"pilot fit {name}")
-        argv = ["fit", *[x for c in configs for x in ("--config", c)], "--data.init_args.root", str(d["root"]),
-                "--data.init_args.n_samples", _value(list(n)),
-                "--data.init_args.epochs", _value(epochs_for(n, sum(d["epochs"]))),
-                "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
-                "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(pilot_dir),
-                "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", "0", *extra]
-        code = lemon_pl_main(argv)
+        code = lemon_pl_main(pilot_argv(configs, d, n, name, pilot_dir, seed, extra))
         if code != 0 or not summary.exists():
             raise PlanError(f"pilot fit {name} failed (exit {code}); see {pilot_dir / name}")
-    err = json.loads(summary.read_text())["level_val_rel_l2"]
-    return float(err[max(err, key=int)])
+    try:
+        err = json.loads(summary.read_text())["level_val_rel_l2"]
+        return float(err[max(err, key=int)])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise PlanError(f"{summary} is not a readable pilot summary ({_one_line(e)}); delete {pilot_dir / name} "
+                        "to run that pilot again") from None
 
 
 def calibrate_scale(models, chain: tuple[int, int], measured: float) -> tuple[float, float]:
@@ -215,63 +300,128 @@ def calibrate_scale(models, chain: tuple[int, int], measured: float) -> tuple[fl
 
 def allocations(models, costs, variances, budget: float, available: Sequence[int],
                 scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Every method's samples per level for ``budget`` seconds, none above what the level files
+    hold (``available``): the allocator optimises within those counts, the baselines are capped
+    at them."""
     from lemon_pl.multilevel import allocate as al
 
     c = np.asarray(costs, float)
+    if not (math.isfinite(budget) and budget > 0):
+        raise PlanError(f"the budget must be a finite number of seconds > 0, got {budget!r}")
     if budget < c.max():
         raise PlanError(f"--budget {budget:g} s is below the cost of one finest sample ({c.max():.3g} s)")
+    up = np.minimum(np.asarray(available, dtype=np.int64), al.MAX_SAMPLES)
     plans = {
-        "allocator": al.optimal_allocation(models, c, budget, scale=scale),
-        "mlmc": al.mlmc_allocation(c, variances, budget),
-        "equal": al.equal_split(c, budget),
-        "fine_only": np.array([0] * (c.size - 1) + [int(budget // c[-1])]),
-        "coarse_only": np.array([int(budget // c[0])] + [0] * (c.size - 1)),
+        "allocator": al.optimal_allocation(models, c, budget, scale=scale, upper=up),
+        # MLMC wants one sample of every level; a budget below that lets it leave levels out
+        "mlmc": al.mlmc_allocation(c, variances, budget, min_samples=1 if budget >= c.sum() else 0, upper=up),
+        "equal": al.equal_split(c, budget, upper=up),
+        "fine_only": np.array([0] * (c.size - 1) + [min(int(min(budget / c[-1], al.MAX_SAMPLES)), int(up[-1]))]),
+        "coarse_only": np.array([min(int(min(budget / c[0], al.MAX_SAMPLES)), int(up[0]))] + [0] * (c.size - 1)),
     }
     return plans
 
 
-def _capped(n: np.ndarray, available: Sequence[int]) -> tuple[np.ndarray, list[str]]:
-    capped, notes = n.copy(), []
+def _capped(n: np.ndarray, available: Sequence[int], costs: Sequence[float] = (),
+            budget: float | None = None) -> tuple[np.ndarray, list[str]]:
+    """``n`` within what the files hold, and a note for every level that uses all its samples
+    while the budget would have bought more."""
+    capped, notes = np.minimum(n, np.asarray(available, dtype=np.int64)), []
+    left = None if budget is None or not len(costs) else budget - float(np.dot(capped, costs))
     for l, (v, a) in enumerate(zip(n, available)):
-        if v > a:
-            capped[l] = a
-            notes.append(f"level {l + 1} capped at the {a} samples its file holds (wanted {int(v)}); "
-                         "generate more with --n-samples / --n-operators")
+        if v > a or (v == a and left is not None and left >= costs[l]):
+            notes.append(f"level {l + 1} uses all {a} samples its file holds; the budget would buy more "
+                         "(generate more with --n-samples / --n-operators)")
     return capped, notes
 
 
 def write_overlay(path: Path, n: Sequence[int], epochs: Sequence[int], header: list[str]) -> None:
     from lemon_pl.checkpointing import atomic_write
 
+    atomic_write(path, overlay_text(n, epochs, header))
+
+
+def overlay_text(n: Sequence[int], epochs: Sequence[int], header: list[str]) -> str:
+    """A plan's config overlay: ``data.init_args.n_samples`` and ``epochs`` under a comment header."""
     body = "\n".join(f"# {h}" for h in header)
-    body += (f"\ndata:\n  init_args:\n    n_samples: [{', '.join(str(int(v)) for v in n)}]\n"
-             f"    epochs: [{', '.join(str(int(v)) for v in epochs)}]\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, body)
+    return body + (f"\ndata:\n  init_args:\n    n_samples: [{', '.join(str(int(v)) for v in n)}]\n"
+                   f"    epochs: [{', '.join(str(int(v)) for v in epochs)}]\n")
 
 
-def make_plan(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[int], pilot_dir: Path,
-              seed: int = 0, root: str | None = None, extra: Sequence[str] = (), log=print,
-              unit: str = "s") -> dict[str, Any]:
-    """The plan for every budget (``unit``: ``s`` seconds, or ``fine``: multiples of one finest
-    sample's measured cost, so a config states budgets independent of the machine)."""
-    from lemon_pl.multilevel import allocate as al
-
-    d = data_settings(configs, root)
-    costs, available = level_costs(d)
-    for label in budgets:  # before any pilot fit: a budget that buys no finest sample is an input error
+def check_budgets(budgets: Sequence[float], costs: Sequence[float], unit: str = "s") -> list[float]:
+    """The budgets in seconds; a budget that is not finite and positive, above :data:`MAX_BUDGET`
+    or below the cost of one finest sample is refused (before any pilot fit)."""
+    out = []
+    for label in budgets:
+        if not (math.isfinite(label) and 0 < label <= MAX_BUDGET):
+            raise PlanError(f"--budget must be finite, > 0 and at most {MAX_BUDGET:g}, got {label!r}")
         seconds = float(label) * (costs[-1] if unit == "fine" else 1.0)
         if seconds < max(costs):
             raise PlanError(f"--budget {label:g} ({seconds:.3g} s) is below the cost of one finest sample "
                             f"({max(costs):.3g} s)")
+        out.append(seconds)
+    return out
+
+
+def prepare(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[int], pilot_dir: Path,
+            seed: int = 0, root: str | None = None, extra: Sequence[str] = (), unit: str = "s",
+            check_config: bool = True) -> dict[str, Any]:
+    """Every check that can fail, before the first pilot fit: the configs (and their
+    ``defaults``), the level files and their measured costs, the budgets, the pilot counts
+    against the files, the pilot folder, and (``check_config``) the fit the pilots run, built but
+    not run (``check_lightning_args``: config keys, types, the constructors' checks). Returns
+    the data settings ``d``, ``costs``, ``available`` and ``seconds`` (per budget)."""
+    d = data_settings(configs, root)
+    costs, available = level_costs(d)
+    seconds = check_budgets(budgets, costs, unit)
+    counts = pilot_counts(pilot, available, d["levels"])
+    check_writable(Path(pilot_dir), "--pilot-dir", folder=True)
+    if check_config:
+        from lemon_pl.cli.lightning import check_lightning_args
+
+        first = [0] * len(d["levels"])
+        first[0] = counts[0][0]
+        problem = check_lightning_args(pilot_argv(configs, d, first, "check", Path(pilot_dir), seed, extra))
+        if problem:
+            raise PlanError(f"the pilot fits' config would fail: {problem}")
+    return {"d": d, "costs": costs, "available": available, "seconds": seconds}
+
+
+def lock_pilots(pilot_dir: Path):
+    """An exclusive lock on ``pilot_dir`` for one plan (:func:`lemon_pl.locking.hold_lock`);
+    close the returned file to release it. Another plan holding it is one :class:`PlanError`."""
+    from lemon_pl.locking import LockHeld, hold_lock
+
+    try:
+        return hold_lock(Path(pilot_dir) / ".plan.lock")
+    except LockHeld as held:
+        raise PlanError(f"another plan is using {pilot_dir} (pid {held.holder}); wait for it or use another "
+                        "--pilot-dir") from None
+
+
+def make_plan(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[int], pilot_dir: Path,
+              seed: int = 0, root: str | None = None, extra: Sequence[str] = (), log=print,
+              unit: str = "s", check_config: bool = True) -> dict[str, Any]:
+    """The plan for every budget (``unit``: ``s`` seconds, or ``fine``: multiples of one finest
+    sample's measured cost, so a config states budgets independent of the machine). Everything
+    is checked first (:func:`prepare`); the pilot folder is locked while the pilots run."""
+    from lemon_pl.multilevel import allocate as al
+
+    prep = prepare(configs, budgets, pilot, pilot_dir, seed, root, extra, unit, check_config)
+    d, costs, available = prep["d"], prep["costs"], prep["available"]
     variances = level_variances(d)
-    pilots = run_pilots(configs, d, pilot, available, pilot_dir, seed, extra, log)
-    models = [al.fit_level_model([p[0] for p in pilots[l]], [p[1] for p in pilots[l]]) for l in sorted(pilots)]
-    # one curriculum pilot (coarsest level's largest pilot count, then the finest level's middle one)
-    # calibrates how much a fine-tuning level's samples cost in error
-    chain = (pilots[0][-1][0], pilots[len(models) - 1][1][0])
-    n_chain = [chain[0]] + [0] * (len(models) - 2) + [chain[1]]
-    chain_err = pilot_fit(configs, d, n_chain, f"chain_N{chain[0]}_N{chain[1]}_s{seed}", pilot_dir, seed, extra, log)
+    lock = lock_pilots(pilot_dir)
+    try:
+        pilots = run_pilots(configs, d, pilot, available, pilot_dir, seed, extra, log)
+        models = [al.fit_level_model([p[0] for p in pilots[l]], [p[1] for p in pilots[l]]) for l in sorted(pilots)]
+        # one curriculum pilot (coarsest level's largest pilot count, then the finest level's middle one)
+        # calibrates how much a fine-tuning level's samples cost in error
+        chain = (pilots[0][-1][0], pilots[len(models) - 1][1][0])
+        n_chain = [chain[0]] + [0] * (len(models) - 2) + [chain[1]]
+        chain_err = pilot_fit(configs, d, n_chain, f"chain_N{chain[0]}_N{chain[1]}_s{seed}", pilot_dir, seed, extra,
+                              log)
+    finally:
+        lock.close()
     weight, scale = calibrate_scale(models, chain, chain_err)
     total = sum(d["epochs"])
     result: dict[str, Any] = {
@@ -281,11 +431,10 @@ def make_plan(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[
         "models": [{"a": m.a, "alpha": m.alpha, "b": m.b} for m in models], "budget_unit": unit,
         "chain_pilot": {"n_samples": n_chain, "val_rel_l2": chain_err, "weight": weight, "scale": scale},
         "budgets": {}}
-    for label in budgets:
-        budget = float(label) * (costs[-1] if unit == "fine" else 1.0)
+    for label, budget in zip(budgets, prep["seconds"]):
         entry: dict[str, Any] = {}
         for method, n in allocations(models, costs, variances, budget, available, scale).items():
-            n, notes = _capped(np.asarray(n), available)
+            n, notes = _capped(np.asarray(n), available, costs, budget)
             entry[method] = {"n_samples": [int(v) for v in n], "epochs": epochs_for(n, total),
                              "spent": float(np.dot(n, costs)),
                              "estimate": float(al.estimate_final_error(models, n, scale)), "notes": notes,
@@ -327,9 +476,13 @@ def print_plan(plan: dict[str, Any], out=None) -> None:
 
 
 def write_plan(plan: dict[str, Any], out_file: Path | None, out_dir: Path | None) -> list[Path]:
-    from lemon_pl.checkpointing import atomic_write
+    """Write the overlays (and ``plan.json``) all or nothing
+    (:func:`lemon_pl.checkpointing.atomic_write_many`: every file complete on disk before any
+    replaces its previous version, ``plan.json`` last); a failed write (disk full) is one
+    ``CheckpointWriteError`` line and leaves every previous file as it was."""
+    from lemon_pl.checkpointing import atomic_write_many
 
-    written = []
+    files: dict[Path, str] = {}
     for budget, entry in plan["budgets"].items():
         for method, v in entry.items():
             header = [f"lemon-pl multilevel plan: {method} for a budget of {v['budget_seconds']:.4g} s of measured "
@@ -337,16 +490,43 @@ def write_plan(plan: dict[str, Any], out_file: Path | None, out_dir: Path | None
                       f"{plan['family']} levels {plan['levels']}; spends {v['spent']:.4g} s; "
                       f"estimated final error {v['estimate']:.3g}"]
             if out_dir is not None:
-                path = out_dir / f"{method}_b{budget}.yaml"
-                write_overlay(path, v["n_samples"], v["epochs"], header)
-                written.append(path)
+                files[out_dir / f"{method}_b{budget}.yaml"] = overlay_text(v["n_samples"], v["epochs"], header)
             if out_file is not None and method == "allocator" and len(plan["budgets"]) == 1:
-                write_overlay(out_file, v["n_samples"], v["epochs"], header)
-                written.append(out_file)
+                files[out_file] = overlay_text(v["n_samples"], v["epochs"], header)
     if out_dir is not None:
-        atomic_write(out_dir / "plan.json", json.dumps(plan, indent=2))
-        written.append(out_dir / "plan.json")
-    return written
+        files[out_dir / "plan.json"] = json.dumps(plan, indent=2)
+    return atomic_write_many(files) if files else []
+
+
+def check_writable(path: Path, flag: str, folder: bool) -> None:
+    """Refuse (one :class:`PlanError` line) an output that cannot be written: ``folder``: a
+    file where the folder should be; else a folder where the file should be; and a nearest
+    existing parent that is a file or not writable (permissions, read-only file system).
+    Writes nothing."""
+    import os
+
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise PlanError(f"{flag} {path} is a file, not a folder")
+    if not folder and path.is_dir():
+        raise PlanError(f"{flag} {path} is a folder; give the overlay's file name (or use --out-dir)")
+    if not folder and path.exists() and not path.is_file():
+        raise PlanError(f"{flag} {path} is not a regular file")
+    target = path if folder and path.exists() else path.parent
+    anc = target
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise PlanError(f"{flag} {path}: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise PlanError(f"{flag} {path}: cannot write into {anc} (permission denied or read-only file system)")
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise PlanError(f"{flag} {path}: the file is not writable")
+
+
+def _one_line(err: BaseException) -> str:
+    msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(msg.split()) or type(err).__name__
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -360,10 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--config", action="append", required=True, metavar="YAML",
                    help="the multi-level stage config (and overlays, repeatable)")
-    q.add_argument("--budget", required=True, help="generation budget(s) in measured seconds, comma-separated")
+    q.add_argument("--budget", required=True,
+                   help=f"generation budget(s) in measured seconds, comma-separated (each > 0, at most {MAX_BUDGET:g})")
     q.add_argument("--budget-unit", default="s", choices=("s", "fine"),
                    help="s: seconds; fine: multiples of the measured cost of one finest-level sample")
-    q.add_argument("--pilot", default="64,256,1024", help="sample counts of the pilot fits of every level")
+    q.add_argument("--pilot", default="64,256,1024",
+                   help=f"sample counts of the pilot fits of every level (3 to {MAX_PILOTS} distinct whole numbers)")
     q.add_argument("--pilot-dir", default=None, help="pilot runs (default: runs/multilevel_plan/<family>)")
     q.add_argument("--root", default=None, help="override data.init_args.root")
     q.add_argument("--seed", type=int, default=0, help="seed of the pilot fits")
@@ -372,37 +554,85 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    err = lambda msg: print(f"lemon-pl multilevel: error: {msg}", file=sys.stderr)  # noqa: E731
+def parse_budgets(text: str) -> list[float]:
+    """``--budget``'s comma-separated numbers, each finite, > 0, at most :data:`MAX_BUDGET`, none twice."""
+    parts = [b.strip() for b in str(text).split(",") if b.strip()]
     try:
-        budgets = [float(b) for b in args.budget.split(",") if b.strip()]
-        pilot = [int(v) for v in args.pilot.split(",") if v.strip()]
+        values = [float(b) for b in parts]
     except ValueError:
-        err(f"--budget and --pilot take comma-separated numbers, got {args.budget!r} and {args.pilot!r}")
-        return 2
-    if not budgets or any(b <= 0 for b in budgets):
-        err(f"--budget must be positive, got {args.budget!r}")
-        return 2
-    if args.out and len(budgets) != 1:
-        err("--out writes one overlay: give one --budget (or use --out-dir)")
-        return 2
+        raise PlanError(f"--budget takes comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise PlanError(f"--budget takes comma-separated numbers, got {text!r}")
+    for b in values:
+        if not math.isfinite(b) or b <= 0:
+            raise PlanError(f"--budget must be positive and finite, got {text!r}")
+        if b > MAX_BUDGET:
+            raise PlanError(f"--budget {b:g} is above the most a plan takes ({MAX_BUDGET:g}, in seconds or, with "
+                            "--budget-unit fine, finest samples)")
+    labels = [f"{b:g}" for b in values]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise PlanError(f"--budget lists {twice[0]} twice")
+    return values
+
+
+def parse_pilots(text: str) -> list[int]:
+    """``--pilot``'s comma-separated sample counts: integers in [1, :data:`MAX_PILOT`], at least 3
+    and at most :data:`MAX_PILOTS` of them, none twice."""
+    parts = [v.strip() for v in str(text).split(",") if v.strip()]
     try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        raise PlanError(f"--pilot takes comma-separated whole numbers of samples, got {text!r}") from None
+    bad = [v for v in values if not 1 <= v <= MAX_PILOT]
+    if bad:
+        raise PlanError(f"--pilot counts must be between 1 and {MAX_PILOT}, got {bad[0]} in {text!r}")
+    if len(set(values)) != len(values):
+        raise PlanError(f"--pilot lists {sorted(v for v in values if values.count(v) > 1)[0]} twice")
+    if not 3 <= len(values) <= MAX_PILOTS:
+        raise PlanError(f"--pilot needs 3 to {MAX_PILOTS} sample counts (the error model has 3 parameters; every "
+                        f"count is one fit per level), got {len(values)}")
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lemon_pl.data.io import DataFileError
+    from lemon_pl.errors import CheckpointWriteError
+
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    err = lambda msg: print(f"lemon-pl multilevel: error: {' '.join(str(msg).split())}", file=sys.stderr)  # noqa: E731
+    try:  # everything that can fail before the first pilot fit
+        budgets = parse_budgets(args.budget)
+        pilot = parse_pilots(args.pilot)
+        if not 0 <= args.seed < 2 ** 32:
+            raise PlanError(f"--seed must be between 0 and {2 ** 32 - 1}, got {args.seed}")
+        if args.out and len(budgets) != 1:
+            raise PlanError("--out writes one overlay: give one --budget (or use --out-dir)")
+        out_file = Path(args.out) if args.out else None
+        out_dir = Path(args.out_dir) if args.out_dir else None
+        if out_file is not None:
+            check_writable(out_file, "--out", folder=False)
+        if out_dir is not None:
+            check_writable(out_dir, "--out-dir", folder=True)
         d = data_settings(args.config, args.root)
         pilot_dir = Path(args.pilot_dir or Path("runs") / "multilevel_plan" / d["family"])
         plan = make_plan(args.config, budgets, pilot, pilot_dir, args.seed, args.root,
                          log=lambda m: print(m, file=sys.stderr, flush=True), unit=args.budget_unit)
-    except (PlanError, ValueError, KeyError, OSError) as e:
-        from lemon_pl.data.generate import _one_line
-
+    except (PlanError, ValueError, KeyError, OSError, DataFileError) as e:
         err(_one_line(e))
         return 2
     print_plan(plan)
-    paths = write_plan(plan, Path(args.out) if args.out else None, Path(args.out_dir) if args.out_dir else None)
+    try:
+        paths = write_plan(plan, out_file, out_dir)
+    except (CheckpointWriteError, OSError) as e:
+        err(f"{_one_line(e)} (the plan above was not saved; free some space or choose another --out/--out-dir)")
+        return 2
     if paths:
         print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
-__all__ = ["METHODS", "PlanError", "data_settings", "level_costs", "level_variances", "epochs_for",
-           "run_pilots", "allocations", "make_plan", "print_plan", "write_plan", "main"]
+__all__ = ["MAX_BUDGET", "MAX_COST", "MAX_LEVELS", "MAX_PILOT", "MAX_PILOTS", "METHODS", "PlanError", "allocations",
+           "check_budgets", "check_writable", "data_settings", "epochs_for", "level_costs", "level_variances",
+           "lock_pilots", "main", "make_plan", "overlay_text", "parse_budgets", "parse_pilots", "pilot_argv",
+           "pilot_counts", "prepare", "print_plan", "run_pilots", "write_plan"]
