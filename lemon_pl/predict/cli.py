@@ -9,8 +9,11 @@
 
 (``lemon-pl predict --config ...`` is Lightning's predict over a data split, see
 ``lemon_pl.predict.lightning``.) Every check that can fail runs before anything is written: a bad
-equation, initial condition, checkpoint, config or support file is one ``lemon-pl predict: error:``
-line naming it, exit code 2, and no output folder.
+equation, initial condition, checkpoint, config or support file, a number outside its documented
+range (``lemon_pl.predict.limits``, shown in ``--help``), a device this machine lacks or a request
+too big for the memory is one ``lemon-pl predict: error:`` line naming it, exit code 2, and no
+output folder. The folder is written all or nothing (``lemon_pl.predict.outputs.write_folder``): a
+full disk is one line saying so, and leaves no partial ``--out`` and a previous one intact.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from pathlib import Path
 from typing import Sequence
 
 from lemon_pl.cli.args import OneLineArgumentParser
+from lemon_pl.predict.limits import MAX_EQUATIONS, MAX_EQUATIONS_BYTES
 
 PROG = "lemon-pl predict"
 
 
 def build_parser() -> OneLineArgumentParser:
     from lemon_pl.data import ics
+    from lemon_pl.predict import limits as lim
 
     p = OneLineArgumentParser(
         prog=PROG,
@@ -40,32 +45,50 @@ def build_parser() -> OneLineArgumentParser:
     eq = p.add_argument_group("equation (one of)")
     eq.add_argument("--equation", action="append", default=[], metavar="EQ",
                     help="e.g. 'u_t + 0.5*u_x - 0.01*u_xx = 0', 'u_tt = u_xx - sin(u)' (repeatable)")
-    eq.add_argument("--equations", metavar="FILE", help="a text file with one equation per line (# comments)")
+    eq.add_argument("--equations", metavar="FILE",
+                    help=f"a text file with one equation per line (# comments); at most {lim.MAX_EQUATIONS} "
+                         f"equations in all and {lim.MAX_EQUATIONS_BYTES // 1024} KiB")
     eq.add_argument("--family", help="a known family (lemon-pl generate --list), with --params")
-    eq.add_argument("--params", nargs="+", default=[], metavar="K=V", help="the family's parameters, e.g. delta=0.022")
+    eq.add_argument("--params", nargs="+", default=[], metavar="K=V",
+                    help="the family's parameters, e.g. delta=0.022; each within a factor 100 of the family's "
+                         "centre (kdv: delta in 0.00022 .. 2.2), a fixed-range one within its range, a discrete one "
+                         "one of its choices")
     eq.add_argument("--stored-time", action="store_true",
                     help="the equation is written in model time (as decoded tokens are): u_t's coefficient is "
                          "c_t = 2/t_final")
     p.add_argument("--t_final", "--t-final", type=float, dest="t_final",
-                   help="physical horizon of the prediction (default: the support file's, the recognised family's, "
-                        "else 2)")
+                   help=f"physical horizon of the prediction, {lim.T_FINAL[0]:g} .. {lim.T_FINAL[1]:g} (default: the "
+                        "support file's, the recognised family's, else 2)")
     ic = p.add_argument_group("initial conditions")
     ic.add_argument("--u0", action="append", default=[], metavar="SPEC",
                     help="an expression in x ('sin(pi*x)'), a .npy file (nx,) or (n, nx), an IC sampler "
                          f"({', '.join(ics.IC_SAMPLERS)}) or 'family' (repeatable; default: 'family' for a "
                          "known family)")
-    ic.add_argument("--seed", type=int, default=0, help="seed of the IC samplers (default 0)")
-    ic.add_argument("--num-ics", type=int, default=1, help="draws per IC sampler (default 1)")
+    ic.add_argument("--seed", type=int, default=0, help="seed of the IC samplers, 0 .. 2^63-1 (default 0)")
+    ic.add_argument("--num-ics", type=int, default=1,
+                    help=f"draws per IC sampler, {lim.NUM_ICS[0]} .. {lim.NUM_ICS[1]} (default 1); the request "
+                         "(equations x initial conditions x frames x grid, the solvers' solutions) must fit "
+                         f"min({lim.MEMORY_CAP // 1024**3} GiB, half the available memory), estimated before "
+                         "anything is allocated")
     ad = p.add_argument_group("few-shot adaptation")
     ad.add_argument("--adapt", metavar="FILE", help="support trajectories: an HDF5 with u (n, nt, nx), or a data-engine "
                                                     "file ROOT/<family>/<split>.h5 (see lemon_pl.predict.support)")
-    ad.add_argument("--steps", type=int, help="adaptation steps (default: the stage's few-shot steps, else 20)")
-    ad.add_argument("--lr", type=float, help="adaptation learning rate (default: the stage's)")
-    ad.add_argument("--adapt-operator", type=int, default=0, help="operator of a data-engine file (default 0)")
-    ad.add_argument("--support-size", type=int, help="use the first N support trajectories (default: all)")
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
-    p.add_argument("--no-solver", action="store_true", help="do not run the family's solver")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    ad.add_argument("--steps", type=int,
+                    help=f"adaptation steps, {lim.STEPS[0]} .. {lim.STEPS[1]} (default: the stage's few-shot steps, "
+                         "else 20)")
+    ad.add_argument("--lr", type=float, help=f"adaptation learning rate in (0, {lim.LR_MAX:g}] (default: the stage's)")
+    ad.add_argument("--adapt-operator", type=int,
+                    help="operator of a data-engine file, 0 .. its operators - 1 (default 0)")
+    ad.add_argument("--support-size", type=int,
+                    help=f"use the first N support trajectories, {lim.SUPPORT_SIZE[0]} .. {lim.SUPPORT_SIZE[1]} "
+                         f"(default: all; needed for a file with more than {lim.SUPPORT_SIZE[1]})")
+    p.add_argument("--out", default="predictions",
+                   help="output folder (default: predictions/), written all or nothing; an existing one is replaced "
+                        "only when it holds nothing but an earlier prediction's files")
+    p.add_argument("--no-solver", action="store_true",
+                   help=f"do not run the family's solver (the solvers get {lim.SOLVER_SECONDS:g} s in all)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device: cpu, cuda, cuda:N or mps, checked before the model is built (default cpu)")
     return p
 
 
@@ -73,6 +96,7 @@ def main(argv: Sequence[str]) -> int:
     from lemon_pl.errors import CheckpointMismatchError, CheckpointWriteError
     from lemon_pl.predict.initial import InitialConditionError
     from lemon_pl.predict.model import ModelLoadError
+    from lemon_pl.predict.outputs import PredictionWriteError
     from lemon_pl.predict.parse import EquationError
     from lemon_pl.predict.support import SupportFileError
 
@@ -80,7 +104,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         return _run(args)
     except (EquationError, InitialConditionError, SupportFileError, ModelLoadError, CheckpointMismatchError,
-            CheckpointWriteError, FileNotFoundError, ValueError) as err:
+            CheckpointWriteError, PredictionWriteError, FileNotFoundError, ValueError) as err:
         if os.environ.get("LEMON_TRACEBACK"):
             raise
         from lemon_pl.cli.args import usage_error
@@ -100,19 +124,11 @@ def _requests(args) -> list:
     if args.params and not args.family:
         raise EquationError("--params needs --family NAME")
     texts: list[tuple[str, str]] = [(e, "--equation") for e in args.equation]
+    if len(texts) > MAX_EQUATIONS:
+        raise EquationError(f"--equation is given {len(texts)} times; one request predicts at most "
+                            f"{MAX_EQUATIONS} equations")
     if args.equations:
-        path = Path(args.equations)
-        if not path.is_file():
-            raise EquationError(f"--equations {path} does not exist" if not path.exists()
-                                else f"--equations {path} is not a file")
-        try:
-            lines = path.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise EquationError(f"--equations {path} cannot be read ({err})") from None
-        texts = [(ln.split("#", 1)[0].strip(), f"{path}:{n}") for n, ln in enumerate(lines, 1)]
-        texts = [(t, w) for t, w in texts if t]
-        if not texts:
-            raise EquationError(f"--equations {path} holds no equation")
+        texts = _equations_file(Path(args.equations))
     requests = []
     for text, where in texts:
         try:
@@ -126,30 +142,127 @@ def _requests(args) -> list:
     return requests
 
 
+def _equations_file(path: Path) -> list[tuple[str, str]]:
+    """The equations of an ``--equations`` file with their ``FILE:LINE``; its size and the number of
+    equations bounded before anything is parsed."""
+    import stat
+
+    from lemon_pl.predict.parse import EquationError
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise EquationError(f"--equations {path} does not exist") from None
+    except OSError as err:
+        raise EquationError(f"--equations {path} cannot be read ({err.strerror or err})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise EquationError(f"--equations {path} is not a regular file")
+    if st.st_size > MAX_EQUATIONS_BYTES:
+        raise EquationError(f"--equations {path} holds {st.st_size} bytes; an equations file may hold at most "
+                            f"{MAX_EQUATIONS_BYTES} ({MAX_EQUATIONS} equations)")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_EQUATIONS_BYTES + 1)
+        lines = data.decode("utf-8").splitlines()
+    except OSError as err:
+        raise EquationError(f"--equations {path} cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise EquationError(f"--equations {path} is not UTF-8 text (byte {err.start})") from None
+    if len(data) > MAX_EQUATIONS_BYTES:
+        raise EquationError(f"--equations {path} holds more than {MAX_EQUATIONS_BYTES} bytes")
+    texts = [(ln.split("#", 1)[0].strip(), f"{path}:{n}") for n, ln in enumerate(lines, 1)]
+    texts = [(t, w) for t, w in texts if t]
+    if not texts:
+        raise EquationError(f"--equations {path} holds no equation")
+    if len(texts) > MAX_EQUATIONS:
+        raise EquationError(f"--equations {path} holds {len(texts)} equations; one request predicts at most "
+                            f"{MAX_EQUATIONS} (split the file)")
+    return texts
+
+
 def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
+    """``--out`` can take a new prediction folder: missing, or a folder holding only an earlier
+    prediction's files (replaced whole), under a writable parent."""
+    from lemon_pl.predict.outputs import foreign_entries
+
+    if (out.exists() or out.is_symlink()) and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
-    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if out.is_dir():
+        try:
+            foreign = foreign_entries(out)
+        except OSError as err:
+            raise ValueError(f"--out {out} cannot be read ({err.strerror or err})") from None
+        if foreign:
+            raise ValueError(f"--out {out} holds files lemon-pl predict did not write ({', '.join(foreign[:3])}"
+                             f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder, or the folder of "
+                             "an earlier prediction (which is replaced)")
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    parent = next((p for p in target.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: {parent} is not writable")
 
 
+def _check_numbers(args) -> None:
+    """Every numeric flag within its documented range (``lemon_pl.predict.limits``)."""
+    from lemon_pl.predict import limits as lim
+
+    lim.check_t_final(args.t_final)
+    lim.check_int("--seed", args.seed, lim.SEED)
+    lim.check_int("--num-ics", args.num_ics, lim.NUM_ICS)
+    lim.check_int("--steps", args.steps, lim.STEPS)
+    lim.check_float("--lr", args.lr, 0.0, lim.LR_MAX, low_open=True)
+    lim.check_int("--adapt-operator", args.adapt_operator, lim.ADAPT_OPERATOR)
+    lim.check_int("--support-size", args.support_size, lim.SUPPORT_SIZE)
+
+
+def _check_memory(args, requests, specs, predictor, support) -> None:
+    """Refuse, naming the flag that makes it big, a request whose estimated memory
+    (:func:`~lemon_pl.predict.run.estimate_bytes`) exceeds :func:`~lemon_pl.predict.limits.memory_limit`."""
+    from lemon_pl.predict import limits as lim
+    from lemon_pl.predict.initial import is_sampler
+    from lemon_pl.predict.run import count_initial_conditions, estimate_bytes
+
+    per_eq, files = count_initial_conditions(specs, args.num_ics)
+    rows = len(requests) * per_eq
+    solved = per_eq if (not args.no_solver and any(r.match is not None for r in requests)) else 0
+    need = estimate_bytes(rows, solved, predictor.nx, predictor.nt, len(predictor.frames),
+                          0 if support is None else len(support.u), adapt=support is not None)
+    limit, why = lim.memory_limit()
+    if need <= limit:
+        return
+    samplers = sum(is_sampler(str(s).strip()) for s in specs)
+    biggest = max(files.items(), key=lambda kv: kv[1], default=(None, 0))
+    if samplers and samplers * args.num_ics >= biggest[1]:
+        flag = f"--num-ics {args.num_ics}"
+    elif biggest[0] is not None and biggest[1] > 1:
+        flag = f"--u0 {biggest[0]} ({biggest[1]} rows)"
+    elif args.equations:
+        flag = f"--equations {args.equations}"
+    else:
+        flag = "--u0"
+    raise ValueError(f"{flag}: {len(requests)} equation{'s' if len(requests) != 1 else ''} x {per_eq} initial "
+                     f"condition{'s' if per_eq != 1 else ''} = {rows} predictions would need about "
+                     f"{lim.human_bytes(need)} of memory (predictions, reference solutions, saved arrays), more than "
+                     f"the limit of {lim.human_bytes(limit)} ({why}); ask for fewer at a time")
+
+
 def _run(args) -> int:
+    from lemon_pl.devices import check_device
+    from lemon_pl.predict import limits as lim
     from lemon_pl.predict.initial import check_spec
     from lemon_pl.predict.match import family_equation
     from lemon_pl.predict.model import ModelLoadError, Predictor
-    from lemon_pl.predict.parse import EquationError, check_t_final, parse_equation
+    from lemon_pl.predict.parse import EquationError, parse_equation
     from lemon_pl.predict.run import Request, resolve_horizon, run_predictions
     from lemon_pl.predict.support import SupportFileError, read_support
 
-    if args.t_final is not None:
-        check_t_final(args.t_final)
-    if args.steps is not None and args.steps < 0:
-        raise ValueError(f"--steps must be >= 0, got {args.steps}")
-    if args.lr is not None and not args.lr > 0:
-        raise ValueError(f"--lr must be positive, got {args.lr}")
-    if (args.steps is not None or args.lr is not None or args.support_size is not None) and not args.adapt:
-        raise ValueError("--steps, --lr and --support-size need --adapt FILE")
+    _check_numbers(args)
+    if (args.steps is not None or args.lr is not None or args.support_size is not None
+            or args.adapt_operator is not None) and not args.adapt:
+        raise ValueError("--steps, --lr, --support-size and --adapt-operator need --adapt FILE")
+    check_device(args.device)  # before any model is built
     requests = _requests(args)
     if not requests and not args.adapt:
         raise EquationError("give the equation: --equation EQ, --equations FILE or --family NAME --params K=V "
@@ -176,7 +289,8 @@ def _run(args) -> int:
 
                 requests[0].match = match_family(requests[0].eq)
             elif support.family:
-                match, eq, notes = family_equation(support.family, support.params)
+                match, eq, notes = family_equation(support.family, support.params,
+                                                   source=f"--adapt {support.path}, operator {support.operator}")
                 requests = [Request(eq, f"{support.path}, operator {support.operator}", match, notes=notes)]
             else:
                 raise SupportFileError(f"--adapt {support.path} names no equation (attribute 'equation'); give "
@@ -189,12 +303,14 @@ def _run(args) -> int:
                                    f"but --t_final is {args.t_final:g}")
     for req in requests:
         resolve_horizon(req, args.t_final, support.t_final if support is not None else None)
+        lim.check_t_final(req.t_final, f"{req.where}: its horizon t_final")
     specs = list(args.u0)
     if not specs:
         if all(r.match is not None for r in requests):
             specs = ["family"]
         else:
             raise EquationError("give the initial condition: --u0 'sin(pi*x)', --u0 FILE.npy or --u0 SAMPLER")
+    _check_memory(args, requests, specs, predictor, support)
     steps = 0
     if support is not None:
         steps = args.steps if args.steps is not None else (predictor.stage.eval_adapt_steps() or 20)
@@ -202,7 +318,7 @@ def _run(args) -> int:
                                            args.lr, solve=not args.no_solver)
     for w in warnings:
         print(f"{PROG}: warning: {w}", file=sys.stderr)
-    written = ps.save(out)
+    written = ps.save_folder(out)
     print("\n".join(report))
     print("wrote " + ", ".join(str(p) for p in written[:4]) + (f" and {len(written) - 4} more" if len(written) > 4 else ""))
     return 0

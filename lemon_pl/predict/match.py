@@ -254,19 +254,74 @@ def _fit(fam: Family, fixed: dict[str, float], target: dict) -> dict[str, float]
     return None
 
 
+# --------------------------------------------------------------------------- parameter ranges
+
+#: a continuous parameter sampled around a centre q_c may be given within this factor of q_c
+#: (q_c / PARAM_FACTOR .. q_c * PARAM_FACTOR, with q_c's sign): the families' data use q_c*(1 +- gamma),
+#: and the solvers' cost grows with the parameters (the conservation laws' steps with k, ~10 s per
+#: initial condition at 100 q_c)
+PARAM_FACTOR = 100.0
+
+
+def param_range(spec) -> tuple[float, float] | tuple[float, ...]:
+    """The values ``lemon-pl predict`` accepts for a family parameter: ``(low, high)`` for a
+    continuous one (a factor :data:`PARAM_FACTOR` around its centre, or its fixed range), the
+    choices for a discrete one."""
+    if spec.choices is not None:
+        return tuple(float(c) for c in spec.choices)
+    if spec.centre is not None:
+        a, b = float(spec.centre) / PARAM_FACTOR, float(spec.centre) * PARAM_FACTOR
+        return (min(a, b), max(a, b))
+    return (float(spec.low), float(spec.high))
+
+
+def describe_range(spec) -> str:
+    """``0.00022 .. 2.2`` / ``one of 2, 3, 4`` (as the range is documented)."""
+    r = param_range(spec)
+    if spec.choices is not None:
+        return "one of " + ", ".join(format_param(v) for v in r)
+    return f"{r[0]:.4g} .. {r[1]:.4g}"
+
+
+def in_range(spec, value: float) -> bool:
+    if not math.isfinite(value):
+        return False
+    r = param_range(spec)
+    if spec.choices is not None:
+        return value in r
+    return r[0] <= value <= r[1]
+
+
+def out_of_range(fam: Family, params: Mapping[str, float]) -> str | None:
+    """A note naming the first parameter outside :func:`param_range`, else None."""
+    for spec in fam.params:
+        value = float(params[spec.name])
+        if not in_range(spec, value):
+            return f"{spec.name} = {value:.4g} is outside {fam.name}'s range {describe_range(spec)}"
+    return None
+
+
+def family_ranges(fam: Family) -> str:
+    """``delta in 0.00022 .. 2.2`` for every parameter of ``fam``."""
+    return "; ".join(f"{s.name} in {describe_range(s)}" for s in fam.params)
+
+
 # --------------------------------------------------------------------------- --family NAME --params k=v
 
 
-def family_equation(name: str, given: Mapping[str, str | float]) -> tuple[FamilyMatch, Equation, list[str]]:
+def family_equation(name: str, given: Mapping[str, str | float], source: str = "--params"
+                    ) -> tuple[FamilyMatch, Equation, list[str]]:
     """A family with parameters from ``--params`` (missing ones at their centre); returns the match,
-    the equation and notes. Unknown families, unknown or invalid parameters raise EquationError."""
+    the equation and notes. Unknown families, unknown parameters, values that are no number or lie
+    outside :func:`param_range` raise EquationError naming ``source`` (``--params``, or the support
+    file the parameters come from), before any arithmetic with them."""
     try:
         fam = get_family(name)
     except KeyError as err:
-        raise EquationError(str(err)) from None
+        raise EquationError(f"--family: {err}" if source == "--params" else f"{source}: {err}") from None
     unknown = [k for k in given if k not in fam.param_names]
     if unknown:
-        raise EquationError(f"--params: {name} has no parameter {unknown[0]!r}; its parameters are "
+        raise EquationError(f"{source}: {name} has no parameter {unknown[0]!r}; its parameters are "
                             f"{', '.join(fam.param_names)}")
     params, notes = {}, []
     for spec in fam.params:
@@ -274,18 +329,27 @@ def family_equation(name: str, given: Mapping[str, str | float]) -> tuple[Family
             raw = given[spec.name]
             try:
                 value = float(raw)
-            except (TypeError, ValueError):
-                raise EquationError(f"--params: {spec.name}={raw!r} is not a number") from None
+            except (TypeError, ValueError, OverflowError):
+                raise EquationError(f"{source}: {spec.name}={str(raw)[:40]!r} is not a number") from None
             if not math.isfinite(value):
-                raise EquationError(f"--params: {spec.name}={raw!r} is not finite")
+                raise EquationError(f"{source}: {spec.name}={str(raw)[:40]!r} is not finite")
             if spec.choices is not None and value not in spec.choices:
-                raise EquationError(f"--params: {name}'s {spec.name} must be one of "
-                                    f"{', '.join(map(str, spec.choices))}, got {raw}")
+                raise EquationError(f"{source}: {name}'s {spec.name} must be one of "
+                                    f"{', '.join(map(str, spec.choices))}, got {str(raw)[:40]}")
+            if not in_range(spec, value):
+                raise EquationError(f"{source}: {name}'s {spec.name}={str(raw)[:40]} is outside its range "
+                                    f"{describe_range(spec)} ({family_ranges(fam)})")
         else:
             value = float(spec.choices[0]) if spec.choices is not None else _start(spec)[0]
             notes.append(f"{spec.name} not given: {format_param(value)} (the family's default)")
         params[spec.name] = value
-    eq = equation_from_tree(fam.tree(params, stored_time=False), fam.equation(params))
+    try:
+        eq = equation_from_tree(fam.tree(params, stored_time=False), fam.equation(params))
+        fam.tokens(params)  # every coefficient within the tokenizer's range
+    except (ValueError, ArithmeticError) as err:
+        shown = ", ".join(f"{k}={format_param(v)}" for k, v in params.items())
+        raise EquationError(f"{source}: {name} with {shown}: {str(err).splitlines()[0] if str(err) else err!r}"
+                            ) from None
     return FamilyMatch(fam, params, False, fam.t_final), eq, notes
 
 

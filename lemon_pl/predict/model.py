@@ -32,6 +32,49 @@ class ModelLoadError(ValueError):
     """The checkpoint or its run's config cannot be used (the message names the file)."""
 
 
+#: forward passes of ``lemon-pl predict`` take at most this many rows at once (activations bounded)
+CHUNK = 256
+#: the largest run config read (bytes); a run's config.yaml is a few kilobytes
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def read_run_config(path: Path, flag: str = "") -> dict:
+    """A run's ``config.yaml`` as a mapping with ``model`` and ``data`` sections, or one
+    :class:`ModelLoadError` line: no regular file, too big, not UTF-8, a YAML syntax error
+    (``FILE:LINE:COLUMN: YAML syntax error: PROBLEM``), not a run config."""
+    import stat
+
+    import yaml
+
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise ModelLoadError(f"{flag}{path} is {what}, not a run's config.yaml")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ModelLoadError(f"{flag}{path} holds {st.st_size} bytes, more than a run config may "
+                                 f"({MAX_CONFIG_BYTES}); is it the run's config.yaml?")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ModelLoadError(f"{flag}{path} cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ModelLoadError(f"{flag}{path} is not UTF-8 text (byte {err.start}); is it the run's config.yaml?"
+                             ) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = err.problem or err.context or type(err).__name__
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ModelLoadError(f"{flag}{where}: YAML syntax error: {problem}") from None
+    except (yaml.YAMLError, RecursionError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelLoadError(f"{flag}{path} is not a readable YAML config ({reason})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or not isinstance(raw.get("data"), dict):
+        raise ModelLoadError(f"{flag}{path} is not a lemon-pl run config (it needs 'model' and 'data' sections)")
+    return raw
+
+
 @dataclass
 class Predictor:
     stage: torch.nn.Module  # an OperatorModule
@@ -44,41 +87,56 @@ class Predictor:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, ckpt_path: str | Path, config: str | Path | None = None, device: str = "cpu") -> "Predictor":
-        import yaml
-
+        """The stage of ``ckpt_path``'s run on ``device``. Checked in this order, each failure one
+        :class:`ModelLoadError` line naming the flag or file: the device string, the checkpoint path
+        (a file), the run config (a YAML file, syntax errors with ``FILE:LINE:COLUMN``), the
+        checkpoint's content (a readable plain checkpoint: :func:`~lemon_pl.checkpointing.load_checkpoint`,
+        read as data before anything is built), the stage the config builds, the fit of the weights."""
         from lemon_pl.checkpointing import load_checkpoint
+        from lemon_pl.devices import DeviceError, check_device
+        from lemon_pl.errors import CheckpointMismatchError
 
+        try:
+            dev = check_device(device)
+        except DeviceError as err:
+            raise ModelLoadError(str(err)) from None
         ckpt_path = Path(ckpt_path)
         if not ckpt_path.exists():
             raise ModelLoadError(f"--ckpt_path {ckpt_path} does not exist")
+        if ckpt_path.is_dir():
+            found = sorted(p.name for p in ckpt_path.glob("*.ckpt"))[:3]
+            hint = f" (it holds {', '.join(found)})" if found else ""
+            raise ModelLoadError(f"--ckpt_path {ckpt_path} is a directory, not a checkpoint file{hint}")
+        if not ckpt_path.is_file():
+            raise ModelLoadError(f"--ckpt_path {ckpt_path} is not a regular file")
         config_path = Path(config) if config else ckpt_path.resolve().parent.parent / "config.yaml"
-        if not config_path.is_file():
+        flag = "--run-config " if config else ""
+        if not config_path.exists() or (not config and not config_path.is_file()):
             how = "" if config else (f" (looked for the training run's config.yaml at {config_path}); pass it "
                                      "with --run-config")
-            raise ModelLoadError(f"{'--run-config ' if config else ''}{config_path} does not exist{how}")
+            raise ModelLoadError(f"{flag}{config_path} does not exist{how}")
+        raw = read_run_config(config_path, flag)
         try:
-            raw = yaml.safe_load(config_path.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ModelLoadError(f"{config_path} is not a readable YAML config ({str(err).splitlines()[0]})") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or not isinstance(raw.get("data"), dict):
-            raise ModelLoadError(f"{config_path} is not a lemon-pl run config (it needs 'model' and 'data' sections)")
+            ckpt = dict(load_checkpoint(ckpt_path))  # as data, before anything is built
+        except CheckpointMismatchError as err:
+            raise ModelLoadError(f"--ckpt_path {err}") from None
+        except FileNotFoundError:
+            raise ModelLoadError(f"--ckpt_path {ckpt_path} does not exist") from None
+        if not isinstance(ckpt.get("state_dict", {}), dict):
+            raise ModelLoadError(f"--ckpt_path {ckpt_path} is not a lemon-pl checkpoint (its 'state_dict' is no "
+                                 "mapping)")
         stage, dm = _build(raw, config_path)
         from lemon_pl.modules.base import OperatorModule
 
         if not isinstance(stage, OperatorModule):
             raise ModelLoadError(f"{config_path}: {type(stage).__name__} is not an operator-learning stage "
                                  "(lemon-pl predict runs PretrainModule, MetaModule, FinetuneModule and their kind)")
-        ckpt = load_checkpoint(ckpt_path)
-        ckpt = dict(ckpt)
         stage.on_load_checkpoint(ckpt)  # checks the network, merges adapter-only LoRA checkpoints
         state = ckpt.get("state_dict") or {}
         missing, unexpected = stage.load_state_dict(state, strict=False)
         if [k for k in missing if k.startswith("net.")] or unexpected:
-            from lemon_pl.errors import CheckpointMismatchError
-
             raise CheckpointMismatchError(f"{ckpt_path} does not fit the stage of {config_path} "
                                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        dev = torch.device(device)
         stage.to(dev).eval()
         layout = dm.layout
         return cls(stage, layout, int(dm.nx), ckpt_path, config_path, dev)
@@ -149,19 +207,30 @@ class Predictor:
         return denormalise(pred, batch).double().cpu().numpy()
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, batch: dict[str, torch.Tensor], repeats: int = 3) -> tuple[np.ndarray, float]:
+    def predict(self, batch: dict[str, torch.Tensor], repeats: int = 3, chunk: int | None = None
+                ) -> tuple[np.ndarray, float]:
         """Zero-shot predictions (B, n_out, nx) and the seconds of one batched forward pass: the
-        fastest of ``repeats`` timed passes after a warm-up pass (a shared CPU makes single timings noisy)."""
+        fastest of ``repeats`` timed passes after a warm-up pass (a shared CPU makes single timings noisy).
+
+        More than ``chunk`` (default :data:`CHUNK`) predictions run as consecutive forward passes of
+        at most ``chunk`` rows, so the network's activations stay bounded whatever the batch; the
+        time is then that of all of them."""
         from lemon_pl.adaptation.functional import net_call
 
+        chunk = CHUNK if chunk is None else max(1, int(chunk))
+        b = len(batch["u_in"])
+        parts = [slice(i, min(i + chunk, b)) for i in range(0, b, chunk)]
         with torch.inference_mode():
             net_call(self.net, {}, {k: v[:1] for k, v in batch.items()})  # warm-up (allocations, kernels)
             times = []
             for _ in range(max(1, repeats)):
+                out = []
                 start = time.perf_counter()
-                pred = net_call(self.net, {}, batch)
+                for part in parts:
+                    out.append(self.physical(net_call(self.net, {}, {k: v[part] for k, v in batch.items()}),
+                                             {k: v[part] for k, v in batch.items()}))
                 times.append(time.perf_counter() - start)
-        return self.physical(pred, batch), min(times)
+        return np.concatenate(out), min(times)
 
     def adapt_predict(self, support: dict[str, torch.Tensor], query: dict[str, torch.Tensor], steps: int,
                       lr: float | None = None) -> dict:
@@ -177,15 +246,23 @@ class Predictor:
         both = {k: torch.cat([query[k], support[k]]) for k in query}  # the support fit is reported too
         task = {"tokens": support["tokens"][:1], "token_pad_mask": support["token_pad_mask"][:1]}
         rate = self.stage.task_lr(task, 0) if lr is None else float(lr)
-        seen: dict[int, torch.Tensor] = {}
+        n = len(both["u_in"])
+        parts = [slice(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
+        seen: dict[int, dict[int, torch.Tensor]] = {0: {}, steps: {}}
+        preds = []
         start = time.perf_counter()
-        pred = adapt_then_predict(self.net, support, both, self.stage.eval_fast_names(), steps, rate,
-                                  self.stage.loss, curve=(0, steps), on_step=lambda k, p: seen.__setitem__(k, p))
+        for i, part in enumerate(parts):  # first-order SGD on the same support: each part adapts the same way
+            rows = {k: v[part] for k, v in both.items()}
+            preds.append(adapt_then_predict(self.net, support, rows, self.stage.eval_fast_names(), steps, rate,
+                                            self.stage.loss, curve=(0, steps),
+                                            on_step=lambda k, p, i=i: seen[k].__setitem__(i, p)))
         seconds = time.perf_counter() - start
+        pred = torch.cat(preds)
+        seen_all = {k: torch.cat([v[i] for i in range(len(parts))]) for k, v in seen.items()}
         true = self.physical(support["u_out"], support)
-        sup_err = [float(relative_l2(torch.as_tensor(self.physical(seen[k][nq:], support)),
+        sup_err = [float(relative_l2(torch.as_tensor(self.physical(seen_all[k][nq:], support)),
                                      torch.as_tensor(true)).mean()) for k in (0, steps)]
-        return {"pred": self.physical(pred[:nq], query), "zero_shot": self.physical(seen[0][:nq], query),
+        return {"pred": self.physical(pred[:nq], query), "zero_shot": self.physical(seen_all[0][:nq], query),
                 "support_rel_l2": np.array(sup_err), "lr": _rate_value(rate), "seconds": seconds}
 
 
@@ -196,8 +273,11 @@ def _rate_value(rate) -> float:
 
 
 def _build(raw: dict, config_path: Path):
-    """The stage and data module of a run config, built by the CLI that trained it (no trainer)."""
-    import yaml
+    """The stage and data module of a run config, built by the CLI that trained it (no trainer).
+
+    The sections are passed as ``--model JSON --data JSON`` (not as an inline ``--config``
+    document, which the CLI's config-file handling would take for a path)."""
+    import json
 
     from lemon_pl.cli.lightning import LemonCLI
 
@@ -205,12 +285,15 @@ def _build(raw: dict, config_path: Path):
         def instantiate_trainer(self, **kwargs):  # the stage and data only
             return None
 
-    keep = {k: raw[k] for k in ("model", "data") if k in raw}
-    keep["seed_everything"] = False
+    try:
+        args = ["--model", json.dumps(raw["model"]), "--data", json.dumps(raw["data"]), "--seed_everything", "false"]
+    except (TypeError, ValueError) as err:  # YAML dates, sets, ...: not a config the CLI wrote
+        raise ModelLoadError(f"{config_path}: the run's model/data sections hold values that are no plain data "
+                             f"({str(err).splitlines()[0]})") from None
     try:
         with warnings.catch_warnings():  # args are passed explicitly, on purpose
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-            cli = _Build(args=["--config", yaml.safe_dump(keep, sort_keys=False)], run=False)
+            cli = _Build(args=args, run=False)
     except SystemExit as err:
         raise ModelLoadError(f"{config_path}: the run's model/data sections do not parse ({err})") from None
     except Exception as err:  # noqa: BLE001 - jsonargparse wraps constructor errors: report the root

@@ -28,15 +28,28 @@
 
 The relative L2 is LeMON's metric (``lemon_pl.modules.metrics.relative_l2``) over the predicted
 frames (the input frames excluded), per prediction.
+
+``lemon-pl predict`` writes its folder all or nothing (:func:`write_folder`): every file goes into
+a temporary sibling ``.<out>.tmp-<pid>@<host>``, each flushed to disk, and the folder is then
+renamed into ``--out`` (an existing prediction folder is swapped out whole and removed). A failure
+on the way - a full disk, an unwritable folder, an error while drawing - removes the temporary
+folder and any parent folder it created, and leaves a previous ``--out`` as it was. A folder that
+holds anything else than predict's files (:func:`foreign_entries`) is never replaced.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
 import json
+import os
+import re
+import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Callable, Sequence
 
 import numpy as np
 
@@ -125,6 +138,22 @@ class PredictionSet:
             written.append(atomic_write(folder / name, self.figure_png(i, title(i) if title else None)))
         return written
 
+    def files(self) -> list[tuple[str, Callable[[IO[bytes]], None]]]:
+        """``[(name, writer), ...]`` of what ``lemon-pl predict`` writes: ``prediction.npz``, then the
+        figures (``prediction.png``, or ``prediction_NNN.png`` for :meth:`figure_indices`)."""
+        arrays = self.arrays()
+        out: list[tuple[str, Callable[[IO[bytes]], None]]] = [
+            ("prediction.npz", lambda fh: np.savez_compressed(fh, **arrays))]
+        figures = [(0, "prediction.png")] if len(self) == 1 else [(i, f"prediction_{i:03d}.png")
+                                                                   for i in self.figure_indices()]
+        for i, name in figures:
+            out.append((name, lambda fh, i=i: fh.write(self.figure_png(i))))
+        return out
+
+    def save_folder(self, out: str | Path) -> list[Path]:
+        """Write :meth:`files` into the folder ``out``, all or nothing (:func:`write_folder`)."""
+        return write_folder(out, self.files())
+
     def figure_indices(self, limit: int = 16) -> list[int]:
         """Which predictions get a figure: every equation's first, then the others, ``limit`` in all
         (at least one per equation)."""
@@ -162,3 +191,174 @@ def concat(sets: Sequence[PredictionSet]) -> PredictionSet:
     if any(s.u_zero_shot is not None for s in sets):
         merged.u_zero_shot = np.concatenate([s.u if s.u_zero_shot is None else s.u_zero_shot for s in sets])
     return merged
+
+
+# --------------------------------------------------------------------------- all-or-nothing folders
+
+#: the names ``lemon-pl predict`` writes into ``--out``
+PREDICTION_NAME = re.compile(r"prediction(_\d{3,})?\.(npz|png)")
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
+
+
+class PredictionWriteError(OSError):
+    """The output folder could not be written; nothing was (one line naming ``--out``)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else super().__str__()
+
+
+def foreign_entries(folder: str | Path) -> list[str]:
+    """Names in ``folder`` that ``lemon-pl predict`` did not write (sorted; [] for a missing folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not (p.is_file() and not p.is_symlink()
+                                                              and PREDICTION_NAME.fullmatch(p.name)))
+
+
+def _write_file(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """One new file, flushed to disk."""
+    with open(path, "xb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:  # some file systems cannot sync a folder
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False
+    where the system or file system cannot."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _remove_stale(parent: Path, name: str) -> None:
+    """Temporary folders of ``name`` left by dead processes of this host (a killed predict)."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-(\d+)@{re.escape(_HOST)}")
+    for p in parent.iterdir() if parent.is_dir() else []:
+        m = pattern.fullmatch(p.name)
+        if not m or int(m.group(2)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(2)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _install(tmp: Path, target: Path, shown: Path) -> None:
+    """Put the complete folder ``tmp`` at ``target``: a rename, or a swap with a previous prediction
+    folder, which is then removed."""
+    if not target.exists() and not target.is_symlink():
+        os.rename(tmp, target)
+        return
+    if not target.is_dir():
+        raise PredictionWriteError(errno.ENOTDIR, f"--out {shown} exists and is not a folder")
+    foreign = foreign_entries(target)
+    if foreign:
+        raise PredictionWriteError(errno.ENOTEMPTY, f"--out {shown} holds files lemon-pl predict did not write "
+                                                    f"({', '.join(foreign[:3])}); nothing was written")
+    if _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous prediction, now at tmp
+        return
+    old = tmp.with_name(tmp.name.replace(".tmp-", ".old-", 1))
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _os_cause(err: BaseException) -> OSError | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def write_folder(out: str | Path, files: Sequence[tuple[str, Callable[[IO[bytes]], None]]]) -> list[Path]:
+    """Write ``files`` (``[(name, writer(fh)), ...]``) as the folder ``out``, all or nothing.
+
+    The files are written into the temporary sibling ``.<out>.tmp-<pid>@<host>`` and flushed to
+    disk; the complete folder is then renamed to ``out`` - swapped with a previous prediction folder
+    there, which is removed (a folder holding anything else is refused: :func:`foreign_entries`).
+    Any failure removes the temporary folder and the parent folders made for it, leaves ``out`` as
+    it was, and is one :class:`PredictionWriteError` line (a full disk says so, and where)."""
+    shown = Path(out)
+    target = Path(os.path.realpath(shown)) if shown.is_symlink() else shown
+    parent = target.parent
+    missing = [d for d in (parent, *parent.parents) if not d.exists()]  # deepest first
+    tmp = parent / f".{target.name}.tmp-{os.getpid()}@{_HOST}"
+    written: list[Path] = []
+    current = tmp
+    made = False
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(parent, target.name)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        made = True
+        for name, write in files:
+            current = tmp / name
+            _write_file(current, write)
+            written.append(shown / name)
+        current = tmp
+        _fsync_dir(tmp)
+        current = target
+        _install(tmp, target, shown)
+        made = False
+        _fsync_dir(parent)
+    except BaseException as err:
+        if made:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for d in missing:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        if isinstance(err, PredictionWriteError):
+            raise
+        cause = _os_cause(err)
+        if cause is None or not isinstance(err, Exception):
+            raise
+        kept = f"the previous {shown} is intact" if shown.exists() else f"{shown} was not created"
+        if cause.errno == errno.ENOSPC or "No space left" in str(cause):
+            msg = (f"the disk is full (no space left on device) while writing --out {shown} (at {current}); "
+                   f"nothing was written, {kept}")
+        else:
+            reason = cause.strerror or str(cause).splitlines()[0] or type(cause).__name__
+            msg = f"could not write --out {shown} (at {current}): {reason}; nothing was written, {kept}"
+        failure = PredictionWriteError(cause.errno, msg)
+        raise failure from None
+    return written

@@ -14,16 +14,21 @@ frames are at ``t_k = k * t_final / nt``.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from lemon_pl.data import ics
 from lemon_pl.data.symbols import ids_to_words
-from lemon_pl.predict.initial import InitialConditions, constant_warning, describe_grid, initial_conditions
-from lemon_pl.predict.match import FamilyMatch, with_horizon
+from lemon_pl.predict import limits
+from lemon_pl.predict.initial import InitialConditions, constant_warning, describe_grid, initial_conditions, is_sampler
+from lemon_pl.predict.match import FamilyMatch, out_of_range, with_horizon
 from lemon_pl.predict.model import Predictor
 from lemon_pl.predict.outputs import PredictionSet
 from lemon_pl.predict.parse import Equation
@@ -94,6 +99,92 @@ def initial_sets(specs: list[str], req: Request, nx: int, seed: int, n: int,
     return InitialConditions(u0, labels, [w for p in parts for w in p.warnings])
 
 
+class SolverTimeout(BaseException):
+    """The reference solvers ran past :data:`limits.SOLVER_SECONDS` (a BaseException, so that no
+    ``except Exception`` inside a solver swallows it)."""
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Raise :class:`SolverTimeout` in the block after ``seconds``, and every half second after that
+    until the block is left (a real-time timer; main thread on POSIX only, elsewhere no limit). The
+    solvers are numpy loops, which the signal interrupts between two steps. A real-time timer
+    already running (a test runner's timeout) is kept: when it would fire first ours is not armed,
+    otherwise it is re-armed with its remaining time afterwards."""
+    if seconds == float("inf") or threading.current_thread() is not threading.main_thread() or \
+            not hasattr(signal, "setitimer"):
+        yield
+        return
+    prev_delay, prev_interval = signal.getitimer(signal.ITIMER_REAL)
+    if 0 < prev_delay <= seconds:
+        yield
+        return
+    armed = [True]
+
+    def expire(signum, frame):
+        if armed[0]:
+            raise SolverTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    began = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, max(float(seconds), 1e-3), 0.5)
+    try:
+        yield
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if prev_delay > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(prev_delay - (time.monotonic() - began), 1e-3), prev_interval)
+
+
+# --------------------------------------------------------------------------- the work of a request
+
+
+def count_initial_conditions(specs: list[str], num_ics: int) -> tuple[int, dict[str, int]]:
+    """How many initial conditions ``specs`` give one equation, without computing them: ``num_ics``
+    per sampler (``family`` too), one per expression, the rows a ``.npy`` file declares in its
+    header (1 when it cannot be read: reading it later says why). Returns the count and the
+    ``.npy`` files' rows."""
+    total, files = 0, {}
+    for spec in specs:
+        spec = str(spec).strip()
+        if spec.endswith(".npy") or (Path(spec).suffix and Path(spec).is_file()):
+            files[spec] = _npy_rows(Path(spec))
+            total += files[spec]
+        elif is_sampler(spec):
+            total += num_ics
+        else:
+            total += 1
+    return total, files
+
+
+def _npy_rows(path: Path) -> int:
+    """The rows of an (n, nx) ``.npy`` array from its header (1 for (nx,), or when unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            shape, _, _ = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(fh))
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError):
+        return 1
+    return int(shape[0]) if len(shape) == 2 else 1
+
+
+def estimate_bytes(rows: int, max_rows_solved: int, nx: int, nt: int, frames: int, n_support: int = 0,
+                   adapt: bool = False) -> int:
+    """Bytes a request needs at its peak (an estimate on the high side): per prediction the input,
+    the normalised batch, the predicted frames, ``u``, ``u_ref`` (and the zero-shot ``u`` when
+    adapting) in float64, their float32 copies and the error's temporaries in ``prediction.npz``;
+    the largest solver call's (B, nt, nx) solution and working copies; the support trajectories
+    and their batches. The network's activations are bounded by :data:`lemon_pl.predict.model.CHUNK`
+    rows per forward pass and not counted."""
+    row = nx * 8 * (8 * frames + 4 + (3 * frames if adapt else 0))
+    solver = nx * 8 * nt * 4
+    support = n_support * nx * 8 * (nt + 4 * frames)
+    return int(rows * row + max_rows_solved * solver + support)
+
+
 def run_predictions(predictor: Predictor, requests: list[Request], ic_specs: list[str], seed: int = 0,
                     num_ics: int = 1, support=None, steps: int = 0, lr: float | None = None,
                     solve: bool = True) -> tuple[PredictionSet, list[str], list[str]]:
@@ -121,19 +212,35 @@ def run_predictions(predictor: Predictor, requests: list[Request], ic_specs: lis
     u_ref = np.full_like(u, np.nan)
     solver_ms = np.full(b, np.nan)
     ref_notes: dict[int, str] = {}
+    budget = limits.SOLVER_SECONDS
     for i, req in enumerate(requests):
         if req.match is None or not solve:
             continue
-        idx = [k for k, (ri, _) in enumerate(rows) if ri == i]
         fam = req.family
+        outside = out_of_range(fam, req.match.params)
+        if outside is not None:
+            ref_notes[i] = f"no reference: {outside} (its solver is not run there)"
+            continue
+        if budget <= 0:
+            ref_notes[i] = (f"no reference: the solvers used their {limits.SOLVER_SECONDS:g} s "
+                            "(--no-solver skips them)")
+            continue
+        idx = [k for k, (ri, _) in enumerate(rows) if ri == i]
         start = time.perf_counter()
         try:
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), time_limit(budget):
                 sol = fam.solve(req.match.params, per_req[i].u0, nt=nt)
+        except SolverTimeout:
+            budget = 0.0
+            ref_notes[i] = (f"no reference: the {fam.name} solver ran past the solvers' {limits.SOLVER_SECONDS:g} s "
+                            "and was stopped (--no-solver skips it)")
+            continue
         except Exception as err:  # noqa: BLE001 - a solver failing on a user's IC is reported, not fatal
+            budget -= time.perf_counter() - start
             ref_notes[i] = f"the {fam.name} solver failed on these initial conditions ({type(err).__name__}: {err})"
             continue
         elapsed = time.perf_counter() - start
+        budget -= elapsed
         ok = fam.accept(sol)
         if not ok.all():
             ref_notes[i] = (f"the {fam.name} solver's solution blows up (|u| > {fam.max_abs:g} or NaN) for "
@@ -141,6 +248,7 @@ def run_predictions(predictor: Predictor, requests: list[Request], ic_specs: lis
         for k, good, s in zip(idx, ok, sol):
             if good:
                 u_ref[k] = s[frames]
+        del sol
         solver_ms[idx] = 1e3 * elapsed / len(idx)
 
     t_final = np.array([requests[i].t_final for i, _ in rows])
@@ -211,8 +319,13 @@ def _report(predictor: Predictor, requests, rows, ps: PredictionSet, seconds: fl
     b = len(rows)
     threads = torch.get_num_threads()
     solver = np.nanmean(ps.solver_ms) if np.isfinite(ps.solver_ms).any() else None
+    from lemon_pl.predict.model import CHUNK
+
+    passes = -(-b // CHUNK)
+    how = (f"one batched forward pass of {1e3 * seconds:.3g} ms" if passes == 1 else
+           f"{passes} batched forward passes of at most {CHUNK}, {1e3 * seconds:.3g} ms in all")
     lines.append(f"latency: {1e3 * seconds / b:.3g} ms per prediction on {predictor.device.type} "
-                 f"({b} prediction{'s' if b > 1 else ''} in one batched forward pass of {1e3 * seconds:.3g} ms, best of 3, "
+                 f"({b} prediction{'s' if b > 1 else ''} in {how}, best of 3, "
                  f"{threads} thread{'s' if threads > 1 else ''})"
                  + (f"; the solvers took {solver:.3g} ms per prediction" if solver is not None else ""))
     return lines
