@@ -224,7 +224,7 @@ def _check_memory(args, requests, specs, predictor, support) -> None:
     from lemon_pl.predict.initial import is_sampler
     from lemon_pl.predict.run import count_initial_conditions, estimate_bytes
 
-    per_eq, files = count_initial_conditions(specs, args.num_ics)
+    per_eq, files = count_initial_conditions(specs, args.num_ics, predictor.nx)
     rows = len(requests) * per_eq
     solved = per_eq if (not args.no_solver and any(r.match is not None for r in requests)) else 0
     need = estimate_bytes(rows, solved, predictor.nx, predictor.nt, len(predictor.frames),
@@ -237,7 +237,7 @@ def _check_memory(args, requests, specs, predictor, support) -> None:
     if samplers and samplers * args.num_ics >= biggest[1]:
         flag = f"--num-ics {args.num_ics}"
     elif biggest[0] is not None and biggest[1] > 1:
-        flag = f"--u0 {biggest[0]} ({biggest[1]} rows)"
+        flag = f"--u0 {biggest[0]} (as big as {biggest[1]} initial conditions)"
     elif args.equations:
         flag = f"--equations {args.equations}"
     else:

@@ -141,16 +141,17 @@ def time_limit(seconds: float):
 # --------------------------------------------------------------------------- the work of a request
 
 
-def count_initial_conditions(specs: list[str], num_ics: int) -> tuple[int, dict[str, int]]:
+def count_initial_conditions(specs: list[str], num_ics: int, nx: int | None = None) -> tuple[int, dict[str, int]]:
     """How many initial conditions ``specs`` give one equation, without computing them: ``num_ics``
     per sampler (``family`` too), one per expression, the rows a ``.npy`` file declares in its
-    header (1 when it cannot be read: reading it later says why). Returns the count and the
-    ``.npy`` files' rows."""
+    header - at least its values / ``nx``, so that a file declaring a huge row counts for what
+    loading it would take (1 when the header cannot be read: reading the file later says why).
+    Returns the count and the ``.npy`` files' rows."""
     total, files = 0, {}
     for spec in specs:
         spec = str(spec).strip()
         if spec.endswith(".npy") or (Path(spec).suffix and Path(spec).is_file()):
-            files[spec] = _npy_rows(Path(spec))
+            files[spec] = _npy_rows(Path(spec), nx)
             total += files[spec]
         elif is_sampler(spec):
             total += num_ics
@@ -159,16 +160,22 @@ def count_initial_conditions(specs: list[str], num_ics: int) -> tuple[int, dict[
     return total, files
 
 
-def _npy_rows(path: Path) -> int:
-    """The rows of an (n, nx) ``.npy`` array from its header (1 for (nx,), or when unreadable)."""
+def _npy_rows(path: Path, nx: int | None = None) -> int:
+    """The rows of an (n, nx) ``.npy`` array from its header, at least ceil(values / nx)."""
     try:
         with open(path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
-            shape, _, _ = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0(fh))
+            shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0(fh))
+        size = 1
+        for d in shape:
+            size *= int(d)
     except (OSError, ValueError, EOFError, SyntaxError, TypeError):
         return 1
-    return int(shape[0]) if len(shape) == 2 else 1
+    rows = int(shape[0]) if len(shape) == 2 else 1
+    if nx:
+        rows = max(rows, -(-size * max(int(dtype.itemsize), 1) // (8 * nx)))
+    return max(rows, 1)
 
 
 def estimate_bytes(rows: int, max_rows_solved: int, nx: int, nt: int, frames: int, n_support: int = 0,

@@ -110,6 +110,7 @@ NUMBERS = [
     (["--family", "diff_bistablereact_1D", "--params", "a=1.5"], "diff_bistablereact_1D's a=1.5 is outside its range 0 .. 1"),
     (["--family", "porous_medium", "--params", "m=1e300"], "porous_medium's m must be one of 2, 3, 4, got 1e300"),
     (["--family", "nope"], "--family: unknown family 'nope'"),
+    (["--equation", "u_t = u_xx"] * 257 + ["--u0", "x"], "--equation is given 257 times; one request predicts at most 256"),
     (["--stored-time", "--equation", "1e-7*u_t + u_x = 0", "--u0", "x"],
      "--equation: its horizon t_final must be a physical time in 0.001 .. 1000, got 20000000"),
 ]
@@ -235,10 +236,23 @@ def test_the_memory_limit_names_the_flag_that_makes_a_request_big(ckpt, tmp_path
     _refused(code, err, out, "--num-ics 200: 1 equation x 200 initial conditions = 200 predictions")
     assert "more than the limit of 10 MiB (a test limit)" in err[0]
     code, err, _ = _predict(ckpt, ["--equation", "u_t = 0.01*u_xx", "--u0", str(tmp_path / "many.npy")], out, capsys)
-    _refused(code, err, out, f"--u0 {tmp_path / 'many.npy'} (500 rows): 1 equation x 500 initial conditions")
+    _refused(code, err, out, f"--u0 {tmp_path / 'many.npy'} (as big as 500 initial conditions): 1 equation x 500 "
+                             "initial conditions")
     code, err, _ = _predict(ckpt, ["--equations", str(tmp_path / "eqs.txt"), "--u0", "x", "--u0", "cos(pi*x)"],
                             out, capsys)
     _refused(code, err, out, f"--equations {tmp_path / 'eqs.txt'}: 200 equations x 2 initial conditions")
+
+
+def test_a_npy_file_declaring_a_huge_array_is_refused_before_it_is_read(ckpt, tmp_path, capsys):
+    """Headers alone (no data): (1e9, 128) rows, and one (1e9,) row - each ~1 TB / 8 GB if loaded."""
+    for name, shape, expect in (("rows.npy", (10**9, 128), "(as big as 1000000000 initial conditions): 1 equation x "
+                                                          "1000000000 initial conditions"),
+                                ("long.npy", (10**9,), "(as big as 7812500 initial conditions)")):
+        with open(tmp_path / name, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "<f8", "fortran_order": False, "shape": shape})
+        out = tmp_path / "out"
+        code, err, _ = _predict(ckpt, ["--equation", "u_t = 0.01*u_xx", "--u0", str(tmp_path / name)], out, capsys)
+        _refused(code, err, out, f"--u0 {tmp_path / name} {expect}")
 
 
 def test_the_memory_estimate_is_on_the_high_side():
