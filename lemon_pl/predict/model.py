@@ -34,43 +34,22 @@ class ModelLoadError(ValueError):
 
 #: forward passes of ``lemon-pl predict`` take at most this many rows at once (activations bounded)
 CHUNK = 256
-#: the largest run config read (bytes); a run's config.yaml is a few kilobytes
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 def read_run_config(path: Path, flag: str = "") -> dict:
     """A run's ``config.yaml`` as a mapping with ``model`` and ``data`` sections, or one
-    :class:`ModelLoadError` line: no regular file, too big, not UTF-8, a YAML syntax error
-    (``FILE:LINE:COLUMN: YAML syntax error: PROBLEM``), not a run config."""
-    import stat
+    :class:`ModelLoadError` line (``flag``, ``--run-config``, first when the user named the file):
+    read by the shared :func:`lemon_pl.yamlio.read_yaml` (no regular file, too big, not UTF-8, a
+    YAML syntax error with its line and column, a top level that is no mapping), then the sections."""
+    from lemon_pl.yamlio import YamlFileError, read_yaml
 
-    import yaml
-
+    what = flag.strip() or "run config"
     try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise ModelLoadError(f"{flag}{path} is {what}, not a run's config.yaml")
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise ModelLoadError(f"{flag}{path} holds {st.st_size} bytes, more than a run config may "
-                                 f"({MAX_CONFIG_BYTES}); is it the run's config.yaml?")
-        text = path.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise ModelLoadError(f"{flag}{path} cannot be read ({err.strerror or err})") from None
-    except UnicodeDecodeError as err:
-        raise ModelLoadError(f"{flag}{path} is not UTF-8 text (byte {err.start}); is it the run's config.yaml?"
-                             ) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        problem = err.problem or err.context or type(err).__name__
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise ModelLoadError(f"{flag}{where}: YAML syntax error: {problem}") from None
-    except (yaml.YAMLError, RecursionError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ModelLoadError(f"{flag}{path} is not a readable YAML config ({reason})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or not isinstance(raw.get("data"), dict):
+        raw = read_yaml(path, what, mapping=True, empty_ok=False)
+    except YamlFileError as err:
+        msg = str(err)
+        raise ModelLoadError(msg if not flag or msg.startswith(what) else f"{flag}{msg}") from None
+    if not isinstance(raw.get("model"), dict) or not isinstance(raw.get("data"), dict):
         raise ModelLoadError(f"{flag}{path} is not a lemon-pl run config (it needs 'model' and 'data' sections)")
     return raw
 

@@ -389,12 +389,16 @@ FILES = [
     (["--u0", "x", "--adapt", "{engine_t}"], "--adapt {engine_t}: its t_final must be a physical time in 0.001 .. 1000"),
     (["--u0", "x", "--adapt", "{engine_t}", "--adapt-operator", "2"], "--adapt-operator 2: {engine_t} holds operators "
                                                                       "0..1"),
-    (EQ + ["--run-config", "{flow}"], "--run-config {flow}:3:1: YAML syntax error: expected ',' or ']'"),
-    (EQ + ["--run-config", "{tab}"], "--run-config {tab}:2:1: YAML syntax error: found character '\\t' that cannot "
-                                     "start any token"),
-    (EQ + ["--run-config", "{list}"], "{list} is not a lemon-pl run config (it needs 'model' and 'data' sections)"),
-    (EQ + ["--run-config", "{dir}"], "--run-config {dir} is a directory, not a run's config.yaml"),
+    (EQ + ["--run-config", "{flow}"], "--run-config {flow}: YAML syntax error (line 3, column 1): expected ',' or ']'"),
+    (EQ + ["--run-config", "{tab}"], "--run-config {tab}: YAML syntax error (line 2, column 1): found character "
+                                     "'\\t' that cannot start any token"),
+    (EQ + ["--run-config", "{list}"], "--run-config {list}: the top level must be a mapping of keys to values, not a list"),
+    (EQ + ["--run-config", "{dir}"], "--run-config {dir} is a directory, not a YAML file"),
     (EQ + ["--run-config", "/dev/zero"], "--run-config /dev/zero is not a regular file"),
+    (EQ + ["--run-config", "{nan}"], "--run-config {nan}: not UTF-8 text"),
+    (EQ + ["--run-config", "{eqs300}"], "--run-config {eqs300}: the top level must be a mapping of keys to values, "
+                                        "not a string"),
+    (EQ + ["--run-config", "{dir}/../hostile.yaml"], "--run-config {dir}/../hostile.yaml does not exist"),
     (EQ + ["--run-config", "{dir}/none.yaml"], "--run-config {dir}/none.yaml does not exist"),
 ]
 
