@@ -142,7 +142,11 @@ def _expand(path: Path, flag: str, seen: tuple[Path, ...]) -> list[str]:
     reports it (``config file does not exist``); so is an inline YAML string."""
     from lemon_pl.yamlio import defaults_of, read_yaml
 
-    if not path.exists() and not path.is_symlink():
+    try:  # an inline YAML document is no path (a long one is ENAMETOOLONG to the OS)
+        on_disk = "\n" not in str(path) and (path.exists() or path.is_symlink())
+    except OSError:
+        on_disk = False
+    if not on_disk:
         return [flag, str(path)]
     raw = read_yaml(path, "config file", mapping=True, empty_ok=False)
     defaults = defaults_of(path, raw)

@@ -201,3 +201,14 @@ def test_broken_overlays_of_an_experiment_are_refused_before_the_first_step(tmp_
     code = main(_experiment(tmp_path, "--experiment-config", str(exp)))
     assert one_line(capsys, code, "lemon-pl experiment") == expected
     assert not (tmp_path / "res").exists() and not (tmp_path / "data").exists()
+
+
+def test_an_inline_yaml_config_longer_than_a_file_name_is_passed_through():
+    """``--config`` also takes a YAML document; one longer than the OS's 255-byte name limit must not
+    be probed as a path (ENAMETOOLONG), and keeps its place among the files."""
+    from lemon_pl.cli.lightning import compose_defaults
+
+    inline = "trainer:\n  max_epochs: 1\n" + "# a comment long enough\n" * 20
+    assert len(inline) > 300
+    assert compose_defaults(["fit", "--config", inline, "--trainer.max_steps", "2"]) == \
+        ["fit", "--config", inline, "--trainer.max_steps", "2"]
