@@ -7,6 +7,7 @@ shared by the map writer, and this module is the one place that knows both."""
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 import time
@@ -15,8 +16,12 @@ from typing import Sequence
 
 from lemon_pl.data.families import UnknownFamilyError, get_family, resolve_families
 from lemon_pl.data.generate import (DEFAULT_CHUNK, DEFAULT_GAMMA, DEFAULT_SEED, DEFAULT_SOLVER, DEVICES, PRESETS,
-                                    SOLVER_DTYPES, SOLVERS, GenerationError, SplitReport, _one_line,
-                                    _os_error_message, generate)
+                                    SOLVER_DTYPES, SOLVERS, GenerationError, SplitReport, _check_solver, _one_line,
+                                    _os_error_message, check_gamma, check_int, check_resources, check_root_writable,
+                                    generate, plan, range_text)
+
+#: most grids one --levels may list
+MAX_LEVELS = 16
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,22 +30,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineArgumentParser(
         prog="lemon-pl generate",
         description="Generate operator-family datasets as ROOT/<family>/<split>.h5.",
+        epilog="Every number is checked against the range its help gives, and the memory a solve needs and the disk "
+               "space the files need are estimated, before anything is written; a bad value or a run that "
+               "cannot fit is refused in one line naming the flag (exit 2).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--root", default="data", help="output folder")
     p.add_argument("--preset", default="default", choices=list(PRESETS),
                    help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
     p.add_argument("--families", default="all",
-                   help="comma-separated family names, or all / pretrain / finetune")
+                   help="comma-separated family names, or all / pretrain / finetune (groups may be mixed with "
+                        "names); an empty list is an error")
     p.add_argument("--splits", default="train,val,test", help="comma-separated standard splits")
     p.add_argument("--split-name", default=None,
                    help="generate one extra split with this name (e.g. ood with --gamma 0.3)")
     p.add_argument("--n-operators", default=None,
-                   help="override the preset's operators per split (with --levels: one value, or one per level)")
-    p.add_argument("--k", type=int, default=None, help="override the preset's trajectories per operator")
-    p.add_argument("--nx", type=int, default=128, help="grid points")
+                   help="override the preset's operators per split (with --levels: one value, or one per level; "
+                        f"{range_text('--n-operators')})")
+    p.add_argument("--k", type=int, default=None,
+                   help=f"override the preset's trajectories per operator ({range_text('--k')})")
+    p.add_argument("--nx", type=int, default=128, help=f"grid points (even, {range_text('--nx')})")
     p.add_argument("--levels", default=None,
-                   help="multi-level data: comma-separated grids (e.g. 32,64,128), one root ROOT/n<grid> each; "
+                   help="multi-level data: comma-separated grids (e.g. 32,64,128; each "
+                        f"{range_text('--levels')}, at most {MAX_LEVELS}, each dividing the finest), "
+                        "one root ROOT/n<grid> each; "
                         "inputs are drawn on the finest grid and restricted, the solver's seconds per sample "
                         "are recorded in every file")
     p.add_argument("--restriction", default=None,
@@ -48,16 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "cells, sample for Schrödinger's points, harmonic for elliptic coefficients)")
     p.add_argument("--n-samples", default=None,
                    help="samples per split of the map families (schrodinger, rough_elliptic); default by preset; "
-                        "with --levels one value, or one per level")
-    p.add_argument("--nt", type=int, default=64, help="stored frames per trajectory")
-    p.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="parameter range: q_c*(1 +- gamma)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    p.add_argument("--workers", type=int, default=1, help="worker processes (output does not depend on it)")
+                        f"with --levels one value, or one per level ({range_text('--n-samples')})")
+    p.add_argument("--nt", type=int, default=64, help=f"stored frames per trajectory ({range_text('--nt')})")
+    p.add_argument("--gamma", type=float, default=DEFAULT_GAMMA,
+                   help="parameter range: q_c*(1 +- gamma), a number in [0, 1)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed ({range_text('--seed')})")
+    p.add_argument("--workers", type=int, default=1,
+                   help=f"worker processes (output does not depend on it; {range_text('--workers')})")
     p.add_argument("--solver", default=DEFAULT_SOLVER, choices=list(SOLVERS),
                    help="torch: the batched torch solvers (CPU or CUDA) where a family has one, numpy elsewhere; "
                         "numpy: the numpy/scipy solvers for every family")
-    p.add_argument("--device", default="cpu", choices=list(DEVICES),
-                   help="where the torch solvers run (cuda needs --solver torch and a CUDA device)")
+    p.add_argument("--device", default="cpu", metavar="{" + ",".join(DEVICES) + "}",
+                   help="where the torch solvers run (cuda needs --solver torch and a CUDA device; pick one GPU "
+                        "of several with CUDA_VISIBLE_DEVICES)")
     p.add_argument("--solver-dtype", default="float64", choices=list(SOLVER_DTYPES),
                    help="working precision of the torch solvers (stored data is float32 either way)")
     p.add_argument("--solver-compile", action="store_true",
@@ -65,8 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "on CPU; tens of seconds of compilation per family and dtype in a fresh process)")
     p.add_argument("--chunk", type=int, default=None,
                    help="operators solved together by the torch solvers (fixed chunks of consecutive operators; "
-                        f"default {DEFAULT_CHUNK['cpu']} on cpu, {DEFAULT_CHUNK['cuda']} on cuda)")
+                        f"default {DEFAULT_CHUNK['cpu']} on cpu, {DEFAULT_CHUNK['cuda']} on cuda; "
+                        f"{range_text('--chunk')})")
     p.add_argument("--overwrite", action="store_true", help="regenerate files that already exist")
+    p.add_argument("--skip-space-check", action="store_true",
+                   help="do not refuse a run whose files (estimated before anything is written) exceed the free "
+                        "space of --root's disk, e.g. on a compressing file system; a disk that fills up still "
+                        "stops the run with one line and a .partial file the same command resumes")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--list", action="store_true", help="list the families and exit")
     return p
@@ -94,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
+        _check_arguments(args)
         reports = _generate_levels(args, splits, "lemon-pl generate " + " ".join(shlex.quote(a) for a in argv))
     except (GenerationError, UnknownFamilyError, ValueError) as err:
         print(f"lemon-pl generate: error: {_one_line(err)}", file=sys.stderr)
@@ -113,6 +135,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _check_arguments(args) -> None:
+    """Every number and the device, in one line naming the flag, before anything is planned or written."""
+    for flag, value in (("--nx", args.nx), ("--nt", args.nt), ("--seed", args.seed), ("--workers", args.workers),
+                        ("--k", args.k), ("--chunk", args.chunk)):
+        if value is not None:
+            check_int(flag, value)
+    check_gamma(args.gamma)
+    device = args.device
+    if device not in DEVICES:
+        m = re.fullmatch(r"cuda:(\d+)", device.strip())
+        hint = (f"; choose the GPU with CUDA_VISIBLE_DEVICES={m.group(1)} and --device cuda" if m
+                else f" (choose one of {', '.join(DEVICES)})")
+        raise GenerationError(f"--device must be {' or '.join(DEVICES)}, got {device!r}{hint}")
+    _check_solver(args.solver, args.device, args.solver_dtype, args.chunk)  # cuda: is one there?
+    check_root_writable(args.root)
+
+
 def _parse_levels(text: str | None, nx: int) -> list[int]:
     if text is None:
         return [nx]
@@ -122,6 +161,10 @@ def _parse_levels(text: str | None, nx: int) -> list[int]:
         raise GenerationError(f"--levels must be comma-separated integers, got {text!r}") from None
     if not levels or levels[0] < 8:
         raise GenerationError(f"--levels needs grids of at least 8 points, got {text!r}")
+    if len(levels) > MAX_LEVELS:
+        raise GenerationError(f"--levels lists {len(levels)} grids; at most {MAX_LEVELS}")
+    for n in levels:
+        check_int("--levels", n)
     bad = [n for n in levels if levels[-1] % n]
     if bad:
         raise GenerationError(f"--levels: the finest grid {levels[-1]} is not a multiple of {bad}")
@@ -142,6 +185,8 @@ def _per_level(text: str | None, flag: str, levels: list[int]) -> list[int | Non
         raise GenerationError(f"{flag} gives {len(vals)} counts for {len(levels)} levels {levels}")
     if any(v < 1 for v in vals):
         raise GenerationError(f"{flag} must be positive, got {text}")
+    for v in vals:
+        check_int(flag, v)
     return vals
 
 
@@ -154,23 +199,36 @@ def _generate_levels(args, splits: list[str], command: str) -> list[SplitReport]
     n_ops = _per_level(args.n_operators, "--n-operators", levels)
     n_maps = _per_level(args.n_samples, "--n-samples", levels)
     names = [n.strip() for n in args.families.split(",") if n.strip()]
+    if not names:
+        raise GenerationError(f"--families {args.families!r} names no family; give e.g. --families heat,kdv "
+                              "or all / pretrain / finetune")
     maps = [n for n in names if n in MAP_FAMILIES]
-    engine = [n for n in names if n not in MAP_FAMILIES]
+    engine_names = [n for n in names if n not in MAP_FAMILIES]
     if maps and args.split_name is not None:
         raise GenerationError(f"--split-name is not supported for the map families {maps}")
-    if engine:
-        resolve_families(engine)  # an unknown name fails before anything is written
+    try:  # groups (all / pretrain / finetune) expand here; an unknown name fails before anything is written
+        engine = resolve_families(engine_names) if engine_names else []
+    except UnknownFamilyError as err:
+        raise GenerationError(f"--families: {_one_line(err)}") from None
     multi = args.levels is not None
+    restriction = args.restriction or "average"
+    roots = [Path(args.root) / f"n{n}" if multi else Path(args.root) for n in levels]
+    if engine:  # every level planned, and its memory and disk space checked, before the first is written
+        targets = [(root, plan(root, args.preset, engine, splits, args.split_name, ops, args.k, n, args.nt,
+                               args.gamma, args.seed, levels[-1] if multi else 0, restriction,
+                               solver=args.solver, device=args.device, solver_dtype=args.solver_dtype,
+                               chunk=args.chunk, solver_compile=args.solver_compile))
+                   for root, n, ops in zip(roots, levels, n_ops)]
+        check_resources(targets, args.workers, args.overwrite, not args.skip_space_check)
     reports: list[SplitReport] = []
-    for n, ops, maps_n in zip(levels, n_ops, n_maps):
-        root = Path(args.root) / f"n{n}" if multi else Path(args.root)
+    for root, n, ops, maps_n in zip(roots, levels, n_ops, n_maps):
         if engine:
-            restriction = args.restriction or "average"
             reports += generate(root, args.preset, engine, splits, args.split_name, ops, args.k,
                                 n, args.nt, args.gamma, args.seed, args.workers, args.overwrite,
                                 not args.no_progress, command=command, ic_nx=levels[-1] if multi else 0,
                                 restriction=restriction, solver=args.solver, device=args.device,
-                                solver_dtype=args.solver_dtype, chunk=args.chunk, solver_compile=args.solver_compile)
+                                solver_dtype=args.solver_dtype, chunk=args.chunk, solver_compile=args.solver_compile,
+                                check_space=not args.skip_space_check)
         if maps:
             specs = [s for fam in maps for s in map_specs(fam, args.preset, splits, n, levels[-1], args.seed,
                                                           maps_n, args.restriction)]

@@ -695,19 +695,38 @@ def get_family(name: str) -> Family:
         ) from None
 
 
+#: names that stand for a group of families, anywhere a family list is accepted
+FAMILY_GROUPS = ("all", "pretrain", "finetune")
+
+
+def family_group(name: str) -> list[str] | None:
+    """The families of a group name (``all`` / ``pretrain`` / ``finetune``), else ``None``."""
+    if name == "all":
+        return list_families()
+    if name == "pretrain":
+        return list(PRETRAIN_FAMILIES)
+    if name == "finetune":
+        return list(FINETUNE_FAMILIES)
+    return None
+
+
 def resolve_families(spec: str | Sequence[str] | None) -> list[str]:
-    """'all' / None / 'pretrain' / 'finetune' / comma list / list -> validated family names."""
-    if spec is None or spec == "all":
+    """'all' / None / 'pretrain' / 'finetune' / comma list / list -> validated family names.
+
+    A group name may stand anywhere in a list (``["all"]``, ``"pretrain,kdv"``) and expands in
+    place; duplicates are dropped, the first occurrence keeps its position. An empty list (``""``,
+    ``","``, ``[]``) is an error."""
+    if spec is None:
         return list_families()
     if isinstance(spec, str):
-        if spec == "pretrain":
-            return list(PRETRAIN_FAMILIES)
-        if spec == "finetune":
-            return list(FINETUNE_FAMILIES)
         spec = [s.strip() for s in spec.split(",") if s.strip()]
-    names = list(dict.fromkeys(spec))
+    expanded: list[str] = []
+    for item in spec:
+        item = str(item).strip()
+        expanded += family_group(item) or ([item] if item else [])
+    names = list(dict.fromkeys(expanded))
     if not names:
-        raise ValueError("the family list is empty")
+        raise ValueError("the family list is empty; give family names or all / pretrain / finetune")
     for n in names:
         get_family(n)
     return names

@@ -46,8 +46,15 @@ Nothing lost, nothing silently wrong:
   are regenerated; an unreadable (e.g. truncated) one is regenerated from scratch. Either way
   the result is the bit-identical file. Resuming a ``.partial`` verifies its finished
   operators the same way;
+* every argument is checked against its range (``LIMITS``), and the memory one solve needs and
+  the disk space the files still need are estimated (:func:`check_resources`), before anything is
+  created; a run that cannot fit is refused in one line;
 * a full disk (or any other write error) ends with one line naming the file, leaving a
-  ``.partial`` that the same command resumes once there is space;
+  ``.partial`` that the same command resumes once there is space. Files are written without
+  HDF5's deferred raw-data writes (:func:`lemon_pl.data.io.open_for_writing`), so a failed write
+  is raised by the statement that made it, never while h5py frees an object (which printed
+  tracebacks and left HDF5 to crash the interpreter at exit); a partial whose first operator
+  did not fit is started over, and one HDF5 can no longer write to is started over once;
 * two runs never write one file: each file is guarded by an exclusive ``flock`` on
   ``ROOT/<family>/.<split>.lock`` taken (by the parent process, which does all the writing;
   workers only solve) for every requested file before any of them is opened; a second run
@@ -56,9 +63,11 @@ Nothing lost, nothing silently wrong:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shlex
+import shutil
 import sys
 import time
 import zlib
@@ -69,7 +78,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lemon_pl.data.families import Family, get_family, resolve_families
-from lemon_pl.data.io import CHECKSUM, REQUIRED, describe_problems, mark_written, verify_operators
+from lemon_pl.data.io import CHECKSUM, REQUIRED, describe_problems, mark_written, open_for_writing, verify_operators
 from lemon_pl.data.symbols import PAD_ID, pad_batch
 
 GENERATOR_VERSION = "1.0"
@@ -94,10 +103,64 @@ DEFAULT_CHUNK = {"cpu": 8, "cuda": 256}
 #: identity attributes that files written before they existed lack (those files were numpy, float64)
 IDENTITY_DEFAULTS = {"solver": "numpy", "solver_dtype": "float64", "solver_compile": False,
                      "torch_solver_revision": 0}
+#: documented range (inclusive) of every integer option, checked before anything is written
+#: (:func:`check_int`); the products are bounded too: one operator's trajectories must fit an
+#: HDF5 chunk (``MAX_CHUNK_BYTES``), a solve must fit the free memory and the files the free disk
+#: space (:func:`check_resources`)
+LIMITS: dict[str, tuple[int, int]] = {
+    "--n-operators": (1, 1_000_000),
+    "--k": (1, 100_000),
+    "--nx": (8, 65_536),
+    "--nt": (2, 65_536),
+    "--workers": (1, 1024),
+    "--chunk": (1, 65_536),
+    "--seed": (0, 2**63 - 1),
+    "--n-samples": (1, 1_000_000),  # the map families (lemon_pl.multilevel)
+    "--levels": (8, 65_536),  # each grid of --levels
+}
+_LOW_WORDS = {"--n-operators": "positive", "--k": "positive", "--seed": "non-negative"}
+#: HDF5's limit on one chunk (one operator's K x nt x nx float32 trajectories)
+MAX_CHUNK_BYTES = 2**32 - 1
+#: bytes of memory per trajectory value while an operator is solved (a float64 solution, its
+#: accepted rows copied, the float32 copy that is stored)
+SOLVE_BYTES_PER_VALUE = 24
+#: memory of one worker process before it solves anything (its imports; measured: about 85 MiB with
+#: numpy/scipy, 265 MiB once torch is imported)
+WORKER_BYTES = {"numpy": 96 * 2**20, "torch": 288 * 2**20}
 
 
 class GenerationError(RuntimeError):
     """Data generation cannot proceed (bad arguments, unwritable root, failing operator)."""
+
+
+def range_text(flag: str) -> str:
+    """``8 to 65,536``: the documented range of an integer option, for ``--help``."""
+    low, high = LIMITS[flag]
+    return f"{low:,} to {high:,}"
+
+
+def check_int(flag: str, value) -> int:
+    """``value`` as an int if it is an integer within ``LIMITS[flag]``, else a one-line error naming ``flag``."""
+    low, high = LIMITS[flag]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise GenerationError(f"{flag} must be an integer from {low:,} to {high:,}, got {value!r}")
+    if value < low:
+        words = _LOW_WORDS.get(flag, f"at least {low}")
+        raise GenerationError(f"{flag} must be {words}, got {value}")
+    if value > high:
+        raise GenerationError(f"{flag} must be at most {high:,}, got {value}")
+    return int(value)
+
+
+def check_gamma(gamma) -> float:
+    """``gamma`` as a float if it is a finite number in [0, 1), else a one-line error."""
+    try:
+        value = float(gamma)
+    except (TypeError, ValueError):
+        raise GenerationError(f"--gamma must lie in [0, 1), got {gamma!r}") from None
+    if not 0 <= value < 1:  # NaN fails too
+        raise GenerationError(f"--gamma must lie in [0, 1), got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -330,8 +393,8 @@ def _check_solver(solver: str, device: str, solver_dtype: str, chunk: int | None
         raise GenerationError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
     if solver_dtype not in SOLVER_DTYPES:
         raise GenerationError(f"--solver-dtype must be one of {', '.join(SOLVER_DTYPES)}, got {solver_dtype!r}")
-    if chunk is not None and chunk < 1:
-        raise GenerationError(f"--chunk must be at least 1, got {chunk}")
+    if chunk is not None:
+        check_int("--chunk", chunk)
     if device == "cuda":
         if solver != "torch":
             raise GenerationError("--device cuda needs the torch solver (--solver torch)")
@@ -356,17 +419,19 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
         raise GenerationError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     pre = PRESETS[preset]
     names = resolve_families(families)
-    if seed < 0:
-        raise GenerationError(f"--seed must be non-negative, got {seed}")
-    for label, value, low in (("nx", nx, 8), ("nt", nt, 2)):
-        if value < low:
-            raise GenerationError(f"--{label} must be at least {low}, got {value}")
-    if n_operators is not None and n_operators < 1:
-        raise GenerationError(f"--n-operators must be positive, got {n_operators}")
-    if k is not None and k < 1:
-        raise GenerationError(f"--k must be positive, got {k}")
-    if not 0 <= gamma < 1:
-        raise GenerationError(f"--gamma must lie in [0, 1), got {gamma}")
+    check_int("--seed", seed)
+    check_int("--nx", nx)
+    check_int("--nt", nt)
+    if n_operators is not None:
+        check_int("--n-operators", n_operators)
+    if k is not None:
+        check_int("--k", k)
+    gamma = check_gamma(gamma)
+    chunk_bytes = (k or pre.k) * nt * nx * 4
+    if chunk_bytes > MAX_CHUNK_BYTES:
+        raise GenerationError(f"--k x --nt x --nx = {k or pre.k} x {nt} x {nx}: one operator's trajectories would "
+                              f"take {format_bytes(chunk_bytes)}, more than the 4 GiB HDF5 stores in one chunk; "
+                              "lower --k, --nt or --nx")
     if nx % 2:
         raise GenerationError(f"--nx must be even (spectral solvers), got {nx}")
     if ic_nx and ic_nx != nx:
@@ -410,17 +475,164 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
             specs.append(SplitSpec(fam, s, counts[s], k or pre.k, nx, nt, gamma, seed, preset,
                                    reserved=reserved if split_name else reserved[: STANDARD_SPLITS.index(s)],
                                    ic_nx=ic_nx, restriction=restriction, **backend))
-    _check_root(Path(root))
     return specs
 
 
 def _check_root(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise GenerationError(f"--root {str(root)!r} is a file, not a folder; give another --root")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise GenerationError(f"cannot create data root {str(root)!r}: {err.strerror}") from None
+        if _is_enospc(err):
+            raise GenerationError(f"cannot create data root {str(root)!r}: no space left on device "
+                                  "(the disk is full)") from None
+        raise GenerationError(f"cannot create data root {str(root)!r}: {err.strerror or _first_line(err)}") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise GenerationError(f"data root {str(root)!r} is not writable")
+
+
+def check_root_writable(root: str | os.PathLike) -> None:
+    """Raise one line if ``root`` cannot become a writable data folder, without creating anything:
+    empty, a file, under a file, or its nearest existing folder read-only / not writable."""
+    if str(root).strip() == "":
+        raise GenerationError("--root is empty; give the data folder, e.g. --root data")
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise GenerationError(f"--root {str(root)!r} is a file, not a folder; give another --root")
+    base = _existing_ancestor(root)
+    if not base.is_dir():
+        raise GenerationError(f"cannot create data root {str(root)!r}: {str(base)!r} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        if base == Path(os.path.abspath(root)):
+            raise GenerationError(f"data root {str(root)!r} is not writable")
+        raise GenerationError(f"cannot create data root {str(root)!r}: folder {str(base)!r} is not writable")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (the folder a new root would be made in)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+# ----------------------------------------------------------------------------- resources
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def file_bytes(spec: SplitSpec) -> int:
+    """Size of a complete file of ``spec`` on disk (an estimate from above: the trajectories with
+    their chunk checksums, the fine ICs, the per-operator arrays and HDF5's headers)."""
+    values = spec.k * spec.nt * spec.nx
+    size = spec.n_operators * (values * 4 + 4)
+    if spec.levelled:
+        size += spec.n_operators * (spec.k * spec.ic_nx * 4 + 4)
+    size += spec.n_operators * (8 * 8 + 64 * 2 + 32 + 64)  # params, tokens, per-operator arrays, chunk index
+    return size + 64 * 1024 + (spec.nt + spec.nx) * 8
+
+
+def bytes_to_write(root: str | os.PathLike, specs: Sequence[SplitSpec], overwrite: bool = False) -> int:
+    """Disk space the run still needs: a complete file of every spec whose ``<split>.h5`` is not there
+    (or is replaced), less what its ``.partial`` already holds. Existing files count as complete."""
+    root = Path(root)
+    need = 0
+    for spec in specs:
+        path = root / spec.family / f"{spec.split}.h5"
+        if path.exists() and not overwrite:
+            continue
+        partial = path.with_name(path.name + ".partial")
+        have = partial.stat().st_size if partial.is_file() and not overwrite else 0
+        need += max(file_bytes(spec) - have, 0)
+    return need
+
+
+def solve_bytes(spec: SplitSpec) -> int:
+    """Memory of one solve of ``spec`` (one operator, or one chunk of operators for torch)."""
+    rows = spec.k * (min(spec.chunk, spec.n_operators) if spec.solver == "torch" else 1)
+    return rows * spec.nt * max(spec.nx, spec.ic_nx or 0) * SOLVE_BYTES_PER_VALUE
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still use (MemAvailable, capped by a cgroup limit), or None."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit == "max" or int(limit) >= 2**60:
+                continue
+            left = int(limit) - int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        avail = left if avail is None else min(avail, left)
+    return avail
+
+
+def check_resources(targets: Sequence[tuple[str | os.PathLike, Sequence[SplitSpec]]], workers: int = 1,
+                    overwrite: bool = False, check_space: bool = True) -> None:
+    """Refuse, in one line and before anything is written, a run that cannot fit: one solve times the
+    processes solving at once against the free memory (and, on CUDA, one chunk against the free GPU
+    memory), and the files still to write under each ``(root, specs)`` of ``targets`` (one root per
+    level of multi-level data) against the free space of the disk they are on."""
+    specs = [s for _, specs_ in targets for s in specs_]
+    if not specs:
+        return
+    worst = max(specs, key=solve_bytes)
+    procs = max(workers, 1) + (1 if workers > 1 else 0)  # the workers solve, the parent holds one result
+    mem = solve_bytes(worst) * procs
+    if workers > 1:  # each spawned worker imports the solvers first
+        mem += workers * WORKER_BYTES["torch" if any(s.solver == "torch" for s in specs) else "numpy"]
+    avail = available_memory()
+    if avail is not None and mem > avail:
+        share = f" on each of {workers} --workers" if workers > 1 else ""
+        what = (f"{min(worst.chunk, worst.n_operators)} operators (--chunk) x " if worst.solver == "torch" else "")
+        raise GenerationError(
+            f"--k x --nt x --nx: solving {what}{worst.k} x {worst.nt} x {worst.nx} values{share} needs about "
+            f"{format_bytes(mem)} of memory but {format_bytes(avail)} is available; lower --k, --nt, --nx"
+            f"{', --chunk' if worst.solver == 'torch' else ''} or --workers")
+    cuda = [s for s in specs if s.solver == "torch" and s.device == "cuda"]
+    if cuda:
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        big = max(cuda, key=solve_bytes)
+        gpu = solve_bytes(big) // SOLVE_BYTES_PER_VALUE * (8 if big.solver_dtype == "float64" else 4) * 3
+        if gpu > free:
+            raise GenerationError(
+                f"--chunk: solving {min(big.chunk, big.n_operators)} operators x {big.k} x {big.nt} x {big.nx} "
+                f"values on the GPU needs about {format_bytes(gpu)} but {format_bytes(free)} of GPU memory is free; "
+                "lower --chunk")
+    if check_space:
+        roots = [str(r) for r, _ in targets]
+        root = Path(roots[0] if len(roots) == 1 else os.path.commonpath(roots))  # the --root of every level
+        need = sum(bytes_to_write(r, sp, overwrite) for r, sp in targets)
+        base = _existing_ancestor(root)
+        try:
+            free = shutil.disk_usage(base).free
+        except OSError:
+            return
+        if need > free:
+            raise GenerationError(
+                f"--root {str(root)!r}: the files need about {format_bytes(need)} but {format_bytes(free)} is free "
+                f"on its disk ({base}); free some space, lower --n-operators, --k, --nt or --nx, use another --root, "
+                "or pass --skip-space-check where the file system compresses")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -444,11 +656,9 @@ def _operator_params(spec: SplitSpec) -> tuple[np.ndarray, int]:
 
 
 def _create_partial(path: Path, spec: SplitSpec, params: np.ndarray, shared: int, command: str):
-    import h5py
-
     fam = get_family(spec.family)
     toks, lens = pad_batch([fam.tokens(p) for p in params])
-    f = h5py.File(path, "w")
+    f = open_for_writing(path, "w")  # every write raised where it happens (see open_for_writing)
     try:
         f.create_dataset("u", shape=(spec.n_operators, spec.k, spec.nt, spec.nx), dtype="f4",
                          chunks=(1, spec.k, spec.nt, spec.nx), fletcher32=True)
@@ -495,12 +705,12 @@ def _open_partial(path: Path, spec: SplitSpec, warn: bool = True):
 
     Operators marked done are verified (on disk, fletcher32, CRC-32); those that fail are
     marked undone so they are generated again. A partial file without ``u_crc32`` (written
-    before checksums were stored) cannot be trusted and is started over.
+    before checksums were stored) cannot be trusted and is started over, and so is one with no
+    operator done: nothing to keep, and a write that failed on its first operator (a full disk)
+    can leave HDF5's file-space records inconsistent ("addr overflow" on the next write).
     """
-    import h5py
-
     try:
-        f = h5py.File(path, "r+")
+        f = open_for_writing(path, "r+")
     except Exception:  # corrupt, truncated or foreign partial file: start over
         return None
     try:
@@ -509,6 +719,7 @@ def _open_partial(path: Path, spec: SplitSpec, warn: bool = True):
         ok = (_same_identity(ident, spec.identity()) and CHECKSUM in f and "solve_seconds" in f
               and (not spec.levelled or "u0_fine" in f)
               and f["u"].shape == (spec.n_operators, spec.k, spec.nt, spec.nx) and done.shape == (spec.n_operators,))
+        ok = ok and bool(done.any())
         bad = verify_operators(f, np.flatnonzero(done)) if ok else []
     except Exception:  # noqa: BLE001 - unreadable metadata: start over
         ok = False
@@ -663,18 +874,22 @@ def generate(root: str | os.PathLike, preset: str = "default", families: str | S
              overwrite: bool = False, progress: bool = True, command: str = "", *, ic_nx: int = 0,
              restriction: str = "average", solver: str = DEFAULT_SOLVER, device: str = "cpu",
              solver_dtype: str = "float64", chunk: int | None = None,
-             solver_compile: bool = False) -> list[SplitReport]:
+             solver_compile: bool = False, check_space: bool = True) -> list[SplitReport]:
     """Generate (or complete) the requested files; returns one report per file.
 
     ``ic_nx`` (multi-level data): draw every IC on that finer grid, keep it as ``u0_fine`` and
     solve from its ``restriction`` to ``nx``. ``solver`` / ``device`` / ``solver_dtype`` /
-    ``chunk`` / ``solver_compile``: see the module docstring."""
-    if workers < 1:
-        raise GenerationError(f"--workers must be at least 1, got {workers}")
+    ``chunk`` / ``solver_compile``: see the module docstring. Every argument is checked, and the
+    memory and disk space the run needs (:func:`check_resources`; ``check_space=False`` skips the
+    disk estimate) before anything is created."""
+    check_int("--workers", workers)
     specs = plan(root, preset, families, splits, split_name, n_operators, k, nx, nt, gamma, seed, ic_nx,
                  restriction, solver=solver, device=device, solver_dtype=solver_dtype, chunk=chunk,
                  solver_compile=solver_compile)
+    check_root_writable(root)
+    check_resources([(root, specs)], workers, overwrite, check_space)
     root = Path(root)
+    _check_root(root)
     command = command or f"lemon-pl generate --root {shlex.quote(str(root))} --preset {preset}"
     locks = _acquire_locks(root, specs)  # before any data file is looked at, created or opened
     try:
@@ -723,10 +938,70 @@ def _generate_locked(root: Path, specs: Sequence[SplitSpec], workers: int, overw
 
 def _write_split(spec: SplitSpec, path: Path, pool, bar, command: str, repair: bool = False) -> SplitReport:
     partial = path.with_name(path.name + ".partial")
+    resuming = repair or partial.exists()
+    ignored: list[BaseException] = []
     try:
-        return _write_split_unchecked(spec, path, partial, pool, bar, command, repair)
-    except OSError as err:  # disk full, I/O error, ...: one line; the .partial stays resumable
+        with quiet_hdf5() as ignored:
+            return _write_split_unchecked(spec, path, partial, pool, bar, command, repair)
+    except GenerationError:
+        # e.g. "failed verification after writing": if h5py could only report the cause while freeing
+        # an object (a write that failed in a close), name that cause
+        full = [e for e in ignored if _is_enospc(e)]
+        if full:
+            raise GenerationError(_os_error_message(full[0], partial)) from None
+        raise
+    except (OSError, RuntimeError) as err:  # disk full, I/O error, ...: one line; the .partial stays resumable
+        if not (isinstance(err, OSError) or is_write_failure(err)):
+            raise
+        if resuming and _hdf5_internal(err) and partial.exists():
+            # the file verified but HDF5 cannot write to it (e.g. "addr overflow": its file-space records
+            # were left inconsistent by an earlier failed write): start it over, once
+            print(f"warning: {partial} cannot be written to ({_first_line(err)}); generating it again from the start",
+                  file=sys.stderr)
+            partial.unlink()
+            return _write_split(spec, path, pool, bar, command)
         raise GenerationError(_os_error_message(err, partial)) from None
+
+
+def _hdf5_internal(err: BaseException) -> bool:
+    """An HDF5 error with no system error behind it (not a full disk, not an I/O error)."""
+    return getattr(err, "errno", None) is None and "errno = " not in str(err) and not _is_enospc(err)
+
+
+def is_write_failure(err: BaseException) -> bool:
+    """An HDF5 error (h5py raises some as ``RuntimeError``) caused by a failed write: a full disk,
+    an I/O error."""
+    text = str(err)
+    return _is_enospc(err) or "write failed" in text or "errno = " in text
+
+
+@contextlib.contextmanager
+def quiet_hdf5():
+    """Around HDF5 writes: HDF5's own error stack (``HDF5-DIAG``) is not printed, and an error h5py
+    can only report while freeing an object ("Exception ignored in ... __dealloc__", a traceback
+    on stderr) is collected into the yielded list instead of printed: a failed write the caller
+    names when the file then fails verification. (:func:`lemon_pl.data.io.open_for_writing` keeps
+    such writes from happening in the first place.)"""
+    ignored: list[BaseException] = []
+    try:
+        from h5py import _errors
+
+        _errors.silence_errors()  # h5py does this at import; again in case something turned it on
+    except Exception:  # noqa: BLE001 - a private module: best effort
+        pass
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if unraisable.exc_value is not None and "h5py" in repr(unraisable.object):
+            ignored.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield ignored
+    finally:
+        sys.unraisablehook = previous
 
 
 def _write_split_unchecked(spec: SplitSpec, path: Path, partial: Path, pool, bar, command: str,

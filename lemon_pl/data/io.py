@@ -92,6 +92,32 @@ def mark_written(f, i: int, u: np.ndarray) -> None:
     f.flush()
 
 
+#: h5py driver name of :func:`open_for_writing` (sec2 without HDF5's deferred raw-data writes)
+UNBUFFERED_DRIVER = "lemon_pl_unbuffered"
+
+
+def _unbuffered_fapl(plist, **_kwargs) -> None:
+    plist.set_fapl_sec2()
+    plist.set_sieve_buf_size(0)  # small writes to contiguous datasets go to disk at once
+
+
+def open_for_writing(path: str | os.PathLike, mode: str):
+    """An ``h5py.File`` for writing whose raw-data writes are not deferred.
+
+    HDF5 normally keeps written chunks (chunk cache) and small contiguous writes (sieve buffer)
+    in memory and writes them when a dataset object is closed, which in h5py is whenever a
+    temporary ``f["u"]`` is garbage-collected. A write that fails there (a full disk) is only
+    printed as an "Exception ignored" traceback, leaves the dataset half closed, and HDF5
+    crashes (segmentation fault) on it when the interpreter exits. With no chunk cache and no
+    sieve buffer every ``ds[i] = ...`` writes at once and a failure is raised by that statement
+    (``OSError`` with errno ENOSPC); what is left deferred is metadata, written by ``flush()``,
+    whose failure is raised there and is safe to close after."""
+    import h5py
+
+    h5py.register_driver(UNBUFFERED_DRIVER, _unbuffered_fapl)  # idempotent: a dict entry
+    return h5py.File(path, mode, driver=UNBUFFERED_DRIVER, rdcc_nbytes=0)
+
+
 def verify_operators(f, indices: Iterable[int] | None = None) -> list[tuple[int, str]]:
     """Check operators of an open HDF5 file; returns ``[(operator, problem), ...]`` (empty: fine).
 
