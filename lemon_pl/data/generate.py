@@ -80,6 +80,7 @@ import numpy as np
 from lemon_pl.data.families import Family, get_family, resolve_families
 from lemon_pl.data.io import CHECKSUM, REQUIRED, describe_problems, mark_written, open_for_writing, verify_operators
 from lemon_pl.data.symbols import PAD_ID, pad_batch
+from lemon_pl.resources import available_memory, format_bytes
 
 GENERATOR_VERSION = "1.0"
 #: revision of the torch solvers' numerics, part of a torch file's identity (numpy files: 0), so
@@ -398,11 +399,12 @@ def _check_solver(solver: str, device: str, solver_dtype: str, chunk: int | None
     if device == "cuda":
         if solver != "torch":
             raise GenerationError("--device cuda needs the torch solver (--solver torch)")
-        import torch
+        from lemon_pl.devices import DeviceError, check_device
 
-        if not torch.cuda.is_available():
-            raise GenerationError("--device cuda: no CUDA device is available to torch "
-                                  f"(torch {torch.__version__}); use --device cpu")
+        try:
+            check_device(device, "--device")
+        except DeviceError as err:
+            raise GenerationError(str(err)) from None
 
 
 # ----------------------------------------------------------------------------- planning
@@ -520,14 +522,6 @@ def _existing_ancestor(path: Path) -> Path:
 # ----------------------------------------------------------------------------- resources
 
 
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
 def file_bytes(spec: SplitSpec) -> int:
     """Size of a complete file of ``spec`` on disk (an estimate from above: the trajectories with
     their chunk checksums, the fine ICs, the per-operator arrays and HDF5's headers)."""
@@ -558,31 +552,6 @@ def solve_bytes(spec: SplitSpec) -> int:
     """Memory of one solve of ``spec`` (one operator, or one chunk of operators for torch)."""
     rows = spec.k * (min(spec.chunk, spec.n_operators) if spec.solver == "torch" else 1)
     return rows * spec.nt * max(spec.nx, spec.ic_nx or 0) * SOLVE_BYTES_PER_VALUE
-
-
-def available_memory() -> int | None:
-    """Bytes of memory this process can still use (MemAvailable, capped by a cgroup limit), or None."""
-    avail = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError):
-        pass
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            limit = Path(limit_file).read_text().strip()
-            if limit == "max" or int(limit) >= 2**60:
-                continue
-            left = int(limit) - int(Path(usage_file).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        avail = left if avail is None else min(avail, left)
-    return avail
 
 
 def check_resources(targets: Sequence[tuple[str | os.PathLike, Sequence[SplitSpec]]], workers: int = 1,

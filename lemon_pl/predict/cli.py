@@ -223,6 +223,7 @@ def _check_memory(args, requests, specs, predictor, support) -> None:
     from lemon_pl.predict import limits as lim
     from lemon_pl.predict.initial import is_sampler
     from lemon_pl.predict.run import count_initial_conditions, estimate_bytes
+    from lemon_pl.resources import format_bytes
 
     per_eq, files = count_initial_conditions(specs, args.num_ics, predictor.nx)
     rows = len(requests) * per_eq
@@ -244,8 +245,8 @@ def _check_memory(args, requests, specs, predictor, support) -> None:
         flag = "--u0"
     raise ValueError(f"{flag}: {len(requests)} equation{'s' if len(requests) != 1 else ''} x {per_eq} initial "
                      f"condition{'s' if per_eq != 1 else ''} = {rows} predictions would need about "
-                     f"{lim.human_bytes(need)} of memory (predictions, reference solutions, saved arrays), more than "
-                     f"the limit of {lim.human_bytes(limit)} ({why}); ask for fewer at a time")
+                     f"{format_bytes(need)} of memory (predictions, reference solutions, saved arrays), more than "
+                     f"the limit of {format_bytes(limit)} ({why}); ask for fewer at a time")
 
 
 def _run(args) -> int:

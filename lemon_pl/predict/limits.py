@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 
+from lemon_pl.resources import available_memory, format_bytes
+
 T_FINAL = (1e-3, 1e3)
 SEED = (0, 2**63 - 1)
 NUM_ICS = (1, 100_000)
@@ -84,53 +86,9 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.3g} PiB"
-
-
-def available_memory() -> int | None:
-    """Bytes of memory this process can still use: the kernel's MemAvailable (else free pages),
-    lowered to a cgroup's remaining limit; None when unknown."""
-    import os
-
-    avail = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    if avail is None:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            avail = None
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            with open(limit_file) as fh:
-                text = fh.read().strip()
-            if text == "max":
-                continue
-            with open(usage_file) as fh:
-                left = int(text) - int(fh.read().strip())
-        except (OSError, ValueError):
-            continue
-        if 0 <= left < 2**60:
-            avail = left if avail is None else min(avail, left)
-    return avail
-
-
 def memory_limit() -> tuple[int, str]:
     """(bytes, how it was set): :data:`MEMORY_CAP`, or half the available memory when that is less."""
     avail = available_memory()
     if avail is not None and avail // 2 < MEMORY_CAP:
-        return avail // 2, f"half the {human_bytes(avail)} of memory available"
-    return MEMORY_CAP, f"lemon-pl predict's cap of {human_bytes(MEMORY_CAP)}"
+        return avail // 2, f"half the {format_bytes(avail)} of memory available"
+    return MEMORY_CAP, f"lemon-pl predict's cap of {format_bytes(MEMORY_CAP)}"

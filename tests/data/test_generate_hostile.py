@@ -144,7 +144,7 @@ def test_readme_data_commands_run_as_written_scaled_by_flags(tmp_path):
         root = cmd[cmd.index("--root") + 1]
         if "cuda" in cmd and not cuda:  # a CPU build: refused in one line, nothing made
             assert res.returncode == 2 and res.stdout == ""
-            assert one_line(res.stderr).startswith(f"{PROG}--device cuda: no CUDA device is available to torch")
+            assert one_line(res.stderr).startswith(f"{PROG}--device 'cuda': no CUDA device is available to torch")
             assert not (tmp_path / root).exists()
             continue
         assert res.returncode == 0, res.stderr
@@ -220,8 +220,9 @@ def _cuda_missing() -> list:
 
     if torch.cuda.is_available():
         return []
-    return [(["--device", "cuda"], f"--device cuda: no CUDA device is available to torch (torch {torch.__version__}); "
-                                   "use --device cpu")]
+    build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+    return [(["--device", "cuda"], f"--device 'cuda': no CUDA device is available to torch ({torch.__version__}, "
+                                   f"{build}); use --device cpu")]
 
 
 @pytest.mark.parametrize("extra, message", BAD_NUMBERS + BAD_DEVICES + _cuda_missing(),
@@ -268,7 +269,7 @@ def test_a_run_that_cannot_fit_the_memory_is_refused_first(tmp_path, capsys, mon
     root = tmp_path / "data"
     rc, out, err = cli(["--root", root, *HEAT, *SCALE], capsys)
     assert rc == 2 and one_line(err) == (
-        f"{PROG}--k x --nt x --nx: solving 1 x 8 x 16 values needs about 3.0 KiB of memory but 1.0 KiB is "
+        f"{PROG}--k x --nt x --nx: solving 1 x 8 x 16 values needs about 3 KiB of memory but 1 KiB is "
         "available; lower --k, --nt, --nx or --workers")
     assert not root.exists()
 
@@ -283,7 +284,7 @@ def test_a_run_that_cannot_fit_the_disk_is_refused_first_unless_told(tmp_path, c
     assert rc == 2
     line = one_line(err)
     assert re.fullmatch(rf"{re.escape(PROG)}--root '{re.escape(str(root))}': the files need about [\d.]+ KiB but "
-                        rf"1.0 KiB is free on its disk \({re.escape(str(tmp_path))}\); .*", line), line
+                        rf"1 KiB is free on its disk \({re.escape(str(tmp_path))}\); .*", line), line
     assert not root.exists()
     # the estimate can be wrong (a compressing file system): --skip-space-check writes anyway
     rc, out, err = cli(["--root", root, *HEAT, *SCALE, "--skip-space-check"], capsys)
@@ -304,7 +305,7 @@ def test_a_chunk_that_cannot_fit_the_gpu_is_refused_first(tmp_path, monkeypatch)
     with pytest.raises(gen.GenerationError) as err:
         gen.check_resources([(tmp_path / "data", [spec])], check_space=False)
     assert str(err.value) == ("--chunk: solving 256 operators x 50 x 64 x 128 values on the GPU needs about 2.3 GiB "
-                              "but 1.0 MiB of GPU memory is free; lower --chunk")
+                              "but 1 MiB of GPU memory is free; lower --chunk")
     assert not (tmp_path / "data").exists()
 
 

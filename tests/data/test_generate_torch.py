@@ -187,7 +187,7 @@ def test_cli_device_cuda_without_cuda_is_one_line(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
-    assert res.stderr.startswith("lemon-pl generate: error: --device cuda: no CUDA device")
+    assert res.stderr.startswith("lemon-pl generate: error: --device 'cuda': no CUDA device")
     assert not any(tmp_path.rglob("*.h5"))
 
 
