@@ -16,7 +16,7 @@ from typing import Sequence
 
 from lemon_pl.data.families import UnknownFamilyError, get_family, resolve_families
 from lemon_pl.data.generate import (DEFAULT_CHUNK, DEFAULT_GAMMA, DEFAULT_SEED, DEFAULT_SOLVER, DEVICES, PRESETS,
-                                    SOLVER_DTYPES, SOLVERS, GenerationError, SplitReport, _check_solver, _one_line,
+                                    SOLVER_DTYPES, SOLVERS, GenerationError, SplitReport, check_solver, _one_line,
                                     _os_error_message, check_gamma, check_int, check_resources, check_root_writable,
                                     generate, plan, range_text)
 
@@ -148,7 +148,7 @@ def _check_arguments(args) -> None:
         hint = (f"; choose the GPU with CUDA_VISIBLE_DEVICES={m.group(1)} and --device cuda" if m
                 else f" (choose one of {', '.join(DEVICES)})")
         raise GenerationError(f"--device must be {' or '.join(DEVICES)}, got {device!r}{hint}")
-    _check_solver(args.solver, args.device, args.solver_dtype, args.chunk)  # cuda: is one there?
+    check_solver(args.solver, args.device, args.solver_dtype, args.chunk)  # cuda: is one there?
     check_root_writable(args.root)
 
 

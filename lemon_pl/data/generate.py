@@ -387,7 +387,8 @@ def _init_worker(solver: str) -> None:
         torch.set_num_threads(1)
 
 
-def _check_solver(solver: str, device: str, solver_dtype: str, chunk: int | None) -> None:
+def check_solver(solver: str, device: str, solver_dtype: str, chunk: int | None) -> None:
+    """The solver, its dtype, the chunk and the device are known and usable here (one line naming the flag)."""
     if solver not in SOLVERS:
         raise GenerationError(f"--solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     if device not in DEVICES:
@@ -444,7 +445,7 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
         if restriction not in RESTRICTIONS["periodic_cells"]:
             raise GenerationError(f"--restriction {restriction!r} is not one of "
                                   f"{', '.join(RESTRICTIONS['periodic_cells'])} for the data engine's families")
-    _check_solver(solver, device, solver_dtype, chunk)
+    check_solver(solver, device, solver_dtype, chunk)
     chunk = chunk or DEFAULT_CHUNK[device]
     counts = dict(pre.n_operators)
     if split_name is not None:
