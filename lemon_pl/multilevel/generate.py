@@ -14,13 +14,23 @@ identity (family, split, n_samples, chunk, level_grid, finest_grid, restriction,
 ``grid``, ``seconds_per_sample`` (measured, one process, BLAS threads as set), ``complete``.
 
 The same guarantees as the data engine: a ``.partial`` file renamed only when every chunk is
-written, checksummed and read back; a re-run verifies and resumes; ``flock`` per file.
+written, checksummed and read back; a re-run verifies and resumes; ``flock`` per file. A full disk
+(or any other write error) ends with one line naming the ``.partial`` (no traceback, no HDF5 error
+stack, no crash at exit): files are written through :func:`lemon_pl.data.io.open_for_writing`, so
+a failed write raises where it happens instead of when h5py frees a dataset object, and HDF5's
+error output is kept quiet around the writes (:func:`lemon_pl.data.generate.quiet_hdf5`). A
+``.partial`` with no finished chunk is started over (nothing to keep, and a first write that did
+not fit can leave a file HDF5 cannot extend), and so, once and with one warning line, is one that
+verifies but that HDF5 can no longer write to. :func:`check_map_space` estimates, before anything
+is written, whether the files fit the disk.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -31,8 +41,8 @@ import numpy as np
 
 from lemon_pl.data.generate import (GenerationError, SplitReport, _acquire_locks, _check_root, _close_quietly, _fsync,
                                     _fsync_dir, _os_error_message, _release_locks, _rng, _same_identity,
-                                    _verify_written)
-from lemon_pl.data.io import CHECKSUM, describe_problems, mark_written, verify_operators
+                                    _verify_written, format_bytes, is_write_failure, quiet_hdf5)
+from lemon_pl.data.io import CHECKSUM, describe_problems, mark_written, open_for_writing, verify_operators
 from lemon_pl.multilevel.families import MAP_FAMILIES, MapFamily
 
 MAP_GENERATOR_VERSION = "1.0"
@@ -103,10 +113,68 @@ def _worker(args):
     return args[-1], solve_chunk(*args[:-1])
 
 
-def _create(path: Path, spec: MapSplitSpec, fam: MapFamily, command: str):
-    import h5py
+# ----------------------------------------------------------------------------- disk space
 
-    f = h5py.File(path, "w")
+
+def map_file_bytes(spec: MapSplitSpec, command: str = "") -> int:
+    """Size of a complete file of ``spec`` on disk, estimated from above: the three sample arrays
+    (the last chunk padded) with their fletcher32 checksums, the grids, the per-chunk arrays, the
+    attributes and HDF5's headers."""
+    c, k = spec.n_chunks, spec.chunk
+    size = c * (k * (spec.n_fine + 2 * spec.n) * 4 + 3 * 4)  # inputs_fine, inputs, u (+ fletcher32)
+    size += (spec.n + spec.n_fine) * 8  # x, x_fine
+    size += c * (8 + 1 + 4 + 3 * 64)  # solve_seconds, op_done, u_crc32, the chunk index
+    return size + 64 * 1024 + 4 * len(command.encode())
+
+
+def map_bytes_to_write(root: str | os.PathLike, specs: Sequence[MapSplitSpec], overwrite: bool = False,
+                       command: str = "") -> int:
+    """Disk space still needed under ``root`` (one level): a complete file of every spec whose
+    ``<split>.h5`` is not there (or is replaced), less what its ``.partial`` already holds."""
+    root = Path(root)
+    need = 0
+    for spec in specs:
+        path = root / spec.family / f"{spec.split}.h5"
+        if path.exists() and not overwrite:
+            continue
+        partial = path.with_name(path.name + ".partial")
+        have = partial.stat().st_size if partial.is_file() and not overwrite else 0
+        need += max(map_file_bytes(spec, command) - have, 0)
+    return need
+
+
+def check_map_space(targets: Sequence[tuple[str | os.PathLike, Sequence[MapSplitSpec]]], overwrite: bool = False,
+                    command: str = "", also_needed: int = 0) -> None:
+    """Refuse, in one line and before anything is written, map files that cannot fit: the files
+    still to write under each ``(root, specs)`` of ``targets`` (one root per level), plus
+    ``also_needed`` bytes (e.g. the operator families' files of the same run), against the free
+    space of the disk they are on. The wording is the data engine's
+    (:func:`lemon_pl.data.generate.check_resources`)."""
+    targets = [(Path(r), list(sp)) for r, sp in targets]
+    if not any(sp for _, sp in targets):
+        return
+    roots = [str(r) for r, _ in targets]
+    root = Path(roots[0] if len(roots) == 1 else os.path.commonpath(roots))  # the --root of every level
+    need = also_needed + sum(map_bytes_to_write(r, sp, overwrite, command) for r, sp in targets)
+    base = Path(os.path.abspath(root))
+    while not base.exists() and base.parent != base:
+        base = base.parent
+    try:
+        free = shutil.disk_usage(base).free
+    except OSError:
+        return
+    if need > free:
+        raise GenerationError(
+            f"--root {str(root)!r}: the files need about {format_bytes(need)} but {format_bytes(free)} is free "
+            f"on its disk ({base}); free some space, lower --n-samples or the finest --levels, use another --root, "
+            "or pass --skip-space-check where the file system compresses")
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _create(path: Path, spec: MapSplitSpec, fam: MapFamily, command: str):
+    f = open_for_writing(path, "w")  # every write raises where it happens (see open_for_writing)
     try:
         c, k = spec.n_chunks, spec.chunk
         for name, width in (("inputs_fine", spec.n_fine), ("inputs", spec.n), ("u", spec.n)):
@@ -163,81 +231,142 @@ def _status(path: Path, spec: MapSplitSpec, overwrite: bool) -> str:
 
 
 def _open_partial(path: Path, spec: MapSplitSpec):
-    import h5py
+    """Re-open a partial file if it belongs to ``spec`` and has a finished chunk, else None (start over).
 
+    Chunks marked done are verified (on disk, fletcher32, CRC-32); those that fail are marked
+    undone. A partial with no chunk done is started over: nothing to keep, and a first write that
+    did not fit (a full disk) can leave HDF5's file-space records inconsistent ("addr overflow" on
+    the next write). Reading it is guarded (anything unreadable: start over); the writes that
+    follow are not (a full disk must not make a resumable file look worthless).
+    """
     try:
-        f = h5py.File(path, "r+")
-    except Exception:  # noqa: BLE001
+        f = open_for_writing(path, "r+")
+    except Exception:  # noqa: BLE001 - corrupt, truncated or foreign partial file: start over
         return None
     try:
         done = f["op_done"][:]
-        ok = _same_identity(dict(f.attrs), spec.identity()) and done.shape == (spec.n_chunks,)
+        ok = (_same_identity(dict(f.attrs), spec.identity()) and CHECKSUM in f
+              and done.shape == (spec.n_chunks,) and bool(done.any()))
         bad = verify_operators(f, np.flatnonzero(done)) if ok else []
-        if ok and bad:
-            for i, _ in bad:
-                done[i] = False
-            f["op_done"][:] = done
-            f.flush()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - unreadable metadata: start over
         ok = False
     if not ok:
         _close_quietly(f)
         return None
+    try:
+        if bad:
+            for i, _ in bad:
+                done[i] = False
+            f["op_done"][:] = done
+        if f.attrs.get("complete", False):  # a damaged complete file being repaired
+            f.attrs["complete"] = False
+        f.flush()
+    except BaseException:
+        _close_quietly(f)
+        raise
     return f
 
 
 def write_map_split(root: Path, spec: MapSplitSpec, pool, bar, command: str, overwrite: bool) -> SplitReport:
+    """Write (or resume, or repair) ``ROOT/<family>/<split>.h5``; any write error is one
+    :class:`GenerationError` line naming the ``.partial``, which the same command resumes."""
     path = root / spec.family / f"{spec.split}.h5"
     partial = path.with_name(path.name + ".partial")
+    resuming = partial.exists() or (path.exists() and not overwrite)  # a damaged file is repaired in place
+    ignored: list[BaseException] = []
+    try:
+        with quiet_hdf5() as ignored:
+            return _write_map_split_unchecked(path, partial, spec, pool, bar, command, overwrite)
+    except GenerationError:
+        # e.g. "failed verification after writing": if h5py could only report the cause while freeing
+        # an object (a write that failed in a close), name that cause
+        failed = [e for e in ignored if is_write_failure(e)]
+        if failed:
+            raise GenerationError(_write_error_message(failed[0], partial)) from None
+        raise
+    except (OSError, RuntimeError) as err:  # disk full, I/O error, ...: one line; the .partial stays resumable
+        if not (isinstance(err, OSError) or is_write_failure(err)):
+            raise
+        if resuming and getattr(err, "errno", None) is None and not is_write_failure(err) and partial.exists():
+            # the file verified but HDF5 cannot write to it (e.g. "addr overflow": its file-space records
+            # were left inconsistent by an earlier failed write): start it over, once
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            print(f"warning: {partial} cannot be written to ({first}); generating it again from the start",
+                  file=sys.stderr)
+            try:
+                partial.unlink()
+            except OSError as unlink_err:
+                raise GenerationError(_write_error_message(unlink_err, partial)) from None
+            return write_map_split(root, spec, pool, bar, command, overwrite)
+        raise GenerationError(_write_error_message(err, partial)) from None
+
+
+def _write_error_message(err: BaseException, path: Path) -> str:
+    """The data engine's one line for a failed write (``no space left on device while writing ...``),
+    also for the ``RuntimeError`` h5py raises for some HDF5 write errors."""
+    if isinstance(err, OSError) or "No space left" in str(err):
+        return _os_error_message(err, path)
+    text = " ".join(str(err).split()) or type(err).__name__
+    if "errno = 28" in text:
+        return _os_error_message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
+    return f"cannot write {path}: {text}; run the same command again to resume"
+
+
+def _write_map_split_unchecked(path: Path, partial: Path, spec: MapSplitSpec, pool, bar, command: str,
+                               overwrite: bool) -> SplitReport:
     status = _status(path, spec, overwrite)
     if status == "complete":
         return SplitReport(str(path), "skipped", spec.n_samples, 1, 0, 0, 0.0)
     t0 = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if status == "partial":  # a damaged complete file: it becomes the partial, its bad chunks are redone
+        os.replace(path, partial)
+    f = _open_partial(partial, spec) if partial.exists() else None
+    how = ("repaired" if status == "partial" else "resumed") if f is not None else "written"
+    if f is None:
+        f = _create(partial, spec, MAP_FAMILIES[spec.family], command)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if status == "partial":
-            os.replace(path, partial)
-        f = _open_partial(partial, spec) if partial.exists() else None
-        how = "resumed" if f is not None else "written"
-        if f is None:
-            f = _create(partial, spec, MAP_FAMILIES[spec.family], command)
-        try:
-            done = f["op_done"][:]
-            bar.update(int(done.sum()))
-            jobs = [(spec.family, spec.seed, spec.split, int(i), spec.chunk, spec.n, spec.n_fine, spec.restriction,
-                     int(i)) for i in np.flatnonzero(~done)]
-            results = pool.imap(_worker, jobs) if pool is not None else map(_worker, jobs)
-            for i, (fine, coarse, u, seconds) in results:
-                f["inputs_fine"][i], f["inputs"][i], f["u"][i] = fine, coarse, u
-                f["solve_seconds"][i] = seconds
-                mark_written(f, i, u)
-                bar.update(1)
-            f.attrs["seconds_per_sample"] = float(f["solve_seconds"][:].sum()) / (spec.n_chunks * spec.chunk)
-            f.attrs["complete"] = True
-            f.flush()
-        except BaseException:
-            _close_quietly(f)
-            raise
-        f.close()
-        _fsync(partial)
-        problems = _verify_written(partial)
-        if problems:
-            raise GenerationError(f"{partial} failed verification after writing ({problems}); it was not renamed; "
-                                  "run the same command again")
-        os.replace(partial, path)
-        _fsync_dir(path.parent)
-    except OSError as err:
-        raise GenerationError(_os_error_message(err, partial)) from None
+        done = f["op_done"][:]
+        bar.update(int(done.sum()))
+        jobs = [(spec.family, spec.seed, spec.split, int(i), spec.chunk, spec.n, spec.n_fine, spec.restriction,
+                 int(i)) for i in np.flatnonzero(~done)]
+        results = pool.imap(_worker, jobs) if pool is not None else map(_worker, jobs)
+        for i, (fine, coarse, u, seconds) in results:
+            f["inputs_fine"][i], f["inputs"][i], f["u"][i] = fine, coarse, u
+            f["solve_seconds"][i] = seconds
+            mark_written(f, i, u)
+            bar.update(1)
+        f.attrs["seconds_per_sample"] = float(f["solve_seconds"][:].sum()) / (spec.n_chunks * spec.chunk)
+        f.attrs["complete"] = True
+        f.flush()
+    except BaseException:
+        _close_quietly(f)
+        raise
+    f.close()
+    _fsync(partial)
+    problems = _verify_written(partial)
+    if problems:
+        raise GenerationError(f"{partial} failed verification after writing ({problems}); it was not renamed; "
+                              "run the same command again")
+    os.replace(partial, path)  # atomic: a file named <split>.h5 is always complete and verified
+    _fsync_dir(path.parent)
     return SplitReport(str(path), how, spec.n_samples, 1, 0, 0, time.perf_counter() - t0)
 
 
 def generate_maps(root: str | os.PathLike, specs: Sequence[MapSplitSpec], workers: int = 1,
-                  overwrite: bool = False, progress: bool = True, command: str = "") -> list[SplitReport]:
-    """Write every spec's file under ``root`` (one level); returns one report per file."""
+                  overwrite: bool = False, progress: bool = True, command: str = "", *,
+                  check_space: bool = False) -> list[SplitReport]:
+    """Write every spec's file under ``root`` (one level); returns one report per file.
+
+    ``check_space``: first refuse, in one line and before anything is created, files that cannot
+    fit the disk (:func:`check_map_space`; a run of several levels checks them all at once
+    before the first)."""
     from tqdm.auto import tqdm
 
     from lemon_pl.progress import bar_kwargs
 
+    if check_space:
+        check_map_space([(root, specs)], overwrite, command)
     root = Path(root)
     _check_root(root)
     locks = _acquire_locks(root, specs)
@@ -260,4 +389,5 @@ def generate_maps(root: str | os.PathLike, specs: Sequence[MapSplitSpec], worker
         _release_locks(locks)
 
 
-__all__ = ["MAP_PRESETS", "MapSplitSpec", "map_specs", "solve_chunk", "generate_maps", "write_map_split"]
+__all__ = ["MAP_PRESETS", "MapSplitSpec", "map_specs", "solve_chunk", "generate_maps", "write_map_split",
+           "map_file_bytes", "map_bytes_to_write", "check_map_space"]
