@@ -16,9 +16,9 @@ from typing import Sequence
 
 from lemon_pl.data.families import UnknownFamilyError, get_family, resolve_families
 from lemon_pl.data.generate import (DEFAULT_CHUNK, DEFAULT_GAMMA, DEFAULT_SEED, DEFAULT_SOLVER, DEVICES, PRESETS,
-                                    SOLVER_DTYPES, SOLVERS, GenerationError, SplitReport, check_solver, _one_line,
-                                    _os_error_message, check_gamma, check_int, check_resources, check_root_writable,
-                                    generate, plan, range_text)
+                                    SOLVER_DTYPES, SOLVERS, GenerationError, SplitReport, _one_line,
+                                    _os_error_message, bytes_to_write, check_disk_space, check_gamma, check_int,
+                                    check_resources, check_root_writable, check_solver, generate, plan, range_text)
 
 #: most grids one --levels may list
 MAX_LEVELS = 16
@@ -193,7 +193,7 @@ def _per_level(text: str | None, flag: str, levels: list[int]) -> list[int | Non
 def _generate_levels(args, splits: list[str], command: str) -> list[SplitReport]:
     """Every requested family at every level (one root per level with ``--levels``)."""
     from lemon_pl.multilevel.families import MAP_FAMILIES
-    from lemon_pl.multilevel.generate import generate_maps, map_specs
+    from lemon_pl.multilevel.generate import check_map_space, generate_maps, map_specs
 
     levels = _parse_levels(args.levels, args.nx)
     n_ops = _per_level(args.n_operators, "--n-operators", levels)
@@ -213,13 +213,25 @@ def _generate_levels(args, splits: list[str], command: str) -> list[SplitReport]
     multi = args.levels is not None
     restriction = args.restriction or "average"
     roots = [Path(args.root) / f"n{n}" if multi else Path(args.root) for n in levels]
-    if engine:  # every level planned, and its memory and disk space checked, before the first is written
+    # every level planned, its memory checked and the disk space of all files (operator and map
+    # families of every level together) estimated, before the first file is written
+    need = 0
+    if engine:
         targets = [(root, plan(root, args.preset, engine, splits, args.split_name, ops, args.k, n, args.nt,
                                args.gamma, args.seed, levels[-1] if multi else 0, restriction,
                                solver=args.solver, device=args.device, solver_dtype=args.solver_dtype,
                                chunk=args.chunk, solver_compile=args.solver_compile))
                    for root, n, ops in zip(roots, levels, n_ops)]
-        check_resources(targets, args.workers, args.overwrite, not args.skip_space_check)
+        check_resources(targets, args.workers, args.overwrite, check_space=False)
+        need = sum(bytes_to_write(r, sp, args.overwrite) for r, sp in targets)
+    if not args.skip_space_check:
+        if maps:
+            map_targets = [(root, [s for fam in maps for s in map_specs(fam, args.preset, splits, n, levels[-1],
+                                                                        args.seed, maps_n, args.restriction)])
+                           for root, n, maps_n in zip(roots, levels, n_maps)]
+            check_map_space(map_targets, args.overwrite, command, also_needed=need)
+        elif engine:
+            check_disk_space(roots, need)
     reports: list[SplitReport] = []
     for root, n, ops, maps_n in zip(roots, levels, n_ops, n_maps):
         if engine:

@@ -590,19 +590,25 @@ def check_resources(targets: Sequence[tuple[str | os.PathLike, Sequence[SplitSpe
                 f"values on the GPU needs about {format_bytes(gpu)} but {format_bytes(free)} of GPU memory is free; "
                 "lower --chunk")
     if check_space:
-        roots = [str(r) for r, _ in targets]
-        root = Path(roots[0] if len(roots) == 1 else os.path.commonpath(roots))  # the --root of every level
-        need = sum(bytes_to_write(r, sp, overwrite) for r, sp in targets)
-        base = _existing_ancestor(root)
-        try:
-            free = shutil.disk_usage(base).free
-        except OSError:
-            return
-        if need > free:
-            raise GenerationError(
-                f"--root {str(root)!r}: the files need about {format_bytes(need)} but {format_bytes(free)} is free "
-                f"on its disk ({base}); free some space, lower --n-operators, --k, --nt or --nx, use another --root, "
-                "or pass --skip-space-check where the file system compresses")
+        check_disk_space([r for r, _ in targets], sum(bytes_to_write(r, sp, overwrite) for r, sp in targets))
+
+
+def check_disk_space(roots: Sequence[str | os.PathLike], need: int,
+                     lower: str = "--n-operators, --k, --nt or --nx") -> None:
+    """Refuse, in one line naming ``--root``, ``need`` bytes of files that do not fit the free space of
+    the disk holding ``roots`` (one root per level; their common folder is the ``--root``)."""
+    paths = [str(r) for r in roots]
+    root = Path(paths[0] if len(paths) == 1 else os.path.commonpath(paths))
+    base = _existing_ancestor(root)
+    try:
+        free = shutil.disk_usage(base).free
+    except OSError:
+        return
+    if need > free:
+        raise GenerationError(
+            f"--root {str(root)!r}: the files need about {format_bytes(need)} but {format_bytes(free)} is free "
+            f"on its disk ({base}); free some space, lower {lower}, use another --root, "
+            "or pass --skip-space-check where the file system compresses")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -824,11 +830,11 @@ def _is_enospc(err: BaseException) -> bool:
     return getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err)
 
 
-def _os_error_message(err: OSError, path: Path) -> str:
+def _os_error_message(err: BaseException, path: Path) -> str:
     if _is_enospc(err):
         return (f"no space left on device while writing {path}; free some space and run the same command "
                 "again to resume")
-    reason = err.strerror if err.strerror else _first_line(err)
+    reason = getattr(err, "strerror", None) or _first_line(err)  # h5py raises some write failures as RuntimeError
     return f"cannot write {path}: {reason}; run the same command again to resume"
 
 

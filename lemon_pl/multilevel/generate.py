@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ import numpy as np
 
 from lemon_pl.data.generate import (GenerationError, SplitReport, _acquire_locks, _check_root, _close_quietly, _fsync,
                                     _fsync_dir, _os_error_message, _release_locks, _rng, _same_identity,
-                                    _verify_written, format_bytes, is_write_failure, quiet_hdf5)
+                                    _verify_written, check_disk_space, is_write_failure, quiet_hdf5)
 from lemon_pl.data.io import CHECKSUM, describe_problems, mark_written, open_for_writing, verify_operators
 from lemon_pl.multilevel.families import MAP_FAMILIES, MapFamily
 
@@ -148,26 +147,12 @@ def check_map_space(targets: Sequence[tuple[str | os.PathLike, Sequence[MapSplit
     """Refuse, in one line and before anything is written, map files that cannot fit: the files
     still to write under each ``(root, specs)`` of ``targets`` (one root per level), plus
     ``also_needed`` bytes (e.g. the operator families' files of the same run), against the free
-    space of the disk they are on. The wording is the data engine's
-    (:func:`lemon_pl.data.generate.check_resources`)."""
+    space of the disk they are on (:func:`lemon_pl.data.generate.check_disk_space`)."""
     targets = [(Path(r), list(sp)) for r, sp in targets]
     if not any(sp for _, sp in targets):
         return
-    roots = [str(r) for r, _ in targets]
-    root = Path(roots[0] if len(roots) == 1 else os.path.commonpath(roots))  # the --root of every level
     need = also_needed + sum(map_bytes_to_write(r, sp, overwrite, command) for r, sp in targets)
-    base = Path(os.path.abspath(root))
-    while not base.exists() and base.parent != base:
-        base = base.parent
-    try:
-        free = shutil.disk_usage(base).free
-    except OSError:
-        return
-    if need > free:
-        raise GenerationError(
-            f"--root {str(root)!r}: the files need about {format_bytes(need)} but {format_bytes(free)} is free "
-            f"on its disk ({base}); free some space, lower --n-samples or the finest --levels, use another --root, "
-            "or pass --skip-space-check where the file system compresses")
+    check_disk_space([r for r, _ in targets], need, "--n-samples or the finest --levels")
 
 
 # ----------------------------------------------------------------------------- writing

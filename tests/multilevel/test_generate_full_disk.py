@@ -126,14 +126,9 @@ def test_the_disk_estimate_refuses_map_files_that_cannot_fit(small_disk):
     assert list(small_disk.iterdir()) == []
 
 
-_CLI_WIRED = "check_map_space" in Path(gen_cli.__file__).read_text()
-
-
-@pytest.mark.xfail(not _CLI_WIRED, strict=True,
-                   reason="lemon_pl/cli/generate.py does not yet estimate the map families' disk space "
-                          "(needs lemon_pl.multilevel.generate.check_map_space before the first level)")
 @pytest.mark.parametrize("small_disk", ["1m"], indirect=True)
 def test_the_cli_refuses_map_files_that_cannot_fit_unless_told(small_disk):
+    """The command line estimates every level's operator and map files together before the first is written."""
     root = small_disk / "R"
     res = _generate("--root", root, *ARGS)
     assert res.returncode == 2 and re.fullmatch(
