@@ -1,7 +1,9 @@
-"""What this machine can still give a run: free memory, and byte counts written for people.
+"""What this machine can still give a run: free memory, a folder that takes files, byte counts
+written for people.
 
 Used by every check that bounds the work a user's numbers would cause before anything is allocated
-(``lemon-pl generate``'s solve and file estimates, ``lemon-pl predict``'s request estimate)."""
+(``lemon-pl generate``'s solve and file estimates, ``lemon-pl predict``'s request estimate) and by
+the up-front checks of output folders."""
 
 from __future__ import annotations
 
@@ -42,6 +44,24 @@ def available_memory() -> int | None:
     return avail
 
 
+def cannot_write_in(folder: str | os.PathLike) -> str | None:
+    """None if a file can be created in the existing ``folder``, else why not (``Read-only file
+    system``, ``Permission denied``, ...). It creates and removes an empty probe file: permission
+    bits alone say nothing for root, and a folder such as ``/proc`` passes ``os.access``."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lemon-probe-", dir=os.fspath(folder))
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+    return None
+
+
 def format_bytes(n: float) -> str:
     """``512 B``, ``10 MiB``, ``156.2 GiB``: binary units, one decimal where it says something."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
@@ -53,4 +73,4 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f}".rstrip("0").rstrip(".") + f" {unit}"
 
 
-__all__ = ["available_memory", "format_bytes"]
+__all__ = ["available_memory", "cannot_write_in", "format_bytes"]

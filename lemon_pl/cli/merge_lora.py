@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from lemon_pl.resources import cannot_write_in
 
 
 def check_out(out: Path, ckpt: Path) -> None:
@@ -18,8 +19,9 @@ def check_out(out: Path, ckpt: Path) -> None:
         raise ValueError(f"--out {out}: the folder {folder} does not exist")
     if not folder.is_dir():
         raise ValueError(f"--out {out}: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: the folder {folder} is not writable")
+    why = cannot_write_in(folder)
+    if why is not None:
+        raise ValueError(f"--out {out}: the folder {folder} is not writable ({why})")
     if out.resolve() == ckpt.resolve():
         raise ValueError("--out must differ from --ckpt (the adapter checkpoint is kept)")
 

@@ -80,7 +80,7 @@ import numpy as np
 from lemon_pl.data.families import Family, get_family, resolve_families
 from lemon_pl.data.io import CHECKSUM, REQUIRED, describe_problems, mark_written, open_for_writing, verify_operators
 from lemon_pl.data.symbols import PAD_ID, pad_batch
-from lemon_pl.resources import available_memory, format_bytes
+from lemon_pl.resources import available_memory, cannot_write_in, format_bytes
 
 GENERATOR_VERSION = "1.0"
 #: revision of the torch solvers' numerics, part of a torch file's identity (numpy files: 0), so
@@ -491,8 +491,9 @@ def _check_root(root: Path) -> None:
             raise GenerationError(f"cannot create data root {str(root)!r}: no space left on device "
                                   "(the disk is full)") from None
         raise GenerationError(f"cannot create data root {str(root)!r}: {err.strerror or _first_line(err)}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise GenerationError(f"data root {str(root)!r} is not writable")
+    why = cannot_write_in(root)
+    if why is not None:
+        raise GenerationError(f"data root {str(root)!r} is not writable ({why})")
 
 
 def check_root_writable(root: str | os.PathLike) -> None:
@@ -506,10 +507,11 @@ def check_root_writable(root: str | os.PathLike) -> None:
     base = _existing_ancestor(root)
     if not base.is_dir():
         raise GenerationError(f"cannot create data root {str(root)!r}: {str(base)!r} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
+    why = cannot_write_in(base)
+    if why is not None:
         if base == Path(os.path.abspath(root)):
-            raise GenerationError(f"data root {str(root)!r} is not writable")
-        raise GenerationError(f"cannot create data root {str(root)!r}: folder {str(base)!r} is not writable")
+            raise GenerationError(f"data root {str(root)!r} is not writable ({why})")
+        raise GenerationError(f"cannot create data root {str(root)!r}: folder {str(base)!r} is not writable ({why})")
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -502,8 +502,10 @@ def check_writable(path: Path, flag: str, folder: bool) -> None:
     """Refuse (one :class:`PlanError` line) an output that cannot be written: ``folder``: a
     file where the folder should be; else a folder where the file should be; and a nearest
     existing parent that is a file or not writable (permissions, read-only file system).
-    Writes nothing."""
+    Writes nothing (an empty probe file is created and removed)."""
     import os
+
+    from lemon_pl.resources import cannot_write_in
 
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
@@ -518,8 +520,9 @@ def check_writable(path: Path, flag: str, folder: bool) -> None:
         anc = anc.parent
     if not anc.is_dir():
         raise PlanError(f"{flag} {path}: {anc} is a file, not a folder")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise PlanError(f"{flag} {path}: cannot write into {anc} (permission denied or read-only file system)")
+    why = cannot_write_in(anc)
+    if why is not None:
+        raise PlanError(f"{flag} {path}: cannot write into {anc} ({why})")
     if not folder and path.exists() and not os.access(path, os.W_OK):
         raise PlanError(f"{flag} {path}: the file is not writable")
 

@@ -25,6 +25,7 @@ from typing import Sequence
 
 from lemon_pl.cli.args import OneLineArgumentParser
 from lemon_pl.predict.limits import MAX_EQUATIONS, MAX_EQUATIONS_BYTES
+from lemon_pl.resources import cannot_write_in
 
 PROG = "lemon-pl predict"
 
@@ -200,8 +201,9 @@ def _check_out(out: Path) -> None:
     parent = next((p for p in target.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise ValueError(f"--out {out}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: {parent} is not writable")
+    why = cannot_write_in(parent)
+    if why is not None:
+        raise ValueError(f"--out {out}: {parent} is not writable ({why})")
 
 
 def _check_numbers(args) -> None:

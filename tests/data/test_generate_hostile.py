@@ -358,11 +358,11 @@ def read_only_dir(tmp_path):
 
 def test_an_unwritable_root_is_refused(read_only_dir, capsys):
     rc, out, err = cli(["--root", read_only_dir, *HEAT, *SCALE], capsys)
-    assert rc == 2 and one_line(err) == f"{PROG}data root {str(read_only_dir)!r} is not writable"
+    assert rc == 2 and one_line(err) == f"{PROG}data root {str(read_only_dir)!r} is not writable (Read-only file system)"
     sub = read_only_dir / "data"
     rc, out, err = cli(["--root", sub, *HEAT, *SCALE], capsys)
     assert rc == 2 and one_line(err) == (f"{PROG}cannot create data root {str(sub)!r}: folder "
-                                         f"{str(read_only_dir)!r} is not writable")
+                                         f"{str(read_only_dir)!r} is not writable (Read-only file system)")
     assert list(read_only_dir.iterdir()) == []
 
 
@@ -515,3 +515,12 @@ def test_a_write_failure_h5py_raises_as_runtime_error_is_one_line(tmp_path):
     msg = _os_error_message(RuntimeError("Can't write data (file write failed: errno = 5, error message = "
                                          "'Input/output error')"), tmp_path / "train.h5.partial")
     assert msg.startswith(f"cannot write {tmp_path / 'train.h5.partial'}: Can't write data") and "\n" not in msg
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="no /proc on this system")
+def test_a_root_that_passes_permission_checks_but_takes_no_files_is_refused(capsys):
+    """os.access says yes to /proc (and to anything for root): the check creates a probe file to know."""
+    rc, out, err = cli(["--root", "/proc/lemon_data", *HEAT, *SCALE], capsys)
+    assert rc == 2 and one_line(err) == (f"{PROG}cannot create data root '/proc/lemon_data': folder '/proc' is not "
+                                         "writable (No such file or directory)")
+    assert not Path("/proc/lemon_data").exists()

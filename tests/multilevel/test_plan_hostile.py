@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lightning.pytorch  # noqa: F401 - imported at collection, so its log handler writes to the real stderr
 import numpy as np
@@ -144,7 +145,8 @@ def test_a_bad_seed_is_refused(two_levels, root, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["out_is_a_folder", "out_under_a_file", "out_dir_is_a_file", "out_dir_under_a_file",
-                                  "pilot_dir_is_a_file", "out_on_a_read_only_disk", "out_dir_on_a_read_only_disk"])
+                                  "pilot_dir_is_a_file", "out_on_a_read_only_disk", "out_dir_on_a_read_only_disk",
+                                  "out_in_proc"])
 def test_an_output_that_cannot_be_written_is_refused_before_any_pilot_fit(case, two_levels, root, tmp_path, capsys):
     """Before: an unwritable --out was found only when the plan was written, after every pilot fit."""
     (tmp_path / "folder").mkdir()
@@ -158,6 +160,9 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_pilot_fit(case, 
              "out_dir_under_a_file": ["--out-dir", str(tmp_path / "a_file" / "plans")],
              "pilot_dir_is_a_file": ["--pilot-dir", str(tmp_path / "a_file")],
              "out_on_a_read_only_disk": ["--out", str(ro / "plan.yaml")],
+             # root may write anywhere by permission bits, and os.access says yes to /proc: the check must
+             # create a file to know (before: every pilot fit ran, then the write failed)
+             "out_in_proc": ["--out", "/proc/plan.yaml"],
              "out_dir_on_a_read_only_disk": ["--out-dir", str(ro / "new" / "plans")]}[case]
     expected = {"out_is_a_folder": f"--out {tmp_path / 'folder'} is a folder; give the overlay's file name (or use "
                                    "--out-dir)",
@@ -167,10 +172,10 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_pilot_fit(case, 
                 "out_dir_under_a_file": f"--out-dir {tmp_path / 'a_file' / 'plans'}: {tmp_path / 'a_file'} is a "
                                         "file, not a folder",
                 "pilot_dir_is_a_file": f"--pilot-dir {tmp_path / 'a_file'} is a file, not a folder",
-                "out_on_a_read_only_disk": f"--out {ro / 'plan.yaml'}: cannot write into {ro} (permission denied or "
-                                           "read-only file system)",
+                "out_on_a_read_only_disk": f"--out {ro / 'plan.yaml'}: cannot write into {ro} (Read-only file system)",
                 "out_dir_on_a_read_only_disk": f"--out-dir {ro / 'new' / 'plans'}: cannot write into {ro} "
-                                               "(permission denied or read-only file system)"}[case]
+                                               "(Read-only file system)",
+                "out_in_proc": "--out /proc/plan.yaml: cannot write into /proc (No such file or directory)"}[case]
 
     def run():
         before = snapshot(tmp_path)
@@ -178,6 +183,8 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_pilot_fit(case, 
         assert one_line(capsys, code) == ERR + expected
         assert snapshot(tmp_path) == before and not pilot_dir.exists()  # nothing written, no pilot fit
 
+    if case == "out_in_proc" and not Path("/proc/self").exists():
+        pytest.skip("no /proc on this system")
     if "read_only" in case:
         with tmpfs(ro, "1m", read_only=True):
             run()

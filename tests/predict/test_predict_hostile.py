@@ -567,3 +567,12 @@ def test_the_solver_budget_keeps_a_timer_already_running():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="no /proc on this system")
+def test_an_out_that_passes_permission_checks_but_takes_no_files_is_refused_first(ckpt, tmp_path, capsys):
+    """os.access says yes to /proc (and to anything for root): the check creates a probe file to know,
+    before the model runs."""
+    code, err, _ = _predict(ckpt, ["--family", "heat"], Path("/proc/lemon_pred"), capsys)
+    assert code == 2 and len(err) == 1
+    assert err[0].endswith("--out /proc/lemon_pred: /proc is not writable (No such file or directory)"), err
