@@ -143,6 +143,17 @@ def _first_line(msg: str, limit: int = 200) -> str:
         line = line.split(". ", 1)[0]
     return line[:limit]
 
+def _write_synced(tmp: Path, data: bytes | str | Callable[[IO[bytes]], None]) -> None:
+    """``data`` (text as UTF-8, or a callable writing into the open file) into ``tmp``, flushed to disk."""
+    with open(tmp, "wb") as fh:
+        if callable(data):
+            data(fh)
+        else:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` so that it is either complete or untouched: the bytes (text is UTF-8
     encoded, a callable writes into the open file) go to a temporary file in the same folder,
@@ -158,13 +169,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)
-        with open(tmp, "wb") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_synced(tmp, data)
         os.replace(tmp, path)
     except Exception as err:  # noqa: BLE001 - only write failures are translated, the rest re-raised
         cause = _os_error(err)
@@ -203,13 +208,7 @@ def atomic_write_many(files: Mapping[str | os.PathLike, bytes | str | Callable[[
             created += [d for d in missing if d not in created]
             remove_stale_temporaries(current)
             staged.append((tmp, current))
-            with open(tmp, "wb") as fh:
-                if callable(data):
-                    data(fh)
-                else:
-                    fh.write(data.encode() if isinstance(data, str) else data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            _write_synced(tmp, data)
         for tmp, target in staged:
             current = target
             os.replace(tmp, target)

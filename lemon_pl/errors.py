@@ -12,3 +12,9 @@ class NonFiniteLossError(FloatingPointError):
 class CheckpointWriteError(OSError):
     """A checkpoint (or another atomically written file) could not be written; the previous
     version of the file, if any, is intact."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (a ``KeyError``'s without its quotes; else its type)."""
+    msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(msg.split()) or type(err).__name__

@@ -1,5 +1,5 @@
-"""What this machine can still give a run: free memory, a folder that takes files, byte counts
-written for people.
+"""What this machine can still give a run: free memory, a folder that takes files, data flushed to
+disk, byte counts written for people.
 
 Used by every check that bounds the work a user's numbers would cause before anything is allocated
 (``lemon-pl generate``'s solve and file estimates, ``lemon-pl predict``'s request estimate) and by
@@ -62,6 +62,34 @@ def cannot_write_in(folder: str | os.PathLike) -> str | None:
     return None
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a closed file's data to disk (an ``OSError`` says why it could not be)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: str | os.PathLike, strict: bool = False) -> None:
+    """Make renames in ``folder`` durable. Best effort: a folder that cannot be opened, or a file
+    system that cannot sync a folder (EINVAL, ENOTSUP, EBADF), is skipped; with ``strict`` any other
+    error of the sync (an I/O error) is raised."""
+    import errno
+
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if strict and err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
 def format_bytes(n: float) -> str:
     """``512 B``, ``10 MiB``, ``156.2 GiB``: binary units, one decimal where it says something."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
@@ -73,4 +101,4 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f}".rstrip("0").rstrip(".") + f" {unit}"
 
 
-__all__ = ["available_memory", "cannot_write_in", "format_bytes"]
+__all__ = ["available_memory", "cannot_write_in", "format_bytes", "fsync_dir", "fsync_path"]

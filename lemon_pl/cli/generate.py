@@ -16,9 +16,11 @@ from typing import Sequence
 
 from lemon_pl.data.families import UnknownFamilyError, get_family, resolve_families
 from lemon_pl.data.generate import (DEFAULT_CHUNK, DEFAULT_GAMMA, DEFAULT_SEED, DEFAULT_SOLVER, DEVICES, PRESETS,
-                                    SOLVER_DTYPES, SOLVERS, GenerationError, SplitReport, _one_line,
-                                    _os_error_message, bytes_to_write, check_disk_space, check_gamma, check_int,
-                                    check_resources, check_root_writable, check_solver, generate, plan, range_text)
+                                    SOLVER_DTYPES, SOLVERS, GenerationError, SplitReport,
+                                    bytes_to_write, check_disk_space, check_gamma, check_int,
+                                    check_resources, check_root_writable, check_solver, generate, plan, range_text,
+                                    write_error_message)
+from lemon_pl.errors import one_line
 
 #: most grids one --levels may list
 MAX_LEVELS = 16
@@ -118,10 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_arguments(args)
         reports = _generate_levels(args, splits, "lemon-pl generate " + " ".join(shlex.quote(a) for a in argv))
     except (GenerationError, UnknownFamilyError, ValueError) as err:
-        print(f"lemon-pl generate: error: {_one_line(err)}", file=sys.stderr)
+        print(f"lemon-pl generate: error: {one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # anything not already named by a file: still one line
-        print(f"lemon-pl generate: error: {_os_error_message(err, Path(args.root))}", file=sys.stderr)
+        print(f"lemon-pl generate: error: {write_error_message(err, Path(args.root))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lemon-pl generate: interrupted; run the same command again to resume", file=sys.stderr)
@@ -209,7 +211,7 @@ def _generate_levels(args, splits: list[str], command: str) -> list[SplitReport]
     try:  # groups (all / pretrain / finetune) expand here; an unknown name fails before anything is written
         engine = resolve_families(engine_names) if engine_names else []
     except UnknownFamilyError as err:
-        raise GenerationError(f"--families: {_one_line(err)}") from None
+        raise GenerationError(f"--families: {one_line(err)}") from None
     multi = args.levels is not None
     restriction = args.restriction or "average"
     roots = [Path(args.root) / f"n{n}" if multi else Path(args.root) for n in levels]

@@ -73,14 +73,15 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from lemon_pl.data.families import Family, get_family, resolve_families
 from lemon_pl.data.io import CHECKSUM, REQUIRED, describe_problems, mark_written, open_for_writing, verify_operators
 from lemon_pl.data.symbols import PAD_ID, pad_batch
-from lemon_pl.resources import available_memory, cannot_write_in, format_bytes
+from lemon_pl.errors import one_line
+from lemon_pl.resources import available_memory, cannot_write_in, format_bytes, fsync_dir, fsync_path
 
 GENERATOR_VERSION = "1.0"
 #: revision of the torch solvers' numerics, part of a torch file's identity (numpy files: 0), so
@@ -230,7 +231,7 @@ def _key(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
-def _rng(seed: int, *key: int | str) -> np.random.Generator:
+def seeded_rng(seed: int, *key: int | str) -> np.random.Generator:
     spawn = tuple(_key(k) if isinstance(k, str) else int(k) for k in key)
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=spawn))
 
@@ -243,7 +244,7 @@ def plan_params(family: Family, seed: int, splits: Sequence[tuple[str, int, floa
     used: set[tuple[float, ...]] = set()
     out = {}
     for split, n, gamma in splits:
-        rng = _rng(seed, family.name, split, "params")
+        rng = seeded_rng(seed, family.name, split, "params")
         rows, shared = [], 0
         for _ in range(n):
             for _attempt in range(MAX_PARAM_TRIES):
@@ -265,7 +266,7 @@ def generate_operator(family_name: str, params: np.ndarray, seed: int, split: st
     of rejected ones, the solver's wall seconds (every solve, rejected ones included) and, for
     multi-level data (``ic_nx != nx``), the accepted ICs on the ``ic_nx`` grid (k, ic_nx)."""
     fam = get_family(family_name)
-    rng = _rng(seed, family_name, split, "ics", index)
+    rng = seeded_rng(seed, family_name, split, "ics", index)
     levelled = bool(ic_nx) and ic_nx != nx
     kept: list[np.ndarray] = []
     kept_fine: list[np.ndarray] = []
@@ -315,7 +316,7 @@ def generate_chunk(family_name: str, params: np.ndarray, seed: int, split: str, 
 
     fam = get_family(family_name)
     params = np.asarray(params, dtype=np.float64).reshape(len(indices), len(fam.params))
-    rngs = [_rng(seed, family_name, split, "ics", int(i)) for i in indices]
+    rngs = [seeded_rng(seed, family_name, split, "ics", int(i)) for i in indices]
     levelled = bool(ic_nx) and ic_nx != nx
     n_ops = len(indices)
     kept: list[list[np.ndarray]] = [[] for _ in range(n_ops)]
@@ -481,7 +482,7 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
     return specs
 
 
-def _check_root(root: Path) -> None:
+def prepare_root(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise GenerationError(f"--root {str(root)!r} is a file, not a folder; give another --root")
     try:
@@ -666,12 +667,12 @@ def _create_partial(path: Path, spec: SplitSpec, params: np.ndarray, shared: int
         })
         f.flush()
     except BaseException:
-        _close_quietly(f)
+        close_quietly(f)
         raise
     return f
 
 
-def _close_quietly(f) -> None:
+def close_quietly(f) -> None:
     try:
         f.close()
     except Exception:  # noqa: BLE001 - already failing; the first error is the one to report
@@ -694,7 +695,7 @@ def _open_partial(path: Path, spec: SplitSpec, warn: bool = True):
     try:
         ident = {k: f.attrs[k] for k in spec.identity() if k in f.attrs}  # missing: IDENTITY_DEFAULTS
         done = f["op_done"][:]
-        ok = (_same_identity(ident, spec.identity()) and CHECKSUM in f and "solve_seconds" in f
+        ok = (same_identity(ident, spec.identity()) and CHECKSUM in f and "solve_seconds" in f
               and (not spec.levelled or "u0_fine" in f)
               and f["u"].shape == (spec.n_operators, spec.k, spec.nt, spec.nx) and done.shape == (spec.n_operators,))
         ok = ok and bool(done.any())
@@ -702,7 +703,7 @@ def _open_partial(path: Path, spec: SplitSpec, warn: bool = True):
     except Exception:  # noqa: BLE001 - unreadable metadata: start over
         ok = False
     if not ok:
-        _close_quietly(f)
+        close_quietly(f)
         return None
     if bad and warn:
         print(f"warning: {path} {describe_problems(bad)}; generating again", file=sys.stderr)
@@ -715,12 +716,12 @@ def _open_partial(path: Path, spec: SplitSpec, warn: bool = True):
             f.attrs["complete"] = False
         f.flush()
     except BaseException:
-        _close_quietly(f)
+        close_quietly(f)
         raise
     return f
 
 
-def _same_identity(attrs: dict, ident: dict) -> bool:
+def same_identity(attrs: dict, ident: dict) -> bool:
     for key, val in ident.items():
         got = attrs.get(key, IDENTITY_DEFAULTS.get(key))
         if isinstance(got, bytes):
@@ -759,9 +760,9 @@ def _existing_status(path: Path, spec: SplitSpec, overwrite: bool) -> str:
         if missing:
             print(f"warning: {path} lacks datasets {missing}; regenerating it", file=sys.stderr)
             return "missing"
-        if not _same_identity(attrs, spec.identity()):
+        if not same_identity(attrs, spec.identity()):
             diff = [f"{k}={attrs.get(k, IDENTITY_DEFAULTS.get(k))!r} (wanted {v!r})" for k, v in spec.identity().items()
-                    if not _same_identity({k: attrs.get(k)}, {k: v})]
+                    if not same_identity({k: attrs.get(k)}, {k: v})]
             raise GenerationError(f"{path} exists with different settings: {', '.join(diff)}; "
                                   "pass --overwrite to replace it or use another --root")
         try:
@@ -783,7 +784,7 @@ def _lock_path(root: Path, spec: SplitSpec) -> Path:
     return root / spec.family / f".{spec.split}.lock"
 
 
-def _acquire_locks(root: Path, specs: Sequence[SplitSpec]) -> list[int]:
+def acquire_locks(root: Path, specs: Sequence[SplitSpec]) -> list[int]:
     """Exclusive, non-blocking ``flock`` of every file's lock file; raises if another run holds one."""
     import fcntl
 
@@ -795,7 +796,7 @@ def _acquire_locks(root: Path, specs: Sequence[SplitSpec]) -> list[int]:
                 lock.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as err:
-                raise GenerationError(_os_error_message(err, lock)) from None
+                raise GenerationError(write_error_message(err, lock)) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
@@ -815,12 +816,12 @@ def _acquire_locks(root: Path, specs: Sequence[SplitSpec]) -> list[int]:
             except OSError:
                 pass
     except BaseException:
-        _release_locks(fds)
+        release_locks(fds)
         raise
     return fds
 
 
-def _release_locks(fds: Sequence[int]) -> None:
+def release_locks(fds: Sequence[int]) -> None:
     for fd in fds:
         try:
             os.close(fd)  # closing the descriptor releases its flock
@@ -832,11 +833,15 @@ def _is_enospc(err: BaseException) -> bool:
     return getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err)
 
 
-def _os_error_message(err: BaseException, path: Path) -> str:
-    if _is_enospc(err):
+def write_error_message(err: BaseException, path: Path) -> str:
+    """One line for a failed write of ``path``: ``no space left on device while writing PATH`` for a
+    full disk (also as h5py's ``RuntimeError`` with ``errno = 28``), else the reason; either way the
+    same command resumes."""
+    text = " ".join(str(err).split())
+    if _is_enospc(err) or "errno = 28" in text:
         return (f"no space left on device while writing {path}; free some space and run the same command "
                 "again to resume")
-    reason = getattr(err, "strerror", None) or _first_line(err)  # h5py raises some write failures as RuntimeError
+    reason = getattr(err, "strerror", None) or text or type(err).__name__  # h5py raises some as RuntimeError
     return f"cannot write {path}: {reason}; run the same command again to resume"
 
 
@@ -867,13 +872,13 @@ def generate(root: str | os.PathLike, preset: str = "default", families: str | S
     check_root_writable(root)
     check_resources([(root, specs)], workers, overwrite, check_space)
     root = Path(root)
-    _check_root(root)
+    prepare_root(root)
     command = command or f"lemon-pl generate --root {shlex.quote(str(root))} --preset {preset}"
-    locks = _acquire_locks(root, specs)  # before any data file is looked at, created or opened
+    locks = acquire_locks(root, specs)  # before any data file is looked at, created or opened
     try:
         return _generate_locked(root, specs, workers, overwrite, progress, command)
     finally:
-        _release_locks(locks)
+        release_locks(locks)
 
 
 def _generate_locked(root: Path, specs: Sequence[SplitSpec], workers: int, overwrite: bool, progress: bool,
@@ -916,34 +921,56 @@ def _generate_locked(root: Path, specs: Sequence[SplitSpec], workers: int, overw
 
 def _write_split(spec: SplitSpec, path: Path, pool, bar, command: str, repair: bool = False) -> SplitReport:
     partial = path.with_name(path.name + ".partial")
-    resuming = repair or partial.exists()
+    return guarded_write(partial, repair or partial.exists(),
+                         lambda: _write_split_unchecked(spec, path, partial, pool, bar, command, repair),
+                         lambda: _write_split(spec, path, pool, bar, command))
+
+
+def guarded_write(partial: Path, resuming: bool, write: Callable[[], SplitReport],
+                  again: Callable[[], SplitReport]) -> SplitReport:
+    """Run ``write`` (which fills ``partial`` and renames it into place, :func:`finish_partial`) so
+    that a failed write - a full disk, an I/O error, also one h5py could only report while freeing
+    an object - is one :class:`GenerationError` line naming ``partial`` (which the same command
+    resumes), with HDF5's own error output kept off stderr (:func:`quiet_hdf5`). A resumed
+    ``partial`` that verified but HDF5 can no longer write to (e.g. "addr overflow": its file-space
+    records left inconsistent by an earlier failed write) is started over once, through ``again``,
+    with one warning line. Used by every HDF5 writer of the data engine (operator and map families)."""
     ignored: list[BaseException] = []
     try:
         with quiet_hdf5() as ignored:
-            return _write_split_unchecked(spec, path, partial, pool, bar, command, repair)
+            return write()
     except GenerationError:
-        # e.g. "failed verification after writing": if h5py could only report the cause while freeing
-        # an object (a write that failed in a close), name that cause
-        full = [e for e in ignored if _is_enospc(e)]
-        if full:
-            raise GenerationError(_os_error_message(full[0], partial)) from None
+        # e.g. "failed verification after writing": name the cause h5py could only report in a close
+        failed = [e for e in ignored if is_write_failure(e)]
+        if failed:
+            raise GenerationError(write_error_message(failed[0], partial)) from None
         raise
-    except (OSError, RuntimeError) as err:  # disk full, I/O error, ...: one line; the .partial stays resumable
+    except (OSError, RuntimeError) as err:
         if not (isinstance(err, OSError) or is_write_failure(err)):
             raise
-        if resuming and _hdf5_internal(err) and partial.exists():
-            # the file verified but HDF5 cannot write to it (e.g. "addr overflow": its file-space records
-            # were left inconsistent by an earlier failed write): start it over, once
+        if resuming and getattr(err, "errno", None) is None and not is_write_failure(err) and partial.exists():
             print(f"warning: {partial} cannot be written to ({_first_line(err)}); generating it again from the start",
                   file=sys.stderr)
-            partial.unlink()
-            return _write_split(spec, path, pool, bar, command)
-        raise GenerationError(_os_error_message(err, partial)) from None
+            try:
+                partial.unlink()
+            except OSError as unlink_err:
+                raise GenerationError(write_error_message(unlink_err, partial)) from None
+            return again()
+        raise GenerationError(write_error_message(err, partial)) from None
 
 
-def _hdf5_internal(err: BaseException) -> bool:
-    """An HDF5 error with no system error behind it (not a full disk, not an I/O error)."""
-    return getattr(err, "errno", None) is None and "errno = " not in str(err) and not _is_enospc(err)
+def finish_partial(f, partial: Path, path: Path, units: str = "operators") -> None:
+    """Close the written file ``f`` of ``partial``, sync it, read it back in full and only then rename
+    it to ``path`` (a file named ``path`` is always complete and verified) and sync the folder.
+    ``units``: what a re-run regenerates when the read-back fails (operators, chunks)."""
+    f.close()
+    fsync_path(partial)
+    problems = _verify_written(partial)
+    if problems:
+        raise GenerationError(f"{partial} failed verification after writing ({problems}); it was not renamed; "
+                              f"run the same command again to regenerate the damaged {units}")
+    os.replace(partial, path)
+    fsync_dir(path.parent)
 
 
 def is_write_failure(err: BaseException) -> bool:
@@ -1016,16 +1043,9 @@ def _write_split_unchecked(spec: SplitSpec, path: Path, partial: Path, pool, bar
         shared = int(f.attrs["n_shared_params"])
         f.flush()
     except BaseException:
-        _close_quietly(f)
+        close_quietly(f)
         raise
-    f.close()
-    _fsync(partial)
-    problems = _verify_written(partial)
-    if problems:
-        raise GenerationError(f"{partial} failed verification after writing ({problems}); it was not renamed; "
-                              "run the same command again to regenerate the damaged operators")
-    os.replace(partial, path)  # atomic: a file named <split>.h5 is always complete and verified
-    _fsync_dir(path.parent)
+    finish_partial(f, partial, path)
     return SplitReport(str(path), status, spec.n_operators, spec.k, rejected_total, shared,
                        time.perf_counter() - t0)
 
@@ -1060,33 +1080,6 @@ def _verify_written(path: Path) -> str:
             return "not marked complete"
         bad = verify_operators(f)
     return describe_problems(bad) if bad else ""
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the rename durable (best effort: not every file system fsyncs directories)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _one_line(err: BaseException) -> str:
-    msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    return " ".join(msg.split()) or type(err).__name__
 
 
 __all__ = ["PRESETS", "GenerationError", "generate", "generate_chunk", "generate_operator", "plan", "plan_params",

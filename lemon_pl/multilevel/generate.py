@@ -27,7 +27,6 @@ is written, whether the files fit the disk.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys
@@ -38,9 +37,9 @@ from typing import Sequence
 
 import numpy as np
 
-from lemon_pl.data.generate import (GenerationError, SplitReport, _acquire_locks, _check_root, _close_quietly, _fsync,
-                                    _fsync_dir, _os_error_message, _release_locks, _rng, _same_identity,
-                                    _verify_written, check_disk_space, is_write_failure, quiet_hdf5)
+from lemon_pl.data.generate import (GenerationError, SplitReport, acquire_locks, prepare_root, close_quietly,
+                                    release_locks, seeded_rng, same_identity, check_disk_space, finish_partial,
+                                    guarded_write)
 from lemon_pl.data.io import CHECKSUM, describe_problems, mark_written, open_for_writing, verify_operators
 from lemon_pl.multilevel.families import MAP_FAMILIES, MapFamily
 
@@ -96,7 +95,7 @@ def solve_chunk(family: str, seed: int, split: str, index: int, chunk: int, n: i
                 restriction: str):
     """One chunk: ``(inputs_fine, inputs, u)`` as float32 and the solver's wall seconds."""
     fam = MAP_FAMILIES[family]
-    rng = _rng(seed, family, split, "inputs", index)
+    rng = seeded_rng(seed, family, split, "inputs", index)
     fine = fam.sample_inputs(rng, n_fine, chunk)
     coarse = fam.restrict(fine, n, restriction)
     start = time.perf_counter()
@@ -176,7 +175,7 @@ def _create(path: Path, spec: MapSplitSpec, fam: MapFamily, command: str):
                         "seconds_per_sample": float("nan"), "complete": False, "command": command})
         f.flush()
     except BaseException:
-        _close_quietly(f)
+        close_quietly(f)
         raise
     return f
 
@@ -196,9 +195,9 @@ def _status(path: Path, spec: MapSplitSpec, overwrite: bool) -> str:
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
-            if not _same_identity(attrs, spec.identity()):
+            if not same_identity(attrs, spec.identity()):
                 diff = [f"{k}={attrs.get(k)!r} (wanted {v!r})" for k, v in spec.identity().items()
-                        if not _same_identity({k: attrs.get(k)}, {k: v})]
+                        if not same_identity({k: attrs.get(k)}, {k: v})]
                 raise GenerationError(f"{path} exists with different settings: {', '.join(diff)}; "
                                       "pass --overwrite to replace it or use another --root")
             bad = verify_operators(f)
@@ -230,13 +229,13 @@ def _open_partial(path: Path, spec: MapSplitSpec):
         return None
     try:
         done = f["op_done"][:]
-        ok = (_same_identity(dict(f.attrs), spec.identity()) and CHECKSUM in f
+        ok = (same_identity(dict(f.attrs), spec.identity()) and CHECKSUM in f
               and done.shape == (spec.n_chunks,) and bool(done.any()))
         bad = verify_operators(f, np.flatnonzero(done)) if ok else []
     except Exception:  # noqa: BLE001 - unreadable metadata: start over
         ok = False
     if not ok:
-        _close_quietly(f)
+        close_quietly(f)
         return None
     try:
         if bad:
@@ -247,54 +246,21 @@ def _open_partial(path: Path, spec: MapSplitSpec):
             f.attrs["complete"] = False
         f.flush()
     except BaseException:
-        _close_quietly(f)
+        close_quietly(f)
         raise
     return f
 
 
 def write_map_split(root: Path, spec: MapSplitSpec, pool, bar, command: str, overwrite: bool) -> SplitReport:
     """Write (or resume, or repair) ``ROOT/<family>/<split>.h5``; any write error is one
-    :class:`GenerationError` line naming the ``.partial``, which the same command resumes."""
+    :class:`GenerationError` line naming the ``.partial``, which the same command resumes
+    (:func:`lemon_pl.data.generate.guarded_write`, as the operator families' writer)."""
     path = root / spec.family / f"{spec.split}.h5"
     partial = path.with_name(path.name + ".partial")
     resuming = partial.exists() or (path.exists() and not overwrite)  # a damaged file is repaired in place
-    ignored: list[BaseException] = []
-    try:
-        with quiet_hdf5() as ignored:
-            return _write_map_split_unchecked(path, partial, spec, pool, bar, command, overwrite)
-    except GenerationError:
-        # e.g. "failed verification after writing": if h5py could only report the cause while freeing
-        # an object (a write that failed in a close), name that cause
-        failed = [e for e in ignored if is_write_failure(e)]
-        if failed:
-            raise GenerationError(_write_error_message(failed[0], partial)) from None
-        raise
-    except (OSError, RuntimeError) as err:  # disk full, I/O error, ...: one line; the .partial stays resumable
-        if not (isinstance(err, OSError) or is_write_failure(err)):
-            raise
-        if resuming and getattr(err, "errno", None) is None and not is_write_failure(err) and partial.exists():
-            # the file verified but HDF5 cannot write to it (e.g. "addr overflow": its file-space records
-            # were left inconsistent by an earlier failed write): start it over, once
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            print(f"warning: {partial} cannot be written to ({first}); generating it again from the start",
-                  file=sys.stderr)
-            try:
-                partial.unlink()
-            except OSError as unlink_err:
-                raise GenerationError(_write_error_message(unlink_err, partial)) from None
-            return write_map_split(root, spec, pool, bar, command, overwrite)
-        raise GenerationError(_write_error_message(err, partial)) from None
-
-
-def _write_error_message(err: BaseException, path: Path) -> str:
-    """The data engine's one line for a failed write (``no space left on device while writing ...``),
-    also for the ``RuntimeError`` h5py raises for some HDF5 write errors."""
-    if isinstance(err, OSError) or "No space left" in str(err):
-        return _os_error_message(err, path)
-    text = " ".join(str(err).split()) or type(err).__name__
-    if "errno = 28" in text:
-        return _os_error_message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
-    return f"cannot write {path}: {text}; run the same command again to resume"
+    return guarded_write(partial, resuming,
+                         lambda: _write_map_split_unchecked(path, partial, spec, pool, bar, command, overwrite),
+                         lambda: write_map_split(root, spec, pool, bar, command, overwrite))
 
 
 def _write_map_split_unchecked(path: Path, partial: Path, spec: MapSplitSpec, pool, bar, command: str,
@@ -325,16 +291,9 @@ def _write_map_split_unchecked(path: Path, partial: Path, spec: MapSplitSpec, po
         f.attrs["complete"] = True
         f.flush()
     except BaseException:
-        _close_quietly(f)
+        close_quietly(f)
         raise
-    f.close()
-    _fsync(partial)
-    problems = _verify_written(partial)
-    if problems:
-        raise GenerationError(f"{partial} failed verification after writing ({problems}); it was not renamed; "
-                              "run the same command again")
-    os.replace(partial, path)  # atomic: a file named <split>.h5 is always complete and verified
-    _fsync_dir(path.parent)
+    finish_partial(f, partial, path, "chunks")
     return SplitReport(str(path), how, spec.n_samples, 1, 0, 0, time.perf_counter() - t0)
 
 
@@ -353,8 +312,8 @@ def generate_maps(root: str | os.PathLike, specs: Sequence[MapSplitSpec], worker
     if check_space:
         check_map_space([(root, specs)], overwrite, command)
     root = Path(root)
-    _check_root(root)
-    locks = _acquire_locks(root, specs)
+    prepare_root(root)
+    locks = acquire_locks(root, specs)
     pool = None
     try:
         total = sum(s.n_chunks for s in specs)
@@ -371,7 +330,7 @@ def generate_maps(root: str | os.PathLike, specs: Sequence[MapSplitSpec], worker
         if pool is not None:
             pool.terminate()
             pool.join()
-        _release_locks(locks)
+        release_locks(locks)
 
 
 __all__ = ["MAP_PRESETS", "MapSplitSpec", "map_specs", "solve_chunk", "generate_maps", "write_map_split",

@@ -57,6 +57,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lemon_pl.cli.args import OneLineArgumentParser
+from lemon_pl.errors import one_line
 
 METHODS = ("allocator", "mlmc", "equal", "fine_only", "coarse_only")
 
@@ -146,7 +147,7 @@ def data_settings(configs: Sequence[str], root: str | None = None) -> dict[str, 
 
         level_view(merged["family"])
     except (KeyError, ValueError) as err:
-        raise PlanError(f"{where('family')}: data.init_args.family: {_one_line(err)}") from None
+        raise PlanError(f"{where('family')}: data.init_args.family: {one_line(err)}") from None
     return merged
 
 
@@ -275,7 +276,7 @@ def pilot_fit(configs: Sequence[str], d: dict[str, Any], n: Sequence[int], name:
         err = json.loads(summary.read_text())["level_val_rel_l2"]
         return float(err[max(err, key=int)])
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise PlanError(f"{summary} is not a readable pilot summary ({_one_line(e)}); delete {pilot_dir / name} "
+        raise PlanError(f"{summary} is not a readable pilot summary ({one_line(e)}); delete {pilot_dir / name} "
                         "to run that pilot again") from None
 
 
@@ -527,11 +528,6 @@ def check_writable(path: Path, flag: str, folder: bool) -> None:
         raise PlanError(f"{flag} {path}: the file is not writable")
 
 
-def _one_line(err: BaseException) -> str:
-    msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    return " ".join(msg.split()) or type(err).__name__
-
-
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -622,13 +618,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = make_plan(args.config, budgets, pilot, pilot_dir, args.seed, args.root,
                          log=lambda m: print(m, file=sys.stderr, flush=True), unit=args.budget_unit)
     except (PlanError, ValueError, KeyError, OSError, DataFileError) as e:
-        err(_one_line(e))
+        err(one_line(e))
         return 2
     print_plan(plan)
     try:
         paths = write_plan(plan, out_file, out_dir)
     except (CheckpointWriteError, OSError) as e:
-        err(f"{_one_line(e)} (the plan above was not saved; free some space or choose another --out/--out-dir)")
+        err(f"{one_line(e)} (the plan above was not saved; free some space or choose another --out/--out-dir)")
         return 2
     if paths:
         print("wrote " + ", ".join(str(p) for p in paths))

@@ -55,6 +55,7 @@ import numpy as np
 
 from lemon_pl.checkpointing import atomic_write
 from lemon_pl.data.symbols import PAD_ID
+from lemon_pl.resources import fsync_dir
 
 
 @dataclass
@@ -224,20 +225,6 @@ def _write_file(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as err:  # some file systems cannot sync a folder
-        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def _exchange(a: Path, b: Path) -> bool:
     """Swap the folders ``a`` and ``b`` atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False
     where the system or file system cannot."""
@@ -334,11 +321,11 @@ def write_folder(out: str | Path, files: Sequence[tuple[str, Callable[[IO[bytes]
             _write_file(current, write)
             written.append(shown / name)
         current = tmp
-        _fsync_dir(tmp)
+        fsync_dir(tmp, strict=True)
         current = target
         _install(tmp, target, shown)
         made = False
-        _fsync_dir(parent)
+        fsync_dir(parent, strict=True)
     except BaseException as err:
         if made:
             shutil.rmtree(tmp, ignore_errors=True)

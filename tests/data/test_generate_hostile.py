@@ -508,15 +508,6 @@ def test_a_resumed_partial_hdf5_cannot_write_to_is_started_over(tmp_path, capsys
         assert np.array_equal(a["u"][:], b["u"][:]) and np.array_equal(a["u_crc32"][:], b["u_crc32"][:])
 
 
-def test_a_write_failure_h5py_raises_as_runtime_error_is_one_line(tmp_path):
-    """h5py reports some failed writes as RuntimeError (no strerror): still one line naming the file."""
-    from lemon_pl.data.generate import _os_error_message
-
-    msg = _os_error_message(RuntimeError("Can't write data (file write failed: errno = 5, error message = "
-                                         "'Input/output error')"), tmp_path / "train.h5.partial")
-    assert msg.startswith(f"cannot write {tmp_path / 'train.h5.partial'}: Can't write data") and "\n" not in msg
-
-
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="no /proc on this system")
 def test_a_root_that_passes_permission_checks_but_takes_no_files_is_refused(capsys):
     """os.access says yes to /proc (and to anything for root): the check creates a probe file to know."""

@@ -216,11 +216,14 @@ def test_a_partial_with_no_finished_chunk_is_started_over(tmp_path, capsys, monk
 
 
 def test_a_write_error_from_hdf5_as_runtime_error_is_one_line(tmp_path):
+    """h5py reports some failed writes as RuntimeError (no errno, no strerror): one line all the same."""
+    from lemon_pl.data.generate import write_error_message
+
     partial = tmp_path / "x.h5.partial"
     full = RuntimeError("Can't decrement id ref count (file write failed: time = Mon Dec  7 23:49:49 2026\n, "
                         "filename = 'x', file descriptor = 9, errno = 28, error message = 'No space left on device')")
-    assert mgen._write_error_message(full, partial) == (f"no space left on device while writing {partial}; free "
-                                                        "some space and run the same command again to resume")
+    assert write_error_message(full, partial) == (f"no space left on device while writing {partial}; free "
+                                                  "some space and run the same command again to resume")
     eio = RuntimeError("Can't write data (file write failed: errno = 5, error message = 'Input/output error')")
-    msg = mgen._write_error_message(eio, partial)
+    msg = write_error_message(eio, partial)
     assert msg.startswith(f"cannot write {partial}: ") and "Input/output error" in msg and "\n" not in msg
