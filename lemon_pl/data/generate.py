@@ -537,9 +537,12 @@ def file_bytes(spec: SplitSpec) -> int:
     return size + 64 * 1024 + (spec.nt + spec.nx) * 8
 
 
-def bytes_to_write(root: str | os.PathLike, specs: Sequence[SplitSpec], overwrite: bool = False) -> int:
+def bytes_to_write(root: str | os.PathLike, specs: Sequence, overwrite: bool = False,
+                   size: Callable[[object], int] | None = None) -> int:
     """Disk space the run still needs: a complete file of every spec whose ``<split>.h5`` is not there
-    (or is replaced), less what its ``.partial`` already holds. Existing files count as complete."""
+    (or is replaced), less what its ``.partial`` already holds. Existing files count as complete.
+    ``size``: a complete file's size estimate (default :func:`file_bytes`; the map writer passes its own)."""
+    size = file_bytes if size is None else size
     root = Path(root)
     need = 0
     for spec in specs:
@@ -548,7 +551,7 @@ def bytes_to_write(root: str | os.PathLike, specs: Sequence[SplitSpec], overwrit
             continue
         partial = path.with_name(path.name + ".partial")
         have = partial.stat().st_size if partial.is_file() and not overwrite else 0
-        need += max(file_bytes(spec) - have, 0)
+        need += max(size(spec) - have, 0)
     return need
 
 

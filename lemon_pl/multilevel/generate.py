@@ -37,9 +37,9 @@ from typing import Sequence
 
 import numpy as np
 
-from lemon_pl.data.generate import (GenerationError, SplitReport, acquire_locks, prepare_root, close_quietly,
-                                    release_locks, seeded_rng, same_identity, check_disk_space, finish_partial,
-                                    guarded_write)
+from lemon_pl.data.generate import (GenerationError, SplitReport, acquire_locks, bytes_to_write, check_disk_space,
+                                    close_quietly, finish_partial, guarded_write, prepare_root, release_locks,
+                                    same_identity, seeded_rng)
 from lemon_pl.data.io import CHECKSUM, describe_problems, mark_written, open_for_writing, verify_operators
 from lemon_pl.multilevel.families import MAP_FAMILIES, MapFamily
 
@@ -129,16 +129,7 @@ def map_bytes_to_write(root: str | os.PathLike, specs: Sequence[MapSplitSpec], o
                        command: str = "") -> int:
     """Disk space still needed under ``root`` (one level): a complete file of every spec whose
     ``<split>.h5`` is not there (or is replaced), less what its ``.partial`` already holds."""
-    root = Path(root)
-    need = 0
-    for spec in specs:
-        path = root / spec.family / f"{spec.split}.h5"
-        if path.exists() and not overwrite:
-            continue
-        partial = path.with_name(path.name + ".partial")
-        have = partial.stat().st_size if partial.is_file() and not overwrite else 0
-        need += max(map_file_bytes(spec, command) - have, 0)
-    return need
+    return bytes_to_write(root, specs, overwrite, lambda spec: map_file_bytes(spec, command))
 
 
 def check_map_space(targets: Sequence[tuple[str | os.PathLike, Sequence[MapSplitSpec]]], overwrite: bool = False,

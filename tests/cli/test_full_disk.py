@@ -56,6 +56,25 @@ def fill(folder: Path) -> None:
                 pass
 
 
+def fail_nth_write(monkeypatch, dataset: str = "/u") -> dict:
+    """Make the ``fail_at``-th write into HDF5 dataset ``dataset`` raise ``error`` (both set in the
+    returned dict, ``n`` counts the writes); fail_at 0 never fails."""
+    import h5py
+
+    real = h5py.Dataset.__setitem__
+    state = {"n": 0, "fail_at": 0, "error": None}
+
+    def setitem(self, key, value):
+        if self.name == dataset:
+            state["n"] += 1
+            if state["n"] == state["fail_at"]:
+                raise state["error"]
+        real(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", setitem)
+    return state
+
+
 def snapshot(folder: Path, skip: tuple[str, ...] = ("filler", ".lock")) -> dict[str, bytes]:
     """Every file under ``folder`` (hidden ones too) and its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))

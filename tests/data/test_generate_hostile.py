@@ -27,6 +27,7 @@ from lemon_pl.cli import generate as gen_cli
 from lemon_pl.data import generate as gen
 from lemon_pl.data.families import FINETUNE_FAMILIES, PRETRAIN_FAMILIES, list_families, resolve_families
 from lemon_pl.data.io import verify_operators
+from tests.cli.test_full_disk import fail_nth_write
 
 REPO = Path(__file__).resolve().parents[2]
 PROG = "lemon-pl generate: error: "
@@ -479,25 +480,14 @@ def test_a_resumed_partial_hdf5_cannot_write_to_is_started_over(tmp_path, capsys
             "--no-progress"]
     ref = tmp_path / "ref"
     assert gen_cli.main(["--root", str(ref), *args]) == 0
-    real = h5py.Dataset.__setitem__
-    writes = {"n": 0}
-
-    def setitem(self, key, value, fail_at, error):
-        if self.name == "/u":
-            writes["n"] += 1
-            if writes["n"] == fail_at:
-                raise error
-        real(self, key, value)
-
+    writes = fail_nth_write(monkeypatch)
     root = tmp_path / "data"
-    enospc = OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(h5py.Dataset, "__setitem__", lambda s, k, v: setitem(s, k, v, 3, enospc))
+    writes.update(fail_at=3, error=OSError(errno.ENOSPC, "No space left on device"))
     assert gen_cli.main(["--root", str(root), *args]) == 2
     partial = root / "heat" / "train.h5.partial"
     assert partial.exists() and "no space left on device" in capsys.readouterr().err
-    writes["n"] = 0
-    overflow = OSError("Can't synchronously write data (addr overflow, addr = 15164, size = 3656, eoa = 15164)")
-    monkeypatch.setattr(h5py.Dataset, "__setitem__", lambda s, k, v: setitem(s, k, v, 1, overflow))
+    writes.update(n=0, fail_at=1, error=OSError("Can't synchronously write data (addr overflow, addr = 15164, "
+                                                "size = 3656, eoa = 15164)"))
     assert gen_cli.main(["--root", str(root), *args]) == 0
     warning = one_line(capsys.readouterr().err)
     assert warning == (f"warning: {partial} cannot be written to (Can't synchronously write data (addr overflow, "
