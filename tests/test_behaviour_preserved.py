@@ -10,6 +10,14 @@ valid whatever the internals look like:
 * LoRA fine-tuning from the pretraining checkpoint, then ``merge-lora``;
 * a few-shot test (2 adaptation steps) of the fixed-rate meta checkpoint.
 
+``tests/fixtures/behaviour_methods.json`` (recorded before the redesign of issue 23, ``--record
+--methods``) covers the methods added since, with the same rules:
+
+* a PINN on convection-diffusion-reaction (fit, then test);
+* Hyper-LR-PINN phase 1 on two μ, then its adaptive-rank phase 2 on a third (fit, then test each);
+* a two-level multi-level curriculum on Schrödinger maps;
+* ``lemon-pl predict`` of a written equation from a tiny Prose (the saved prediction's digest).
+
 Weights are compared as SHA-256 digests of every tensor's bytes; metrics exactly. Floating-point
 results depend on the CPU's vector unit, so on a machine whose torch CPU capability differs from
 the recording machine's (recorded on AVX2; AVX512 machines exist) the digests are replaced by a
@@ -133,6 +141,71 @@ def record(root: Path, work: Path) -> dict:
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__, "runs": out}
 
 
+METHODS_FIXTURE = Path(__file__).parent / "fixtures" / "behaviour_methods.json"
+PINN_SMALL = ["--data.init_args.n_grid", "[32,20]", "--data.init_args.n_collocation", "64", "--data.init_args.n_ic",
+              "16", "--data.init_args.n_bc", "8", "--data.init_args.n_test", "64", "--data.init_args.steps_per_epoch",
+              "2", "--trainer.check_val_every_n_epoch", "1", "--trainer.max_steps", "4",
+              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def _array_digest(path: Path, keys: tuple[str, ...]) -> dict[str, str]:
+    import numpy as np
+
+    with np.load(path) as z:
+        return {k: hashlib.sha256(np.ascontiguousarray(z[k]).tobytes()).hexdigest()[:20] for k in keys}
+
+
+def record_methods(work: Path) -> dict:
+    """The methods added after the first recording, each through the public CLI on tiny settings."""
+    from lemon_pl.cli import main
+
+    torch.set_num_threads(1)
+    runs = work / "runs"
+    out: dict[str, dict] = {}
+
+    def run(*argv: str) -> None:
+        assert main(list(argv)) == 0, argv
+
+    def fit_test(name: str, config: str, *extra: str) -> Path:
+        common = ["--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.name", name, *extra]
+        run("fit", "--config", str(CONFIGS / config), *common)
+        folder = runs / name / "version_0"
+        run("test", "--config", str(CONFIGS / config), "--ckpt_path", str(folder / "checkpoints/last.ckpt"), *common)
+        out[name] = {"weights": _weights(folder / "checkpoints/last.ckpt"), "val": _val_metrics(folder),
+                     "test": _test_metrics(runs / name / "version_1")}
+        return folder
+
+    fit_test("pinn", "pinn/pinn.yaml", *PINN_SMALL, "--data.init_args.mu", "[1,0,0]")
+    phase1 = fit_test("hyper_lr_pinn_p1", "pinn/hyper_lr_pinn.yaml", *PINN_SMALL, "--data.init_args.preset", "null",
+                      "--data.init_args.mu", "[[30,0,0],[40,0,0]]", "--model.init_args.rank_sweep", "[20,50,10]")
+    fit_test("hyper_lr_pinn_p2", "pinn/hyper_lr_pinn_adapt.yaml", *PINN_SMALL, "--data.init_args.mu", "[35,0,0]",
+             "--model.init_args.rank", "adaptive", "--model.init_args.init_from",
+             str(phase1 / "checkpoints/last.ckpt"))
+
+    levels = work / "levels"
+    run("generate", "--root", str(levels), "--preset", "tiny", "--families", "schrodinger", "--levels", "32,64",
+        "--no-progress")
+    two = work / "two_levels.yaml"
+    two.write_text("data:\n  init_args:\n    levels: [32, 64]\n    n_samples: [16, 8]\n    epochs: [1, 1]\n")
+    run("fit", "--config", str(CONFIGS / "multilevel/schrodinger.yaml"), "--config",
+        str(CONFIGS / "multilevel/tiny.yaml"), "--config", str(two), "--data.init_args.root", str(levels),
+        "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.name", "multilevel",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
+    folder = runs / "multilevel" / "version_0"
+    out["multilevel"] = {"weights": _weights(folder / "checkpoints/last.ckpt"), "val": _val_metrics(folder)}
+
+    data = work / "data"
+    run("generate", "--root", str(data), "--preset", "tiny", "--families", "heat", "--no-progress")
+    run("fit", *_common(data, runs, "pretrain.yaml", "heat", "prose"), "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1")
+    ckpt = runs / "prose" / "version_0" / "checkpoints" / "last.ckpt"
+    pred = work / "pred"
+    run("predict", "--ckpt_path", str(ckpt), "--equation", "u_t = 0.01*u_xx", "--u0", "sin(pi*x)", "--u0",
+        "exp(-20*(x-1)^2)", "--t_final", "1", "--out", str(pred))
+    out["predict"] = {"arrays": _array_digest(pred / "prediction.npz", ("u", "u_ref", "rel_l2", "tokens"))}
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__, "runs": out}
+
+
 def _close(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
 
@@ -163,6 +236,8 @@ def compare(expected: dict, got: dict) -> list[str]:
                 g = new[part][k]
                 if (e["sha"] != g["sha"]) if exact else not _weights_close(e, g, floor):
                     problems.append(f"{run}/{part}: {k} differs")
+        if "arrays" in exp and exact and exp["arrays"] != new.get("arrays"):
+            problems.append(f"{run}/arrays: digests differ: {exp['arrays']} vs {new.get('arrays')}")
         for part in ("val", "test"):
             if part not in exp:
                 continue
@@ -211,10 +286,28 @@ def test_tiny_runs_match_the_recording(tmp_path, monkeypatch):
     assert not problems, "\n".join(problems[:20])
 
 
+@pytest.mark.skipif(not METHODS_FIXTURE.exists(), reason="record it first: python -m tests.test_behaviour_preserved "
+                                                        "--record --methods")
+def test_the_later_methods_match_their_recording(tmp_path, monkeypatch):
+    """PINN, Hyper-LR-PINN phases 1 and 2, a multi-level curriculum and predict, as recorded before
+    the one-core redesign (issue 23): bit-identical weights and identical metrics on the recording's
+    CPU, within rounding elsewhere (predict's saved arrays are compared on the recording's CPU only)."""
+    monkeypatch.chdir(tmp_path)
+    expected = json.loads(METHODS_FIXTURE.read_text())
+    threads = torch.get_num_threads()
+    try:
+        got = record_methods(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    problems = compare(expected, got)
+    assert not problems, "\n".join(problems[:20])
+
+
 def _main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--record", action="store_true", help=f"write {FIXTURE}")
     p.add_argument("--work", default="/tmp/lemon_behaviour")
+    p.add_argument("--methods", action="store_true", help=f"the later methods ({METHODS_FIXTURE.name})")
     args = p.parse_args()
     import shutil
 
@@ -222,15 +315,19 @@ def _main() -> None:
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    generate(work / "data", "tiny", [*FAMILIES, "Sine_Gordon"], progress=False)
+    work.mkdir(parents=True)
     os.chdir(work)
-    got = record(work / "data", work)
-    if args.record:
-        FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-        FIXTURE.write_text(json.dumps(got, indent=1, sort_keys=True))
-        print(f"wrote {FIXTURE}")
+    if args.methods:
+        fixture, got = METHODS_FIXTURE, record_methods(work)
     else:
-        problems = compare(json.loads(FIXTURE.read_text()), got)
+        generate(work / "data", "tiny", [*FAMILIES, "Sine_Gordon"], progress=False)
+        fixture, got = FIXTURE, record(work / "data", work)
+    if args.record:
+        fixture.parent.mkdir(parents=True, exist_ok=True)
+        fixture.write_text(json.dumps(got, indent=1, sort_keys=True))
+        print(f"wrote {fixture}")
+    else:
+        problems = compare(json.loads(fixture.read_text()), got)
         print("\n".join(problems) or "behaviour preserved")
 
 
