@@ -89,6 +89,15 @@ def main(argv: Sequence[str]) -> int:
         err(f"{source}: the settings of scale '{args.scale}' cannot be used ({type(e).__name__}: {e})")
         return 2
     exp_dir = Path(args.out) / args.name / args.scale
+    if not args.dry_run:  # the results folder takes files: checked before any step runs
+        from lemon_pl.resources import cannot_write_in
+
+        base = next((p for p in (exp_dir, *exp_dir.parents) if p.exists()), Path("."))
+        why = f"{base} is a file, not a folder" if not base.is_dir() else cannot_write_in(base)
+        if why is not None:
+            err(f"--out {args.out}: cannot write the results into {base} ({why})" if base.is_dir()
+                else f"--out {args.out}: {why}")
+            return 2
 
     from lemon_pl.experiments.runner import ExperimentLocked, StepFailed, describe, global_rank, run_steps
 

@@ -12,6 +12,7 @@ broken ``--config`` overlay of ``experiment`` was found only by the first traini
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import lightning.pytorch  # noqa: F401 - imported at collection, so its log handler writes to the real stderr
 import pytest
@@ -212,3 +213,21 @@ def test_an_inline_yaml_config_longer_than_a_file_name_is_passed_through():
     assert len(inline) > 300
     assert compose_defaults(["fit", "--config", inline, "--trainer.max_steps", "2"]) == \
         ["fit", "--config", inline, "--trainer.max_steps", "2"]
+
+
+@pytest.mark.parametrize("out,expect", [
+    ("/proc/lemon_results", "--out /proc/lemon_results: cannot write the results into /proc (No such file or directory)"),
+    ("{tmp}/a_file/res", "--out {tmp}/a_file/res: {tmp}/a_file is a file, not a folder"),
+])
+def test_an_experiment_results_folder_that_takes_no_files_is_refused_before_any_step(out, expect, tmp_path, capsys):
+    """Before: `--out /proc/...` passed, and the first step record failed with a raw errno message."""
+    from lemon_pl.cli import main
+
+    if out.startswith("/proc") and not Path("/proc/self").exists():
+        pytest.skip("no /proc on this system")
+    (tmp_path / "a_file").write_text("x")
+    out, expect = out.format(tmp=tmp_path), expect.format(tmp=tmp_path)
+    code = main(["experiment", "scaling", "--scale", "tiny", "--configs", str(CONFIGS), "--out", out])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"lemon-pl experiment: error: {expect}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
