@@ -17,6 +17,7 @@ network can only be parsed once the stage class is known.)
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
@@ -55,7 +56,12 @@ class LemonSaveConfig(SaveConfigCallback):
         self.config.defaults = None  # already applied: the saved config is complete on its own
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+            if self.multifile:
+                self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=True)
+            else:  # complete or not there; a full disk is one line
+                from lemon_pl.checkpointing import atomic_write
+
+                atomic_write(path, self.parser.dump(self.config, skip_none=False))
             self.save_config(trainer, pl_module, stage)
         self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
@@ -305,6 +311,14 @@ def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("LEMON_TRACEBACK"):
             raise
         print(f"lemon-pl: error: {error_line(err, argv)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a write no lemon-pl writer makes (a logger's file, ...) on a full or read-only disk
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) or os.environ.get("LEMON_TRACEBACK"):
+            raise
+        where = f" while writing {err.filename}" if err.filename else ""
+        print(f"lemon-pl: error: {os.strerror(err.errno)}{where}; free some space (or choose another "
+              "--trainer.logger.init_args.save_dir) and resume with --ckpt_path <run>/checkpoints/last.ckpt",
+              file=sys.stderr)
         return 2
     except SystemExit as err:
         if getattr(_TRAINER, "_lemon_interrupted", False):

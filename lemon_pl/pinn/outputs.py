@@ -138,11 +138,12 @@ def write_figures(pred: dict[str, Any], folder: Path, max_fields: int, train: np
         figs.append((f"field_{label.replace(',', '_')}.png", field_figure(pred, i, label)))
     if "sweep_s" in pred:
         figs += [("ranks_vs_mu.png", rank_figure(pred, train)), ("s_heatmap.png", s_heatmap(pred))]
-    for name, fig in figs:
-        path = folder / name
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        written.append(path)
+    try:
+        for name, fig in figs:  # complete or not there; a full disk is one line (CheckpointWriteError)
+            written.append(atomic_write(folder / name, lambda fh, fig=fig: fig.savefig(fh, format="png", dpi=80)))
+    finally:
+        for _, fig in figs:
+            plt.close(fig)
     return written
 
 

@@ -197,3 +197,49 @@ def test_a_full_disk_while_recording_steps_or_writing_the_report(fake_steps, tmp
                         "to resume")
         assert not [p for p in steps.rglob("*") if p.is_file()]  # no record, no temporary file
 
+
+
+def test_a_full_disk_while_a_pinn_test_writes_its_outputs_is_one_line(tmp_path, capsys, monkeypatch):
+    """`lemon-pl test` of a PINN writes its table, predictions and figures into a new run folder on a
+    full disk: one line naming the file, nothing half-written (before: the figures were PIL tracebacks)."""
+    small = ["--data.init_args.n_grid", "[32,20]", "--data.init_args.n_collocation", "64", "--data.init_args.n_ic",
+             "16", "--data.init_args.n_bc", "8", "--data.init_args.n_test", "64", "--data.init_args.steps_per_epoch",
+             "2", "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false", "--data.init_args.mu", "[1,0,0]"]
+    monkeypatch.chdir(tmp_path)
+    fit = tmp_path / "fit"
+    assert main(["fit", "--config", str(CONFIGS / "pinn/pinn.yaml"), *small,
+                 "--trainer.logger.init_args.save_dir", str(fit)]) == 0
+    ckpt = next(fit.rglob("last.ckpt"))
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        (disk / "runs").mkdir()
+        fill(disk)
+        capsys.readouterr()
+        code = main(["test", "--config", str(CONFIGS / "pinn/pinn.yaml"), *small, "--ckpt_path", str(ckpt),
+                     "--trainer.logger.init_args.save_dir", str(disk / "runs")])
+        line = one_error_line(capsys, code)
+        assert "No space left on device" in line and str(disk / "runs") in line, line
+        partial = [p for p in disk.rglob("*") if p.is_file() and p.name != "filler" and p.stat().st_size == 0
+                   and p.suffix in (".png", ".npz", ".json", ".csv")]
+        assert not partial and not list(disk.rglob(".*.tmp-*"))
+
+
+def test_a_full_disk_in_a_write_lemon_pl_does_not_make_is_one_line(tmp_path, capsys, monkeypatch):
+    """Lightning's own files (the CSV logger's metrics.csv) on a full disk: one line naming the file
+    and how to resume, exit 2, not a traceback."""
+    import errno
+
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs" / "metrics.csv"))
+
+    monkeypatch.setattr(ExperimentWriter, "save", full)
+    monkeypatch.chdir(tmp_path)
+    code = main(["fit", "--config", str(CONFIGS / "pinn/pinn.yaml"), "--data.init_args.n_grid", "[32,20]",
+                 "--data.init_args.n_collocation", "64", "--data.init_args.n_test", "64", "--data.init_args.mu",
+                 "[1,0,0]", "--data.init_args.steps_per_epoch", "2", "--trainer.max_steps", "2",
+                 "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
+    line = one_error_line(capsys, code)
+    assert line == (f"lemon-pl: error: No space left on device while writing {tmp_path / 'runs' / 'metrics.csv'}; "
+                    "free some space (or choose another --trainer.logger.init_args.save_dir) and resume with "
+                    "--ckpt_path <run>/checkpoints/last.ckpt")
