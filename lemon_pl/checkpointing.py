@@ -96,6 +96,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bo
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.is_dir():
         raise CheckpointMismatchError(f"{path} is a directory, not a checkpoint file")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise CheckpointMismatchError(f"{path} is not a regular file, not a checkpoint file")
 
     def unreadable(reason: str) -> CheckpointMismatchError:
         return CheckpointMismatchError(f"{path} is not a readable checkpoint ({reason})")

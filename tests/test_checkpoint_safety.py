@@ -169,6 +169,8 @@ def damaged(made, tmp_path, kind):
         path = next(made["root"].rglob("*.h5"))
     elif kind == "directory":
         path.mkdir()
+    elif kind == "fifo":  # opening it would block until a writer came
+        os.mkfifo(path)
     return path
 
 
@@ -177,6 +179,7 @@ KINDS = {"truncated": "is not a readable checkpoint (truncated or corrupted",
          "random": "is not a readable checkpoint (not a PyTorch checkpoint",
          "hdf5": "is not a readable checkpoint (it is an HDF5 file, not a PyTorch checkpoint)",
          "directory": "is a directory, not a checkpoint file",
+         "fifo": "is not a regular file, not a checkpoint file",
          "missing": "does not exist"}
 
 

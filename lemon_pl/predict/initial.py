@@ -82,7 +82,13 @@ def check_spec(spec: str) -> None:
     if len(spec) > MAX_LENGTH:
         raise InitialConditionError(f"--u0 is {len(spec)} characters long; an expression or path has at most "
                                     f"{MAX_LENGTH}")
-    if not (spec.endswith(".npy") or (Path(spec).suffix and Path(spec).is_file()) or is_sampler(spec)):
+    if spec.endswith(".npy"):  # a FIFO or a device named *.npy would block the reads that follow
+        path = Path(spec)
+        if not path.exists():
+            raise InitialConditionError(f"--u0 {path} does not exist")
+        if not path.is_file():
+            raise InitialConditionError(f"--u0 {path} is not a regular file")
+    elif not ((Path(spec).suffix and Path(spec).is_file()) or is_sampler(spec)):
         _parse_expression(spec)
 
 

@@ -162,6 +162,8 @@ def count_initial_conditions(specs: list[str], num_ics: int, nx: int | None = No
 
 def _npy_rows(path: Path, nx: int | None = None) -> int:
     """The rows of an (n, nx) ``.npy`` array from its header, at least ceil(values / nx)."""
+    if not path.is_file():  # reported by the reader; never open a FIFO here
+        return 1
     try:
         with open(path, "rb") as fh:
             version = np.lib.format.read_magic(fh)

@@ -123,3 +123,19 @@ def test_data_engine_files_are_support_files(tmp_path):
     assert sup.family == "heat" and sup.params == {"nu": float(split.params[1, 0])} and sup.t_final == 2.0
     with pytest.raises(SupportFileError, match="--adapt-operator 9: .* holds operators 0..1"):
         read_support(split.path, NT, NX, operator=9)
+
+
+def test_a_fifo_named_like_an_array_is_refused_without_opening_it(tmp_path):
+    """A FIFO (or a device) named *.npy would block the first read: refused by the up-front check."""
+    import os
+
+    from lemon_pl.predict.initial import check_spec
+
+    fifo = tmp_path / "ic.npy"
+    os.mkfifo(fifo)
+    with pytest.raises(InitialConditionError, match=re.escape(f"--u0 {fifo} is not a regular file")):
+        check_spec(str(fifo))
+    with pytest.raises(InitialConditionError, match=re.escape(f"--u0 {fifo} is not a regular file")):
+        initial_conditions(str(fifo), NX)
+    with pytest.raises(InitialConditionError, match="does not exist"):
+        check_spec(str(tmp_path / "missing.npy"))
