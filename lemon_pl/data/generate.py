@@ -78,7 +78,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from lemon_pl.data.families import Family, get_family, resolve_families
-from lemon_pl.data.io import CHECKSUM, REQUIRED, describe_problems, mark_written, open_for_writing, verify_operators
+from lemon_pl.data.io import (CHECKSUM, REQUIRED, describe_problems, mark_written, open_for_reading, open_for_writing,
+                              verify_operators)
 from lemon_pl.data.symbols import PAD_ID, pad_batch
 from lemon_pl.errors import one_line
 from lemon_pl.resources import available_memory, cannot_write_in, format_bytes, fsync_dir, fsync_path
@@ -749,7 +750,7 @@ def _existing_status(path: Path, spec: SplitSpec, overwrite: bool) -> str:
     if overwrite:
         return "missing"
     try:
-        f = h5py.File(path, "r")
+        f = open_for_reading(path)
     except OSError as err:
         print(f"warning: {path} is unreadable, corrupt or truncated ({_first_line(err)}); regenerating it",
               file=sys.stderr)

@@ -175,13 +175,27 @@ def _regen_hint(path: Path, attrs: dict | None = None) -> str:
     return f"regenerate it with: lemon-pl generate --root {root} --families {fam} --overwrite"
 
 
+def open_for_reading(path: str | os.PathLike):
+    """``h5py.File(path, "r")`` of a regular file; anything else that exists (a FIFO, a device, a
+    socket: opening it could block forever) raises ``OSError`` (EINVAL) naming it, as an unreadable
+    file does, so every reader's one-line error applies."""
+    import errno
+
+    import h5py
+
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device or a socket)", str(path))
+    return h5py.File(path, "r")
+
+
 def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
     """Attributes of a complete data file; raises DataFileError if it is unreadable or incomplete."""
     import h5py
 
     path = Path(path)
     try:
-        with h5py.File(path, "r") as f:
+        with open_for_reading(path) as f:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             missing = [d for d in REQUIRED if d not in f]
             unfinished = int((~f["op_done"][:]).sum()) if "op_done" in f else 0
@@ -211,7 +225,7 @@ class FamilySplit:
         self.path = Path(path)
         self.attrs = read_attrs(self.path)
         try:
-            with h5py.File(self.path, "r") as f:
+            with open_for_reading(self.path) as f:
                 shape = f["u"].shape
                 self.params = f["params"][:]
                 self.param_names = [n.decode() if isinstance(n, bytes) else str(n)
@@ -247,7 +261,7 @@ class FamilySplit:
         import h5py
 
         if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.path, "r")
+            self._h5 = open_for_reading(self.path)
             self._pid = os.getpid()
         return self._h5
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lemon_pl.data.io import DataFileError
+from lemon_pl.data.io import DataFileError, open_for_reading
 from lemon_pl.multilevel.families import level_view
 from lemon_pl.multilevel.transfer import INTERPOLATIONS, interpolate
 
@@ -65,13 +65,11 @@ class _EpochSampler(torch.utils.data.Sampler):
 
 def read_level(path: Path, n_samples: int | None, native: bool, output_frame: int = -1):
     """``(inputs, labels, grid, seconds_per_sample, attrs)`` of one file (see the module doc)."""
-    import h5py
-
     if not path.exists():
         raise DataFileError(f"{path} does not exist; create it with `lemon-pl generate --levels ...` "
                             "(see `lemon-pl generate --help`)")
     try:
-        with h5py.File(path, "r") as f:
+        with open_for_reading(path) as f:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             if not bool(attrs.get("complete", False)):
                 raise DataFileError(f"{path} is not complete; run the generate command again to finish it")

@@ -40,7 +40,8 @@ import numpy as np
 from lemon_pl.data.generate import (GenerationError, SplitReport, acquire_locks, bytes_to_write, check_disk_space,
                                     close_quietly, finish_partial, guarded_write, prepare_root, release_locks,
                                     same_identity, seeded_rng)
-from lemon_pl.data.io import CHECKSUM, describe_problems, mark_written, open_for_writing, verify_operators
+from lemon_pl.data.io import (CHECKSUM, describe_problems, mark_written, open_for_reading, open_for_writing,
+                              verify_operators)
 from lemon_pl.multilevel.families import MAP_FAMILIES, MapFamily
 
 MAP_GENERATOR_VERSION = "1.0"
@@ -184,7 +185,7 @@ def _status(path: Path, spec: MapSplitSpec, overwrite: bool) -> str:
     if overwrite or not path.exists():
         return "missing"
     try:
-        with h5py.File(path, "r") as f:
+        with open_for_reading(path) as f:
             attrs = dict(f.attrs)
             if not same_identity(attrs, spec.identity()):
                 diff = [f"{k}={attrs.get(k)!r} (wanted {v!r})" for k, v in spec.identity().items()

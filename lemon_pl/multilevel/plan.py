@@ -157,13 +157,17 @@ def level_files(d: dict[str, Any], split: str = "train") -> list[Path]:
 
 def level_costs(d: dict[str, Any]) -> tuple[list[float], list[int]]:
     """Measured seconds per sample and available samples of every level's training file."""
-    import h5py
+    from lemon_pl.data.io import open_for_reading
 
     costs, sizes = [], []
     for path in level_files(d):
         if not path.exists():
             raise PlanError(f"{path} does not exist; generate the levels first (`lemon-pl generate --levels ...`)")
-        with h5py.File(path, "r") as f:
+        try:
+            f = open_for_reading(path)
+        except OSError as err:
+            raise PlanError(f"{path} is not a readable level file ({one_line(err)}); regenerate it") from None
+        with f:
             cost = float(f.attrs.get("seconds_per_sample", float("nan")))
             size = int(f.attrs["n_samples"]) if f.attrs.get("kind") == "map" else int(np.prod(f["u"].shape[:2]))
         if not (math.isfinite(cost) and 0 < cost <= MAX_COST):

@@ -505,3 +505,22 @@ def test_a_root_that_passes_permission_checks_but_takes_no_files_is_refused(caps
     assert rc == 2 and one_line(err) == (f"{PROG}cannot create data root '/proc/lemon_data': folder '/proc' is not "
                                          "writable (No such file or directory)")
     assert not Path("/proc/lemon_data").exists()
+
+
+def test_a_fifo_where_a_data_file_belongs_never_blocks(tmp_path, capsys):
+    """Opening a FIFO blocks until a writer comes: readers refuse it in one line naming it, and
+    generate replaces it with the file that belongs there (before: both hung)."""
+    from lemon_pl.data.io import DataFileError, open_split
+
+    root = tmp_path / "data"
+    assert gen_cli.main(["--root", str(root), *HEAT, *SCALE]) == 0
+    fifo = root / "heat" / "train.h5"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    with pytest.raises(DataFileError, match=re.escape(f"{fifo} is corrupt or truncated ([Errno 22] not a regular "
+                                                      "file (a FIFO, a device or a socket)")):
+        open_split(root, "heat", "train")
+    capsys.readouterr()
+    rc, out, err = cli(["--root", root, *HEAT, *SCALE], capsys)
+    assert rc == 0 and "not a regular file" in err and fifo.is_file()
+    assert_complete(fifo)
