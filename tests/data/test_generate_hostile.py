@@ -27,7 +27,7 @@ from lemon_pl.cli import generate as gen_cli
 from lemon_pl.data import generate as gen
 from lemon_pl.data.families import FINETUNE_FAMILIES, PRETRAIN_FAMILIES, list_families, resolve_families
 from lemon_pl.data.io import verify_operators
-from tests.cli.test_full_disk import fail_nth_write
+from tests.cli.test_full_disk import fail_nth_write, tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 PROG = "lemon-pl generate: error: "
@@ -347,14 +347,8 @@ def read_only_dir(tmp_path):
         yield path
         path.chmod(0o755)
         return
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True,
-                         text=True)
-    if res.returncode:
-        pytest.skip(f"root cannot be denied writing here (mounting a read-only tmpfs failed: {res.stderr.strip()})")
-    try:
+    with tmpfs(path, "64k", read_only=True):
         yield path
-    finally:
-        subprocess.run(["umount", str(path)], capture_output=True)
 
 
 def test_an_unwritable_root_is_refused(read_only_dir, capsys):
@@ -375,18 +369,8 @@ DISK_ARGS = ["--preset", "tiny", "--families", "heat,kdv", "--nx", "256", "--nt"
 @pytest.fixture()
 def small_disk(request, tmp_path):
     """A tmpfs of ``request.param`` (e.g. 3m) mounted for the test, unmounted after."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
-    if res.returncode:
-        pytest.skip(f"mount -t tmpfs is not permitted here: {res.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", request.param) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
 def _generate(*args) -> subprocess.CompletedProcess:
