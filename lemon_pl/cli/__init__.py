@@ -3,7 +3,7 @@
 Non-training tools are dispatched first (``lemon-pl generate|merge-lora|experiment ...``);
 everything else goes to the Lightning CLI (``lemon-pl fit|validate|test|predict --config ...``,
 ``lemon_pl.cli.lightning``). ``lemon-pl predict`` without ``--config`` is the prediction tool
-(``lemon_pl.predict.cli``: ``--ckpt_path CKPT --equation EQ ...``). Each tool module exposes
+(``lemon_pl.cli.predict``: ``--ckpt_path CKPT --equation EQ ...``). Each tool module exposes
 ``main(argv) -> exit code``.
 """
 
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in TOOLS or (argv[0] == "predict" and not _lightning_predict(argv[1:])):
-        tool = importlib.import_module(TOOLS[argv[0]][0] if argv[0] in TOOLS else "lemon_pl.predict.cli")
+        tool = importlib.import_module(TOOLS[argv[0]][0] if argv[0] in TOOLS else "lemon_pl.cli.predict")
         try:
             return tool.main(argv[1:])
         except BrokenPipeError:  # output piped into `head` and friends: stop quietly

@@ -331,6 +331,41 @@ def run_lightning_cli(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+class BuildError(ValueError):
+    """The model/data sections of a config cannot be built (one line: the root cause)."""
+
+
+def build(model: dict, data: dict) -> tuple[LightningModule, LightningDataModule]:
+    """The stage and data module that ``lemon-pl fit`` would build from a config's ``model`` and
+    ``data`` sections (class paths, linked arguments, ``defaults`` already applied), without a
+    trainer and without seeding. The sections are passed as ``--model JSON --data JSON``, not as an
+    inline ``--config`` document. Raises :class:`BuildError` with the root cause in one line."""
+    import json
+
+    class _Build(LemonCLI):
+        def instantiate_trainer(self, **kwargs):  # the stage and data only
+            return None
+
+    try:
+        args = ["--model", json.dumps(model), "--data", json.dumps(data), "--seed_everything", "false"]
+    except (TypeError, ValueError) as err:  # YAML dates, sets, ...: not a config the CLI wrote
+        raise BuildError(f"the model/data sections hold values that are no plain data ({str(err).splitlines()[0]})"
+                         ) from None
+    try:
+        with warnings.catch_warnings():  # args are passed explicitly, on purpose
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            cli = _Build(args=args, run=False)
+    except SystemExit as err:
+        raise BuildError(f"the model/data sections do not parse ({err})") from None
+    except Exception as err:  # noqa: BLE001 - jsonargparse wraps constructor errors: report the root
+        from argparse import ArgumentError
+
+        if isinstance(err, (ArgumentError, ValueError, KeyError, TypeError, FileNotFoundError, RuntimeError)):
+            raise BuildError(f"cannot rebuild the stage ({_root_message(err)})") from None
+        raise
+    return cli.model, cli.datamodule
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that are a user's error (a bad config, file, value): one line, exit 2."""
     from argparse import ArgumentError

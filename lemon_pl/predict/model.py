@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -65,8 +65,11 @@ class Predictor:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, ckpt_path: str | Path, config: str | Path | None = None, device: str = "cpu") -> "Predictor":
-        """The stage of ``ckpt_path``'s run on ``device``. Checked in this order, each failure one
+    def load(cls, ckpt_path: str | Path, config: str | Path | None = None, device: str = "cpu",
+             build: Callable | None = None) -> "Predictor":
+        """The stage of ``ckpt_path``'s run on ``device``, built from the run's config by ``build(model,
+        data) -> (stage, datamodule)`` (the console script passes ``lemon_pl.cli.lightning.build``;
+        this package never imports ``lemon_pl.cli``). Checked in this order, each failure one
         :class:`ModelLoadError` line naming the flag or file: the device string, the checkpoint path
         (a file), the run config (a YAML file, syntax errors with ``FILE:LINE:COLUMN``), the
         checkpoint's content (a readable plain checkpoint: :func:`~lemon_pl.checkpointing.load_checkpoint`,
@@ -104,7 +107,10 @@ class Predictor:
         if not isinstance(ckpt.get("state_dict", {}), dict):
             raise ModelLoadError(f"--ckpt_path {ckpt_path} is not a lemon-pl checkpoint (its 'state_dict' is no "
                                  "mapping)")
-        stage, dm = _build(raw, config_path)
+        if build is None:
+            raise ModelLoadError("Predictor.load needs build=lemon_pl.cli.lightning.build (the CLI that trained "
+                                 "the run)")
+        stage, dm = _build(raw, config_path, build)
         from lemon_pl.modules.base import OperatorModule
 
         if not isinstance(stage, OperatorModule):
@@ -251,36 +257,10 @@ def _rate_value(rate) -> float:
     return float(rate)
 
 
-def _build(raw: dict, config_path: Path):
-    """The stage and data module of a run config, built by the CLI that trained it (no trainer).
-
-    The sections are passed as ``--model JSON --data JSON`` (not as an inline ``--config``
-    document, which the CLI's config-file handling would take for a path)."""
-    import json
-
-    from lemon_pl.cli.lightning import LemonCLI
-
-    class _Build(LemonCLI):
-        def instantiate_trainer(self, **kwargs):  # the stage and data only
-            return None
-
+def _build(raw: dict, config_path: Path, build: Callable):
+    """The stage and data module of a run config by ``build(model, data)`` (``lemon_pl.cli``'s, which
+    trained it); its failure (a ``ValueError``) is one :class:`ModelLoadError` line naming the config."""
     try:
-        args = ["--model", json.dumps(raw["model"]), "--data", json.dumps(raw["data"]), "--seed_everything", "false"]
-    except (TypeError, ValueError) as err:  # YAML dates, sets, ...: not a config the CLI wrote
-        raise ModelLoadError(f"{config_path}: the run's model/data sections hold values that are no plain data "
-                             f"({str(err).splitlines()[0]})") from None
-    try:
-        with warnings.catch_warnings():  # args are passed explicitly, on purpose
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-            cli = _Build(args=args, run=False)
-    except SystemExit as err:
-        raise ModelLoadError(f"{config_path}: the run's model/data sections do not parse ({err})") from None
-    except Exception as err:  # noqa: BLE001 - jsonargparse wraps constructor errors: report the root
-        from argparse import ArgumentError
-
-        from lemon_pl.cli.lightning import _root_message
-
-        if isinstance(err, (ArgumentError, ValueError, KeyError, TypeError, FileNotFoundError, RuntimeError)):
-            raise ModelLoadError(f"{config_path}: cannot rebuild the stage ({_root_message(err)})") from None
-        raise
-    return cli.model, cli.datamodule
+        return build(raw["model"], raw["data"])
+    except ValueError as err:
+        raise ModelLoadError(f"{config_path}: {err}") from None

@@ -22,7 +22,7 @@ EQUATION_PAYLOADS = [f"u_t + {p}*u_x = 0" for p in INJECTIONS + HUGE] + [
 @pytest.fixture(scope="module", autouse=True)
 def _imports_done():
     """The first call imports torch and Lightning (seconds); the timings are of the refusals."""
-    import lemon_pl.predict.cli  # noqa: F401
+    import lemon_pl.cli.predict  # noqa: F401
     import lemon_pl.predict.model  # noqa: F401
     import lemon_pl.predict.run  # noqa: F401
     from lemon_pl.predict.parse import parse_equation

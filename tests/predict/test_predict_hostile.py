@@ -165,12 +165,12 @@ def test_family_ranges_cover_the_data_and_every_family_solves_within_them():
 
 
 def _no_model_built(monkeypatch):
-    import lemon_pl.predict.model as model
+    import lemon_pl.cli.lightning as lightning_cli
 
     def refuse(*a, **k):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(model, "_build", refuse)
+    monkeypatch.setattr(lightning_cli, "build", refuse)
 
 
 @pytest.mark.parametrize("device,expect", [
@@ -275,7 +275,9 @@ def test_moderate_requests_work_and_chunked_forward_passes_change_no_prediction(
     z = np.load(out / "prediction.npz")
     assert z["u"].shape == (300, 33, 128) and np.isfinite(z["u"]).all()
     assert f"2 batched forward passes of at most {CHUNK}" in printed
-    pred = Predictor.load(ckpt["path"])
+    from lemon_pl.cli.lightning import build
+
+    pred = Predictor.load(ckpt["path"], build=build)
     batch = pred.batch(z["u"][:, :1].astype(np.float64), [z["tokens"][0, :z["token_len"][0]].tolist()] * 300)
     chunked, _ = pred.predict(batch, repeats=1, chunk=7)
     whole, _ = pred.predict(batch, repeats=1, chunk=1000)

@@ -274,7 +274,9 @@ def _run(args) -> int:
         check_spec(spec)
     out = Path(args.out)
     _check_out(out)
-    predictor = Predictor.load(args.ckpt, args.run_config, args.device)
+    from lemon_pl.cli.lightning import build
+
+    predictor = Predictor.load(args.ckpt, args.run_config, args.device, build=build)
     if predictor.layout.input_len != 1:
         raise ModelLoadError(f"the model reads {predictor.layout.input_len} input frames; lemon-pl predict gives it "
                              "the initial condition only (a model trained with data.input_len 1)")
