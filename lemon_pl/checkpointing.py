@@ -174,7 +174,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes
         _write_synced(tmp, data)
         os.replace(tmp, path)
     except Exception as err:  # noqa: BLE001 - only write failures are translated, the rest re-raised
-        cause = _os_error(err)
+        cause = os_error_cause(err)
         if cause is None:
             raise
         from lemon_pl.errors import CheckpointWriteError
@@ -216,7 +216,7 @@ def atomic_write_many(files: Mapping[str | os.PathLike, bytes | str | Callable[[
             os.replace(tmp, target)
             replaced += 1
     except Exception as err:  # noqa: BLE001 - only write failures are translated, the rest re-raised
-        cause = _os_error(err)
+        cause = os_error_cause(err)
         if cause is None:
             raise
         from lemon_pl.errors import CheckpointWriteError
@@ -249,12 +249,6 @@ def atomic_write_many(files: Mapping[str | os.PathLike, bytes | str | Callable[[
 def os_error_cause(err: BaseException) -> OSError | None:
     """The ``OSError`` behind ``err``, if any: ``err`` itself, or one of its causes (torch's
     writer reports a failed ``write`` as a ``RuntimeError`` raised while handling it)."""
-    return _os_error(err)
-
-
-def _os_error(err: BaseException) -> OSError | None:
-    """The ``OSError`` behind ``err`` (torch's writer reports a failed ``write`` as a
-    ``RuntimeError`` raised while handling it), if any."""
     seen = 0
     while err is not None and seen < 8:
         if isinstance(err, OSError):

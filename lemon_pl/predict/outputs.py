@@ -53,7 +53,7 @@ from typing import IO, Callable, Sequence
 
 import numpy as np
 
-from lemon_pl.checkpointing import atomic_write
+from lemon_pl.checkpointing import atomic_write, os_error_cause
 from lemon_pl.data.symbols import PAD_ID
 from lemon_pl.resources import fsync_dir
 
@@ -283,16 +283,6 @@ def _install(tmp: Path, target: Path, shown: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _os_cause(err: BaseException) -> OSError | None:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 def write_folder(out: str | Path, files: Sequence[tuple[str, Callable[[IO[bytes]], None]]]) -> list[Path]:
     """Write ``files`` (``[(name, writer(fh)), ...]``) as the folder ``out``, all or nothing.
 
@@ -336,7 +326,7 @@ def write_folder(out: str | Path, files: Sequence[tuple[str, Callable[[IO[bytes]
                 pass
         if isinstance(err, PredictionWriteError):
             raise
-        cause = _os_cause(err)
+        cause = os_error_cause(err)
         if cause is None or not isinstance(err, Exception):
             raise
         kept = f"the previous {shown} is intact" if shown.exists() else f"{shown} was not created"

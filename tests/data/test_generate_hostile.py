@@ -373,6 +373,14 @@ def small_disk(request, tmp_path):
         yield mnt
 
 
+def assert_refused_for_space(res: subprocess.CompletedProcess, root: Path, disk: Path) -> None:
+    """The run was refused by the up-front disk estimate, in one line, with nothing written."""
+    assert res.returncode == 2 and re.fullmatch(
+        rf"{re.escape(PROG)}--root '{re.escape(str(root))}': the files need about [\d.]+ MiB but [\d.]+ [KM]iB is free "
+        rf"on its disk \({re.escape(str(disk))}\); .*", one_line(res.stderr)), res.stderr
+    assert list(disk.iterdir()) == []
+
+
 def _generate(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lemon_pl", "generate", *map(str, args)], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -384,11 +392,7 @@ def _generate(*args) -> subprocess.CompletedProcess:
 def test_a_full_disk_ends_in_one_line_and_the_rerun_completes(small_disk, tmp_path, capsys):
     root = small_disk / "data"
     # estimated first: the files cannot fit, nothing is written
-    res = _generate("--root", root, *DISK_ARGS)
-    assert res.returncode == 2 and re.fullmatch(
-        rf"{re.escape(PROG)}--root '{re.escape(str(root))}': the files need about [\d.]+ MiB but [\d.]+ [KM]iB is free "
-        rf"on its disk \({re.escape(str(small_disk))}\); .*", one_line(res.stderr)), res.stderr
-    assert list(small_disk.iterdir()) == []
+    assert_refused_for_space(_generate("--root", root, *DISK_ARGS), root, small_disk)
 
     # the estimate skipped, the disk really fills up
     res = _generate("--root", root, *DISK_ARGS, "--skip-space-check")

@@ -29,7 +29,7 @@ from lemon_pl.data.generate import GenerationError
 from lemon_pl.data.io import verify_operators
 from lemon_pl.multilevel import generate as mgen
 from tests.cli.test_full_disk import fail_nth_write
-from tests.data.test_generate_hostile import PROG, one_line, small_disk  # noqa: F401 - small_disk: a fixture
+from tests.data.test_generate_hostile import PROG, assert_refused_for_space, one_line, small_disk  # noqa: F401 - small_disk: a fixture
 
 FAMILIES = ("rough_elliptic", "schrodinger")
 LEVELS = (64, 128)
@@ -131,11 +131,7 @@ def test_the_disk_estimate_refuses_map_files_that_cannot_fit(small_disk):
 def test_the_cli_refuses_map_files_that_cannot_fit_unless_told(small_disk):
     """The command line estimates every level's operator and map files together before the first is written."""
     root = small_disk / "R"
-    res = _generate("--root", root, *ARGS)
-    assert res.returncode == 2 and re.fullmatch(
-        rf"{re.escape(PROG)}--root '{re.escape(str(root))}': the files need about [\d.]+ MiB but [\d.]+ [KM]iB is "
-        rf"free on its disk \({re.escape(str(small_disk))}\); .*", one_line(res.stderr)), res.stderr
-    assert list(small_disk.iterdir()) == []
+    assert_refused_for_space(_generate("--root", root, *ARGS), root, small_disk)
 
 
 def test_the_estimate_bounds_the_real_file_sizes(tmp_path):
