@@ -124,7 +124,7 @@ def _ablation_no_update(net, params, fast_names, loss_fn, steps, lr, first_order
 def patched(adapt_fn=None, call_fn=None):
     """Swap the inner-loop functions used by ``MetaModule`` for the duration of the block."""
     import lemon_pl.adaptation.functional as functional
-    import lemon_pl.modules.meta as module_meta
+    import lemon_pl.operators.meta as module_meta
 
     old = (module_meta.adapt, functional.call)
     try:
@@ -232,7 +232,7 @@ def time_rounds(variants: dict[str, Callable[[], None]], rounds: int, warmup: in
 def _meta_setup(spec, device, first_order=True):
     import torch.nn.functional as F  # noqa: F401
 
-    from lemon_pl.modules import MetaModule
+    from lemon_pl.operators.meta import MetaModule
 
     torch = _torch()
     torch.manual_seed(0)
@@ -397,7 +397,7 @@ def section_today(spec, device) -> dict:
     """The meta step as lemon-pl took it before issue 14 (PyTorch's default AdamW, a loop over
     parameters on CPU; every support/query sample's equation encoded) beside today's (fused
     AdamW; each task's equation encoded once per pass), same module and batch, interleaved."""
-    from lemon_pl.modules.optim import default_adamw
+    from lemon_pl.core.optim import default_adamw
 
     torch = _torch()
     module, batch, _ = _meta_setup(spec, device)

@@ -124,7 +124,7 @@ def pinn_module(batch: dict):
     """The 10,401-parameter PINN stage on one μ (β = 30) and its one-μ batch."""
     import torch
 
-    from lemon_pl.modules.pinn import PINNModule
+    from lemon_pl.pinn.stages import PINNModule
     from lemon_pl.pinn.networks import PINN
 
     torch.manual_seed(0)
@@ -171,7 +171,7 @@ def fmt_ms(row: dict, v: str) -> str:
 def compare_pinn_vs_phase2(args, pde, batch) -> dict:
     import torch
 
-    from lemon_pl.modules.pinn import PINNModule
+    from lemon_pl.pinn.stages import PINNModule
     from lemon_pl.pinn.networks import HyperLRPINN
 
     print("\n[1] PINN train step vs Hyper-LR-PINN phase-2 train step, one μ (β = 30)", flush=True)
@@ -189,7 +189,7 @@ def compare_pinn_vs_phase2(args, pde, batch) -> dict:
 def compare_batched_phase1(args, pde, batch) -> dict:
     import torch
 
-    from lemon_pl.modules.pinn import PINNModule
+    from lemon_pl.pinn.stages import PINNModule
     from lemon_pl.pinn.networks import HyperLRPINN
 
     m = batch["mu"].shape[0]

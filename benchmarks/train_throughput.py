@@ -23,7 +23,7 @@ Variants (``--variants``):
               computed (``share_equation=False, pack_tokens=False``).
 ``foreach``   multi-tensor AdamW.
 ``fused``     fused AdamW (one kernel over parameters, gradients and moments).
-``app``       what the app builds now: ``lemon_pl.modules.optim.build_optimizers`` (fused AdamW)
+``app``       what the app builds now: ``lemon_pl.core.optim.build_optimizers`` (fused AdamW)
               and Prose's defaults (each distinct equation of a batch encoded once, the
               per-token maps run on real tokens only).
 ``app_bf16``  ``app`` under ``torch.autocast(bfloat16)``.
@@ -149,7 +149,7 @@ def _optimizer(variant: str, params):
     from types import SimpleNamespace
 
     try:
-        from lemon_pl.modules.optim import build_optimizers
+        from lemon_pl.core.optim import build_optimizers
     except ImportError:  # an old checkout without the module: its default was torch's AdamW
         return torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4, eps=1e-6)
     hp = SimpleNamespace(lr=1e-4, weight_decay=1e-4, betas=(0.9, 0.999), eps=1e-6, warmup_ratio=0.0,

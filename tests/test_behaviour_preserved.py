@@ -25,7 +25,7 @@ tolerance check on per-tensor sums (:func:`_weights_close`) and metrics agree to
 Re-record only for an intended change of results, and say so in the commit. The runs select
 PyTorch's per-parameter AdamW loop, per-sample equation encoding and padded token rows
 (``adamw: loop``, ``share_equation: false``, ``pack_tokens: false``), the numerics of the
-recording; ``tests/modules/test_optim.py`` and ``tests/models/test_prose_sharing.py`` show that
+recording; ``tests/core/test_optim.py`` and ``tests/models/test_prose_sharing.py`` show that
 the defaults (fused AdamW, shared encoding, packed tokens) agree with them to rounding.
 """
 

@@ -106,8 +106,8 @@ ENTRIES = ["load_net_state", "init_from", "merge-lora", "test --ckpt_path", "fit
 @pytest.mark.parametrize("entry, payload", [*((e, TouchOnLoad) for e in ENTRIES), ("load_net_state", OpenOnLoad),
                                             ("merge-lora", OpenOnLoad)])
 def test_checkpoint_that_runs_code_is_refused(made, tmp_path, monkeypatch, capsys, entry, payload):
-    from lemon_pl.checkpointing import load_net_state, wandb_run_id
-    from lemon_pl.errors import CheckpointMismatchError
+    from lemon_pl.core.checkpointing import load_net_state, wandb_run_id
+    from lemon_pl.core.errors import CheckpointMismatchError
 
     monkeypatch.chdir(tmp_path)
     path, marker = crafted(made, tmp_path, payload)
@@ -137,7 +137,7 @@ def test_plain_values_in_checkpoints_still_load(tmp_path):
     """What the allow-list is for: paths and numpy scalars given from Python end up in hyper_parameters."""
     import numpy as np
 
-    from lemon_pl.checkpointing import load_checkpoint
+    from lemon_pl.core.checkpointing import load_checkpoint
 
     hp = {"init_from": Path("/runs/base.ckpt"), "lr": np.float64(1e-3), "steps": np.int64(4), "flag": np.bool_(True)}
     torch.save({"state_dict": {"net.w": torch.ones(2)}, "hyper_parameters": hp}, tmp_path / "c.ckpt")
@@ -147,7 +147,7 @@ def test_plain_values_in_checkpoints_still_load(tmp_path):
 def test_real_checkpoints_load_safely(made):
     """Every checkpoint lemon-pl writes (pretraining with its callback and loop state, adapter-only,
     merged) loads as data and equals what an unrestricted load gives."""
-    from lemon_pl.checkpointing import load_checkpoint
+    from lemon_pl.core.checkpointing import load_checkpoint
 
     for path in (made["base"], made["adapter"], made["merged"]):
         safe, full = load_checkpoint(path), torch.load(path, map_location="cpu", weights_only=False)
@@ -244,7 +244,7 @@ def test_adapters_merge_onto_their_own_base_and_refuse_a_changed_one(made, tmp_p
 
 
 def test_adapter_checkpoint_records_its_base(made):
-    from lemon_pl.checkpointing import BASE_FINGERPRINT_KEY, BASE_PATH_KEY, load_net_state, state_fingerprint
+    from lemon_pl.core.checkpointing import BASE_FINGERPRINT_KEY, BASE_PATH_KEY, load_net_state, state_fingerprint
 
     raw = torch.load(made["adapter"], map_location="cpu", weights_only=False)
     assert raw["hyper_parameters"]["init_from"] == "base.ckpt"  # as given
@@ -253,9 +253,9 @@ def test_adapter_checkpoint_records_its_base(made):
 
 
 def test_lora_module_refuses_adapters_of_another_base(tmp_path):
-    from lemon_pl.errors import CheckpointMismatchError
-    from lemon_pl.modules import FinetuneModule
-    from tests.modules.test_finetune import nets, save_plain_checkpoint
+    from lemon_pl.core.errors import CheckpointMismatchError
+    from lemon_pl.operators.finetune import FinetuneModule
+    from tests.operators.test_finetune import nets, save_plain_checkpoint
 
     base, other = nets()["deeponet"], nets()["deeponet"]
     for p in other.parameters():
@@ -331,15 +331,15 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(ma
     line = one_line_error(capsys, code)
     assert line == f"lemon-pl: error: could not write {last}: No space left on device; the previous last.ckpt is intact"
     assert last.read_bytes() == previous["bytes"]
-    from lemon_pl.checkpointing import load_checkpoint
+    from lemon_pl.core.checkpointing import load_checkpoint
 
     assert load_checkpoint(last)["global_step"] == 2  # the state after the first epoch
     assert not [p.name for p in last.parent.iterdir() if ".tmp-" in p.name]
 
 
 def test_write_error_message(tmp_path, monkeypatch):
-    from lemon_pl.checkpointing import atomic_write
-    from lemon_pl.errors import CheckpointWriteError
+    from lemon_pl.core.checkpointing import atomic_write
+    from lemon_pl.core.errors import CheckpointWriteError
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -353,7 +353,7 @@ def test_write_error_message(tmp_path, monkeypatch):
 
 # 6. stale temporary files of killed writes ----------------------------------------------------------------
 def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
-    from lemon_pl import checkpointing
+    from lemon_pl.core import checkpointing
 
     host = getattr(checkpointing, "_HOST", "localhost")  # the writer's name for this host
     child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -39,14 +39,14 @@ def print_config(*configs) -> dict:
 @pytest.mark.parametrize("path", STAGES, ids=lambda p: p.name)
 def test_stage_config_parses(path):
     cfg = print_config(path)
-    assert cfg["model"]["class_path"].startswith("lemon_pl.modules.")
+    assert cfg["model"]["class_path"].startswith("lemon_pl.operators.")
     assert cfg["data"]["class_path"] == "lemon_pl.data.datamodule.OperatorFamilyDataModule"
 
 
 @pytest.mark.parametrize("path", PINN_STAGES, ids=lambda p: p.name)
 def test_pinn_stage_config_parses(path):
     cfg = print_config(path)
-    assert cfg["model"]["class_path"].startswith("lemon_pl.modules.")
+    assert cfg["model"]["class_path"].startswith("lemon_pl.pinn.stages.")
     assert cfg["data"]["class_path"] == "lemon_pl.pinn.collocation.CollocationDataModule"
     assert cfg["trainer"]["inference_mode"] is False  # residual metrics in validation and test
     net = cfg["model"]["init_args"]["net"]["init_args"]
@@ -64,7 +64,7 @@ def test_pinn_overlay_composes_with_the_pinn_stage(path):
 @pytest.mark.parametrize("path", MULTILEVEL_STAGES, ids=lambda p: p.name)
 def test_multilevel_stage_config_parses(path):
     cfg = print_config(path)
-    assert cfg["model"]["class_path"] == "lemon_pl.modules.MultilevelRegression"
+    assert cfg["model"]["class_path"] == "lemon_pl.multilevel.stage.MultilevelRegression"
     assert cfg["data"]["class_path"] == "lemon_pl.multilevel.data.MultilevelDataModule"
     assert len(cfg["data"]["init_args"]["levels"]) == len(cfg["data"]["init_args"]["n_samples"])
 
@@ -130,7 +130,7 @@ def test_paper_size_prose_has_71m_parameters(tmp_path):
 
 def test_bad_config_is_rejected(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  class_path: lemon_pl.modules.NoSuchModule\n")
+    bad.write_text("model:\n  class_path: lemon_pl.operators.NoSuchModule\n")
     code = main(["fit", "--config", str(CONFIGS / "pretrain.yaml"), "--config", str(bad)])
     err = capsys.readouterr().err
     assert code == 2 and "NoSuchModule" in err and "usage:" not in err

@@ -303,5 +303,5 @@ def test_entrypoint_parses_the_documented_fit_command():
     proc = _lemon_pl("fit", "--config", "configs/pretrain.yaml", "--print_config")
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = yaml.safe_load(proc.stdout)
-    assert cfg["model"]["class_path"] == "lemon_pl.modules.PretrainModule"
+    assert cfg["model"]["class_path"] == "lemon_pl.operators.PretrainModule"
     assert cfg["data"]["init_args"]["root"] == "data/default"  # relative: /workspace/data in the image

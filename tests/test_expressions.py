@@ -1,4 +1,4 @@
-"""The whitelist grammar of user math (lemon_pl.expressions): Python's precedence on a random corpus,
+"""The whitelist grammar of user math (lemon_pl.core.expressions): Python's precedence on a random corpus,
 bounds before any exact arithmetic, nothing outside the grammar, and no evaluation of text."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from lemon_pl.expressions import (MAX_DEPTH, MAX_EXPONENT, MAX_LENGTH, ExpressionError, evaluate, parse, to_sympy,
+from lemon_pl.core.expressions import (MAX_DEPTH, MAX_EXPONENT, MAX_LENGTH, ExpressionError, evaluate, parse, to_sympy,
                                   tokenize)
 from tests.payloads import HUGE, INJECTIONS
 

@@ -69,7 +69,7 @@ def test_nan_loss_stops_with_step_family_batch_and_saves_last_good_state(tiny_ro
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    from lemon_pl.checkpointing import AtomicCheckpointIO
+    from lemon_pl.core.checkpointing import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"
@@ -93,7 +93,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     pytest.param(["--data.init_args.train_families", "[]"], "empty", marks=pytest.mark.slow),
     pytest.param(["--data.init_args.train_families", "[heat,navier_stokes]"], "unknown family 'navier_stokes'",
                  marks=pytest.mark.slow),
-    pytest.param(["--model.class_path", "lemon_pl.modules.Nope"], "Nope", marks=pytest.mark.slow),
+    pytest.param(["--model.class_path", "lemon_pl.operators.Nope"], "Nope", marks=pytest.mark.slow),
 ])
 def test_bad_input_is_reported_clearly(tiny_root, tmp_path, extra, needle):
     res = cli(args(tiny_root, tmp_path, *extra), tmp_path)
@@ -113,7 +113,7 @@ def test_resume_continues_the_same_wandb_run(tmp_path):
     from jsonargparse import Namespace
 
     from lemon_pl.cli.lightning import LemonCLI
-    from lemon_pl.checkpointing import WANDB_ID_KEY, wandb_run_id
+    from lemon_pl.core.checkpointing import WANDB_ID_KEY, wandb_run_id
 
     ckpt = tmp_path / "last.ckpt"
     torch.save({WANDB_ID_KEY: "abc123", "state_dict": {}}, ckpt)

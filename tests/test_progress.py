@@ -10,8 +10,8 @@ import sys
 import pytest
 from tqdm import tqdm
 
-from lemon_pl import progress
-from lemon_pl.progress import LineWriter, bar_kwargs, interactive
+from lemon_pl.core import progress
+from lemon_pl.core.progress import LineWriter, bar_kwargs, interactive
 
 
 class Pipe(io.StringIO):
@@ -263,12 +263,12 @@ def test_lightning_bar_off_a_tty_redraws_at_most_once_per_interval(monkeypatch):
 
 
 def test_lightning_bar_is_importable_by_name():
-    """``class_path: lemon_pl.progress.LogFriendlyProgressBar`` in a config, and pickling."""
+    """``class_path: lemon_pl.core.progress.LogFriendlyProgressBar`` in a config, and pickling."""
     import importlib
     import pickle
 
     from lightning.pytorch.callbacks import TQDMProgressBar
 
-    cls = getattr(importlib.import_module("lemon_pl.progress"), "LogFriendlyProgressBar")
+    cls = getattr(importlib.import_module("lemon_pl.core.progress"), "LogFriendlyProgressBar")
     assert issubclass(cls, TQDMProgressBar) and cls is progress.LogFriendlyProgressBar
     assert type(pickle.loads(pickle.dumps(cls(interval=5)))) is cls

@@ -8,5 +8,5 @@
 * ``fewshot``: adapt on a support set, then predict a query set (few-shot evaluation);
 * ``lora``: low-rank adapters: injection, merging, adapter-only state.
 
-The package holds no Lightning code; stages in ``lemon_pl.modules`` call it.
+The package holds no Lightning code; stages in ``lemon_pl.operators`` call it.
 """

@@ -28,7 +28,7 @@ def config_files(argv: Sequence[str]) -> list[Path]:
 
 
 def _load(path: Path) -> Any:
-    from lemon_pl.yamlio import YamlFileError, read_yaml
+    from lemon_pl.core.yamlio import YamlFileError, read_yaml
 
     try:
         return read_yaml(path, mapping=False)
@@ -95,7 +95,7 @@ def describe(err: BaseException, argv: Sequence[str], parser=None) -> str:
             return f"config file {empty[0]} is empty"
         return f"a config file holds no settings ({msg or 'nothing parsed'})"
     if msg.startswith("Problems parsing config"):
-        from lemon_pl.yamlio import YamlFileError, read_yaml
+        from lemon_pl.core.yamlio import YamlFileError, read_yaml
 
         for f in files:
             try:

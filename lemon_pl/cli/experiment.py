@@ -50,7 +50,7 @@ def _check_step_configs(steps, overlays: Sequence[str]) -> None:
     they compose through ``defaults:``), read now: a broken one is refused in one line before
     the first step runs. Files that earlier steps write (``{exp_dir}/...``) are checked by
     their step."""
-    from lemon_pl.yamlio import config_chain
+    from lemon_pl.core.yamlio import config_chain
 
     seen: set[str] = set()
     for path in overlays:
@@ -67,7 +67,7 @@ def _check_step_configs(steps, overlays: Sequence[str]) -> None:
 def main(argv: Sequence[str]) -> int:
     import os
 
-    from lemon_pl.errors import CheckpointWriteError
+    from lemon_pl.core.errors import CheckpointWriteError
 
     args = build_parser().parse_args(list(argv))
     err = lambda msg: print(f"lemon-pl experiment: error: {' '.join(str(msg).split())}", file=sys.stderr)  # noqa: E731
@@ -90,7 +90,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     exp_dir = Path(args.out) / args.name / args.scale
     if not args.dry_run:  # the results folder takes files: checked before any step runs
-        from lemon_pl.resources import cannot_write_in
+        from lemon_pl.core.resources import cannot_write_in
 
         base = next((p for p in (exp_dir, *exp_dir.parents) if p.exists()), Path("."))
         why = f"{base} is a file, not a folder" if not base.is_dir() else cannot_write_in(base)

@@ -20,7 +20,7 @@ from lemon_pl.data.generate import (DEFAULT_CHUNK, DEFAULT_GAMMA, DEFAULT_SEED, 
                                     bytes_to_write, check_disk_space, check_gamma, check_int,
                                     check_resources, check_root_writable, check_solver, generate, plan, range_text,
                                     write_error_message)
-from lemon_pl.errors import one_line
+from lemon_pl.core.errors import one_line
 
 #: most grids one --levels may list
 MAX_LEVELS = 16

@@ -30,7 +30,7 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from lemon_pl.loggers import wandb_logger
+from lemon_pl.core.loggers import wandb_logger
 
 #: where a linked value may land: the stage's own argument, and its network's
 LINK_TARGETS = ("model.init_args.{name}", "model.init_args.net.init_args.{name}")
@@ -59,7 +59,7 @@ class LemonSaveConfig(SaveConfigCallback):
             if self.multifile:
                 self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=True)
             else:  # complete or not there; a full disk is one line
-                from lemon_pl.checkpointing import atomic_write
+                from lemon_pl.core.checkpointing import atomic_write
 
                 atomic_write(path, self.parser.dump(self.config, skip_none=False))
             self.save_config(trainer, pl_module, stage)
@@ -101,7 +101,7 @@ def _default(class_path: str | None, name: str) -> Any:
 
 def preflight_checkpoint(model: LightningModule, ckpt_path: str) -> None:
     """Refuse a checkpoint that cannot load into ``model`` before the run writes anything."""
-    from lemon_pl.checkpointing import load_checkpoint
+    from lemon_pl.core.checkpointing import load_checkpoint
 
     ckpt = load_checkpoint(ckpt_path)
     hook = getattr(model, "on_load_checkpoint", None)
@@ -142,11 +142,11 @@ def compose_defaults(argv: Sequence[str]) -> list[str]:
 
 def _expand(path: Path, flag: str, seen: tuple[Path, ...]) -> list[str]:
     """``[flag, path]`` preceded by the expansion of the files ``path`` lists in ``defaults``. Every
-    file is read by :func:`lemon_pl.yamlio.read_yaml`: a syntax error, an empty file, a top level
-    that is no mapping, unreadable bytes, a folder are one :class:`~lemon_pl.yamlio.YamlFileError`
+    file is read by :func:`lemon_pl.core.yamlio.read_yaml`: a syntax error, an empty file, a top level
+    that is no mapping, unreadable bytes, a folder are one :class:`~lemon_pl.core.yamlio.YamlFileError`
     line naming the file (and line and column). A missing file is left to jsonargparse, which
     reports it (``config file does not exist``); so is an inline YAML string."""
-    from lemon_pl.yamlio import defaults_of, read_yaml
+    from lemon_pl.core.yamlio import defaults_of, read_yaml
 
     try:  # an inline YAML document is no path (a long one is ENAMETOOLONG to the OS)
         on_disk = "\n" not in str(path) and (path.exists() or path.is_symlink())
@@ -196,12 +196,12 @@ class LemonCLI(LightningCLI):
                             help="config files applied before this one (paths relative to it)")
 
     def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
-        from lemon_pl.checkpointing import AtomicCheckpointIO, RunIdentity
-        from lemon_pl.progress import LogFriendlyProgressBar
+        from lemon_pl.core.checkpointing import AtomicCheckpointIO, RunIdentity
+        from lemon_pl.core.progress import LogFriendlyProgressBar
 
         if not config.get("plugins"):
             config["plugins"] = [AtomicCheckpointIO()]  # checkpoints are written atomically
-        from lemon_pl.modules.callbacks import SaveOnInterrupt
+        from lemon_pl.core.callbacks import SaveOnInterrupt
 
         extra = [RunIdentity(), SaveOnInterrupt()]
         if self.subcommand == "predict":  # prediction.npz, figures and a summary, as `lemon-pl predict` writes
@@ -282,7 +282,7 @@ class LemonCLI(LightningCLI):
         if str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
             args = logger.init_args
             if not args.get("id") and not args.get("version"):
-                from lemon_pl.checkpointing import wandb_run_id
+                from lemon_pl.core.checkpointing import wandb_run_id
 
                 run_id = wandb_run_id(ckpt)
                 if run_id:
@@ -373,7 +373,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from lemon_pl.data.io import DataFileError
-    from lemon_pl.errors import CheckpointMismatchError, CheckpointWriteError, NonFiniteLossError
+    from lemon_pl.core.errors import CheckpointMismatchError, CheckpointWriteError, NonFiniteLossError
 
     return (ArgumentError, DataFileError, CheckpointMismatchError, CheckpointWriteError, NonFiniteLossError,
             FileNotFoundError, MisconfigurationException, ValueError, KeyError)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from lemon_pl.resources import cannot_write_in
+from lemon_pl.core.resources import cannot_write_in
 
 
 def check_out(out: Path, ckpt: Path) -> None:
@@ -29,10 +29,10 @@ def check_out(out: Path, ckpt: Path) -> None:
 def merge_lora(ckpt: str | Path, out: str | Path) -> Path:
     """Fold LoRA adapters of a fine-tuning checkpoint into the weights; returns the output path.
 
-    The checkpoint is loaded as data (:func:`lemon_pl.checkpointing.load_checkpoint`); an
+    The checkpoint is loaded as data (:func:`lemon_pl.core.checkpointing.load_checkpoint`); an
     adapter-only checkpoint is merged onto the base it was trained on (its recorded absolute path,
     refused when that file's weights have changed)."""
-    from lemon_pl.checkpointing import atomic_torch_save, load_checkpoint, net_state_of
+    from lemon_pl.core.checkpointing import atomic_torch_save, load_checkpoint, net_state_of
 
     ckpt, out = Path(ckpt), Path(out)
     check_out(out, ckpt)
@@ -53,7 +53,7 @@ def merge_lora(ckpt: str | Path, out: str | Path) -> Path:
 
 
 def main(argv: Sequence[str]) -> int:
-    from lemon_pl.errors import CheckpointWriteError
+    from lemon_pl.core.errors import CheckpointWriteError
 
     p = argparse.ArgumentParser(prog="lemon-pl merge-lora",
                                 description="Fold LoRA adapters into the base weights of a fine-tuning checkpoint.")

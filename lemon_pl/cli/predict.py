@@ -25,7 +25,7 @@ from typing import Sequence
 
 from lemon_pl.cli.args import OneLineArgumentParser
 from lemon_pl.predict.limits import MAX_EQUATIONS, MAX_EQUATIONS_BYTES
-from lemon_pl.resources import cannot_write_in
+from lemon_pl.core.resources import cannot_write_in
 
 PROG = "lemon-pl predict"
 
@@ -94,7 +94,7 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    from lemon_pl.errors import CheckpointMismatchError, CheckpointWriteError
+    from lemon_pl.core.errors import CheckpointMismatchError, CheckpointWriteError
     from lemon_pl.predict.initial import InitialConditionError
     from lemon_pl.predict.model import ModelLoadError
     from lemon_pl.predict.outputs import PredictionWriteError
@@ -225,7 +225,7 @@ def _check_memory(args, requests, specs, predictor, support) -> None:
     from lemon_pl.predict import limits as lim
     from lemon_pl.predict.initial import is_sampler
     from lemon_pl.predict.run import count_initial_conditions, estimate_bytes
-    from lemon_pl.resources import format_bytes
+    from lemon_pl.core.resources import format_bytes
 
     per_eq, files = count_initial_conditions(specs, args.num_ics, predictor.nx)
     rows = len(requests) * per_eq
@@ -252,7 +252,7 @@ def _check_memory(args, requests, specs, predictor, support) -> None:
 
 
 def _run(args) -> int:
-    from lemon_pl.devices import check_device
+    from lemon_pl.core.devices import check_device
     from lemon_pl.predict import limits as lim
     from lemon_pl.predict.initial import check_spec
     from lemon_pl.predict.match import family_equation

@@ -81,8 +81,8 @@ from lemon_pl.data.families import Family, get_family, resolve_families
 from lemon_pl.data.io import (CHECKSUM, REQUIRED, describe_problems, mark_written, open_for_reading, open_for_writing,
                               verify_operators)
 from lemon_pl.data.symbols import PAD_ID, pad_batch
-from lemon_pl.errors import one_line
-from lemon_pl.resources import available_memory, cannot_write_in, format_bytes, fsync_dir, fsync_path
+from lemon_pl.core.errors import one_line
+from lemon_pl.core.resources import available_memory, cannot_write_in, format_bytes, fsync_dir, fsync_path
 
 GENERATOR_VERSION = "1.0"
 #: revision of the torch solvers' numerics, part of a torch file's identity (numpy files: 0), so
@@ -402,7 +402,7 @@ def check_solver(solver: str, device: str, solver_dtype: str, chunk: int | None)
     if device == "cuda":
         if solver != "torch":
             raise GenerationError("--device cuda needs the torch solver (--solver torch)")
-        from lemon_pl.devices import DeviceError, check_device
+        from lemon_pl.core.devices import DeviceError, check_device
 
         try:
             check_device(device, "--device")
@@ -889,7 +889,7 @@ def _generate_locked(root: Path, specs: Sequence[SplitSpec], workers: int, overw
                      command: str) -> list[SplitReport]:
     from tqdm.auto import tqdm
 
-    from lemon_pl.progress import bar_kwargs
+    from lemon_pl.core.progress import bar_kwargs
 
     todo = []
     for spec in specs:

@@ -73,7 +73,7 @@ def load_scale(path: str | Path, scale: str) -> dict:
     """The merged settings of one scale of an experiment config file."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-    from lemon_pl.yamlio import YamlFileError, read_yaml
+    from lemon_pl.core.yamlio import YamlFileError, read_yaml
 
     raw = read_yaml(path, "experiment config", mapping=True, empty_ok=False)
     if scale not in raw:

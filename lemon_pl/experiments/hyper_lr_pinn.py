@@ -290,7 +290,7 @@ def _table2_lines(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> 
 
 def _table4_lines(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
     from lemon_pl.experiments.report import fmt
-    from lemon_pl.modules.metrics import mean_std
+    from lemon_pl.core.metrics import mean_std
 
     t4 = [r for r in results if r["tags"].get("section") == "Table 4"]
     if not t4:
@@ -315,7 +315,7 @@ def _table4_lines(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> 
 
 def _cost_lines(results: list[dict[str, Any]]) -> list[str]:
     """Optimiser steps to validation MAE < target and the time per step: PINN vs phase 2."""
-    from lemon_pl.modules.metrics import mean_std
+    from lemon_pl.core.metrics import mean_std
 
     pairs = [(r["tags"], r["fit"]) for r in results if r.get("fit") and r["tags"].get("section") in
              ("Table 2", "many-query") and (r["tags"]["method"] == "PINN"

@@ -9,7 +9,7 @@ Every finished ``test`` step records its tags (``condition``, ``seed``, optional
 unweighted mean over the families of that condition, and each named family group of the
 ``groups`` tag (e.g. "unseen families") gets a row with the mean over its families. Each
 (condition, family) row reports mean and sample std over seeds
-(:func:`lemon_pl.modules.metrics.mean_std` of the metrics in ``REPORTED``).
+(:func:`lemon_pl.core.metrics.mean_std` of the metrics in ``REPORTED``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from lemon_pl.modules.metrics import OVERALL, REPORTED, mean_std
+from lemon_pl.core.metrics import OVERALL, REPORTED, mean_std
 
 
 def load_results(exp_dir: str | Path) -> list[dict[str, Any]]:
@@ -334,13 +334,13 @@ def write_report(experiment: str | ModuleType, exp_dir: str | Path, out_dir: str
     All or nothing: every file is first written into a temporary folder inside the report
     folder and flushed to disk; only when all of them are complete are they renamed into place.
     A failed write (a full disk, a read-only folder) raises one
-    :class:`~lemon_pl.errors.CheckpointWriteError` line and leaves the previous report as it was."""
+    :class:`~lemon_pl.core.errors.CheckpointWriteError` line and leaves the previous report as it was."""
     import os
     import shutil
     import tempfile
 
-    from lemon_pl.checkpointing import os_error_cause
-    from lemon_pl.errors import CheckpointWriteError
+    from lemon_pl.core.checkpointing import os_error_cause
+    from lemon_pl.core.errors import CheckpointWriteError
 
     if isinstance(experiment, str):
         from lemon_pl.experiments import EXPERIMENTS

@@ -101,7 +101,7 @@ def load_record(exp_dir: Path, step_id: str) -> dict | None:
 
 
 def _write_record(exp_dir: Path, step_id: str, payload: dict) -> None:
-    from lemon_pl.checkpointing import atomic_write  # imports torch: only once a step has run
+    from lemon_pl.core.checkpointing import atomic_write  # imports torch: only once a step has run
 
     atomic_write(record_path(exp_dir, step_id), json.dumps(payload, indent=2))
 
@@ -192,8 +192,8 @@ class ExperimentLocked(RuntimeError):
 def lock_experiment(exp_dir: Path):
     """An exclusive, non-blocking lock on ``<exp_dir>/.lock`` held for the life of the returned
     file object (released by the OS when the process ends, even on SIGKILL;
-    :func:`lemon_pl.locking.hold_lock`)."""
-    from lemon_pl.locking import LockHeld, hold_lock
+    :func:`lemon_pl.core.locking.hold_lock`)."""
+    from lemon_pl.core.locking import LockHeld, hold_lock
 
     try:
         return hold_lock(Path(exp_dir) / ".lock")

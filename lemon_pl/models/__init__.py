@@ -6,7 +6,9 @@ building blocks (attention, MLPs, the spectral convolution).
 
 from __future__ import annotations
 
-from .base import DATA_ARGUMENTS, OperatorNetwork, count_parameters, taken_arguments
+from lemon_pl.core.stage import count_parameters
+
+from .base import DATA_ARGUMENTS, OperatorNetwork, taken_arguments
 from .deeponet import DeepONet
 from .fno import FNO
 from .layers import differentiable_attention

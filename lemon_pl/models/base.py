@@ -46,10 +46,6 @@ class OperatorNetwork(nn.Module):
         return [n for n, _ in self.named_parameters() if n.split(".")[0] in self.decoder_parts]
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of (unique) parameters, optionally only those with requires_grad."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
 
 def taken_arguments(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """The entries of ``values`` whose names ``cls``'s constructor takes (what the CLI links)."""

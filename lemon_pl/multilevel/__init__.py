@@ -14,6 +14,6 @@ per level chosen for a data-generation budget. Modules, one job each:
 * ``plan``: ``lemon-pl multilevel plan`` (pilot fits, calibration, overlays);
 * ``outputs``: level checkpoints, the level curve, test tables and figures.
 
-The stage is ``lemon_pl.modules.multilevel.MultilevelRegression``; the experiment is
+The stage is ``lemon_pl.multilevel.stage.MultilevelRegression``; the experiment is
 ``lemon_pl.experiments.multilevel``.
 """

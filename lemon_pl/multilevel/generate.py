@@ -299,7 +299,7 @@ def generate_maps(root: str | os.PathLike, specs: Sequence[MapSplitSpec], worker
     before the first)."""
     from tqdm.auto import tqdm
 
-    from lemon_pl.progress import bar_kwargs
+    from lemon_pl.core.progress import bar_kwargs
 
     if check_space:
         check_map_space([(root, specs)], overwrite, command)

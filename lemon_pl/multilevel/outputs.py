@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lightning.pytorch import Callback
 
-from lemon_pl.checkpointing import atomic_write
+from lemon_pl.core.checkpointing import atomic_write
 
 
 class LevelCheckpoints(Callback):

@@ -35,7 +35,7 @@ Everything that can be checked is checked before the first pilot fit, each refus
 sample), ``--pilot`` (3 to 10 distinct whole counts in [1, 1e9], at least 3 distinct within what
 every level file holds), ``--seed``, ``--out`` / ``--out-dir`` / ``--pilot-dir`` (no folder where a
 file goes and no file where a folder goes, a writable nearest existing folder), every config
-file and what it composes through ``defaults:`` (``lemon_pl.yamlio``), the values the plan reads
+file and what it composes through ``defaults:`` (``lemon_pl.core.yamlio``), the values the plan reads
 (levels, epochs, family), the level files and their measured costs, and the pilot fits' own
 config, built but not run (``lemon_pl.cli.lightning.check_lightning_args``). One plan at a time
 uses a pilot folder (a lock on ``PILOT_DIR/.plan.lock``; a second is refused naming the first's
@@ -57,7 +57,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lemon_pl.cli.args import OneLineArgumentParser
-from lemon_pl.errors import one_line
+from lemon_pl.core.errors import one_line
 
 METHODS = ("allocator", "mlmc", "equal", "fine_only", "coarse_only")
 
@@ -95,13 +95,13 @@ def _int_list(values: Any, key: str, source: str, minimum: int) -> list[int]:
 
 def data_settings(configs: Sequence[str], root: str | None = None) -> dict[str, Any]:
     """``data.init_args`` of the composed configs (every file's ``defaults`` first, later files
-    win), with the data module's defaults; every file read by :func:`lemon_pl.yamlio.config_chain`
+    win), with the data module's defaults; every file read by :func:`lemon_pl.core.yamlio.config_chain`
     (one line for a missing, empty or broken file) and the values the plan uses checked (one line
     naming the file and key)."""
     import inspect
 
     from lemon_pl.multilevel.data import MultilevelDataModule
-    from lemon_pl.yamlio import config_chain
+    from lemon_pl.core.yamlio import config_chain
 
     merged: dict[str, Any] = {k: p.default for k, p in inspect.signature(MultilevelDataModule).parameters.items()}
     class_path, source = None, {}
@@ -341,7 +341,7 @@ def _capped(n: np.ndarray, available: Sequence[int], costs: Sequence[float] = ()
 
 
 def write_overlay(path: Path, n: Sequence[int], epochs: Sequence[int], header: list[str]) -> None:
-    from lemon_pl.checkpointing import atomic_write
+    from lemon_pl.core.checkpointing import atomic_write
 
     atomic_write(path, overlay_text(n, epochs, header))
 
@@ -393,9 +393,9 @@ def prepare(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[in
 
 
 def lock_pilots(pilot_dir: Path):
-    """An exclusive lock on ``pilot_dir`` for one plan (:func:`lemon_pl.locking.hold_lock`);
+    """An exclusive lock on ``pilot_dir`` for one plan (:func:`lemon_pl.core.locking.hold_lock`);
     close the returned file to release it. Another plan holding it is one :class:`PlanError`."""
-    from lemon_pl.locking import LockHeld, hold_lock
+    from lemon_pl.core.locking import LockHeld, hold_lock
 
     try:
         return hold_lock(Path(pilot_dir) / ".plan.lock")
@@ -482,10 +482,10 @@ def print_plan(plan: dict[str, Any], out=None) -> None:
 
 def write_plan(plan: dict[str, Any], out_file: Path | None, out_dir: Path | None) -> list[Path]:
     """Write the overlays (and ``plan.json``) all or nothing
-    (:func:`lemon_pl.checkpointing.atomic_write_many`: every file complete on disk before any
+    (:func:`lemon_pl.core.checkpointing.atomic_write_many`: every file complete on disk before any
     replaces its previous version, ``plan.json`` last); a failed write (disk full) is one
     ``CheckpointWriteError`` line and leaves every previous file as it was."""
-    from lemon_pl.checkpointing import atomic_write_many
+    from lemon_pl.core.checkpointing import atomic_write_many
 
     files: dict[Path, str] = {}
     for budget, entry in plan["budgets"].items():
@@ -510,7 +510,7 @@ def check_writable(path: Path, flag: str, folder: bool) -> None:
     Writes nothing (an empty probe file is created and removed)."""
     import os
 
-    from lemon_pl.resources import cannot_write_in
+    from lemon_pl.core.resources import cannot_write_in
 
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
@@ -600,7 +600,7 @@ def parse_pilots(text: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from lemon_pl.data.io import DataFileError
-    from lemon_pl.errors import CheckpointWriteError
+    from lemon_pl.core.errors import CheckpointWriteError
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     err = lambda msg: print(f"lemon-pl multilevel: error: {' '.join(str(msg).split())}", file=sys.stderr)  # noqa: E731

@@ -12,5 +12,5 @@ Modules:
 * ``metrics``: relative L2, MAE, max error, explained variance per μ;
 * ``outputs``: the per-μ tables, ``predictions.npz`` and figures of a test run.
 
-The stages that train these networks are in :mod:`lemon_pl.modules.pinn`.
+The stages that train these networks are in :mod:`lemon_pl.pinn.stages`.
 """

@@ -1,7 +1,7 @@
 """What a physics-informed test run leaves in its run folder, and its figures.
 
 :class:`PINNOutputs` (listed in ``configs/callbacks/pinn.yaml``) runs after ``lemon-pl test``
-of a stage of :mod:`lemon_pl.modules.pinn` and writes into the run folder:
+of a stage of :mod:`lemon_pl.pinn.stages` and writes into the run folder:
 
 * the per-μ table, printed and as ``test_metrics.csv`` / ``test_metrics.json`` (relative L2,
   MAE, max error, explained variance, residual RMS; ``families`` maps each μ's label, e.g.
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from lightning.pytorch import Callback
 
-from lemon_pl.checkpointing import atomic_write
+from lemon_pl.core.checkpointing import atomic_write
 from lemon_pl.pinn.metrics import PINN_METRICS, mu_label
 
 

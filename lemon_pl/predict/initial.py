@@ -9,7 +9,7 @@ the cell centres ``x_i = (i + 1/2) * 2/nx`` (``ics.grid``); ``nx`` is the model'
   kdv_gaussians, gaussian_bump, fplanck_gaussian, gaussian_process), or ``family`` for the
   equation's family's own distribution: ``n`` draws from ``numpy.random.default_rng(seed)``;
 * otherwise an expression in x (``sin(pi*x)``, ``exp(-20*(x-1)**2)``, ``0.5 + 0.1*x``; ``^`` or ``**``),
-  read by the whitelist grammar of :mod:`lemon_pl.expressions` (x, pi, E, numbers, ``+ - * / ^``,
+  read by the whitelist grammar of :mod:`lemon_pl.core.expressions` (x, pi, E, numbers, ``+ - * / ^``,
   parentheses and :data:`IC_FUNCTIONS`; nothing else, so it can never run code) and computed with
   numpy on the grid.
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from lemon_pl.data import ics
 from lemon_pl.data.families import Family
-from lemon_pl.expressions import MAX_LENGTH, ExpressionError, Node, evaluate, parse
+from lemon_pl.core.expressions import MAX_LENGTH, ExpressionError, Node, evaluate, parse
 
 #: what an IC expression may call (computed with numpy on the grid)
 IC_FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "sqrt", "tanh", "sinh", "cosh", "atan", "Abs", "abs",

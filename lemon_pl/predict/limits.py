@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from lemon_pl.resources import available_memory, format_bytes
+from lemon_pl.core.resources import available_memory, format_bytes
 
 T_FINAL = (1e-3, 1e3)
 SEED = (0, 2**63 - 1)

@@ -39,9 +39,9 @@ CHUNK = 256
 def read_run_config(path: Path, flag: str = "") -> dict:
     """A run's ``config.yaml`` as a mapping with ``model`` and ``data`` sections, or one
     :class:`ModelLoadError` line (``flag``, ``--run-config``, first when the user named the file):
-    read by the shared :func:`lemon_pl.yamlio.read_yaml` (no regular file, too big, not UTF-8, a
+    read by the shared :func:`lemon_pl.core.yamlio.read_yaml` (no regular file, too big, not UTF-8, a
     YAML syntax error with its line and column, a top level that is no mapping), then the sections."""
-    from lemon_pl.yamlio import YamlFileError, read_yaml
+    from lemon_pl.core.yamlio import YamlFileError, read_yaml
 
     what = flag.strip() or "run config"
     try:
@@ -72,11 +72,11 @@ class Predictor:
         this package never imports ``lemon_pl.cli``). Checked in this order, each failure one
         :class:`ModelLoadError` line naming the flag or file: the device string, the checkpoint path
         (a file), the run config (a YAML file, syntax errors with ``FILE:LINE:COLUMN``), the
-        checkpoint's content (a readable plain checkpoint: :func:`~lemon_pl.checkpointing.load_checkpoint`,
+        checkpoint's content (a readable plain checkpoint: :func:`~lemon_pl.core.checkpointing.load_checkpoint`,
         read as data before anything is built), the stage the config builds, the fit of the weights."""
-        from lemon_pl.checkpointing import load_checkpoint
-        from lemon_pl.devices import DeviceError, check_device
-        from lemon_pl.errors import CheckpointMismatchError
+        from lemon_pl.core.checkpointing import load_checkpoint
+        from lemon_pl.core.devices import DeviceError, check_device
+        from lemon_pl.core.errors import CheckpointMismatchError
 
         try:
             dev = check_device(device)
@@ -111,7 +111,7 @@ class Predictor:
             raise ModelLoadError("Predictor.load needs build=lemon_pl.cli.lightning.build (the CLI that trained "
                                  "the run)")
         stage, dm = _build(raw, config_path, build)
-        from lemon_pl.modules.base import OperatorModule
+        from lemon_pl.operators.base import OperatorModule
 
         if not isinstance(stage, OperatorModule):
             raise ModelLoadError(f"{config_path}: {type(stage).__name__} is not an operator-learning stage "
@@ -187,7 +187,7 @@ class Predictor:
     @staticmethod
     def physical(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """De-normalised predictions (B, n_out, nx) as float64."""
-        from lemon_pl.modules.metrics import denormalise
+        from lemon_pl.core.metrics import denormalise
 
         return denormalise(pred, batch).double().cpu().numpy()
 
@@ -225,7 +225,7 @@ class Predictor:
         Returns ``pred`` (adapted, physical), ``zero_shot`` (before adapting), the support set's
         relative L2 before/after (``support_rel_l2``: (2,)), ``lr`` and ``seconds``."""
         from lemon_pl.adaptation.fewshot import adapt_then_predict
-        from lemon_pl.modules.metrics import relative_l2
+        from lemon_pl.core.metrics import relative_l2
 
         nq = len(query["u_in"])
         both = {k: torch.cat([query[k], support[k]]) for k in query}  # the support fit is reported too

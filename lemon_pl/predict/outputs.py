@@ -26,7 +26,7 @@
 ``source``
 =======================  ===================  ===============================================
 
-The relative L2 is LeMON's metric (``lemon_pl.modules.metrics.relative_l2``) over the predicted
+The relative L2 is LeMON's metric (``lemon_pl.core.metrics.relative_l2``) over the predicted
 frames (the input frames excluded), per prediction.
 
 ``lemon-pl predict`` writes its folder all or nothing (:func:`write_folder`): every file goes into
@@ -53,9 +53,9 @@ from typing import IO, Callable, Sequence
 
 import numpy as np
 
-from lemon_pl.checkpointing import atomic_write, os_error_cause
+from lemon_pl.core.checkpointing import atomic_write, os_error_cause
 from lemon_pl.data.symbols import PAD_ID
-from lemon_pl.resources import fsync_dir
+from lemon_pl.core.resources import fsync_dir
 
 
 @dataclass
@@ -166,7 +166,7 @@ class PredictionSet:
     def figure_png(self, i: int, title: str | None = None) -> bytes:
         import matplotlib.pyplot as plt
 
-        from lemon_pl.plotting import space_time_figure
+        from lemon_pl.core.figures import space_time_figure
 
         ref = self.u_ref[i] if np.isfinite(self.u_ref[i]).all() else None
         rel = float(self.rel_l2()[i]) if ref is not None else None

@@ -1,7 +1,7 @@
 """Equations as people write them -> the project's prefix token trees.
 
 ``parse_equation("u_t + 0.5*u_x - 0.01*u_xx = 0")`` reads an infix equation with lemon-pl's
-whitelist grammar (:mod:`lemon_pl.expressions`; unevaluated SymPy objects, so the terms keep the
+whitelist grammar (:mod:`lemon_pl.core.expressions`; unevaluated SymPy objects, so the terms keep the
 order and grouping they were written in) and returns an :class:`Equation`: the time-derivative
 term and the signed spatial terms ``T_i`` of ``u_t + sum_i T_i = 0`` (or ``u_tt + ...``), written
 in *physical* time with the time derivative's coefficient normalised to 1. ``Equation.tree(t_final)`` is the tree the models read,
@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from lemon_pl.expressions import MAX_LENGTH, ExpressionError, parse, to_sympy, tokenize
+from lemon_pl.core.expressions import MAX_LENGTH, ExpressionError, parse, to_sympy, tokenize
 from lemon_pl.data.symbols import (Expr, TokenError, chain, encode, encode_float, integer, num, op, round_sig,
                                    var)
 
@@ -236,7 +236,7 @@ def chain_terms(e: Expr) -> list[tuple[int, Expr]]:
 
 def _check_tokens(text: str) -> None:
     """Names, operators and numbers from the allowed lists only, reported in reading order (before
-    anything is parsed; :mod:`lemon_pl.expressions` is the grammar)."""
+    anything is parsed; :mod:`lemon_pl.core.expressions` is the grammar)."""
     try:
         tokens = tokenize(text)
     except ExpressionError as err:

@@ -278,7 +278,7 @@ def run_predictions(predictor: Predictor, requests: list[Request], ic_specs: lis
 
 def _report(predictor: Predictor, requests, rows, ps: PredictionSet, seconds: float, ref_notes, support,
             adapted, steps) -> list[str]:
-    from lemon_pl.models.base import count_parameters
+    from lemon_pl.core.stage import count_parameters
 
     lay = predictor.layout
     out_idx = lay.output_idx

@@ -60,7 +60,7 @@ class CoordinateMLP(pl.LightningModule):
         self.log("val/rel_l2", (self.net(x) - y).norm() / y.norm())
 
     def configure_optimizers(self):
-        from lemon_pl.modules.optim import build_optimizers
+        from lemon_pl.core.optim import build_optimizers
 
         hp = type("HP", (), {"lr": 1e-2, "weight_decay": 0.0, "betas": (0.9, 0.999), "eps": 1e-8,
                               "warmup_ratio": 0.0, "min_lr_ratio": 1.0})
@@ -137,7 +137,7 @@ def test_operator_stage_takes_an_optimizer_from_the_config(tiny_root, tmp_path, 
             "--model.init_args.net.init_args.d_model", "16", "--model.init_args.net.init_args.dim_ffn", "16",
             "--model.init_args.net.init_args.n_heads", "2",
             "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.lr", "0.05",
-            "--model.init_args.lr_scheduler", "lemon_pl.modules.optim.WarmupCosine",
+            "--model.init_args.lr_scheduler", "lemon_pl.core.optim.WarmupCosine",
             "--model.init_args.lr_scheduler.warmup_ratio", "0.5",
             "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
             "--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
@@ -173,7 +173,7 @@ def test_defaults_compose_before_the_file_and_are_not_saved(tmp_path):
 
     argv = compose_defaults(["fit", "--config", str(CONFIGS / "meta.yaml"), "--config", "x.yaml"])
     i = argv.index(str(CONFIGS / "meta.yaml"))
-    assert argv[:3] == ["fit", "--model", "lemon_pl.modules.MetaModule"]
+    assert argv[:3] == ["fit", "--model", "lemon_pl.operators.MetaModule"]
     assert argv[4].endswith("model/prose.yaml") and argv[6].endswith("callbacks/default.yaml") and i == 8
     assert argv[-2:] == ["--config", "x.yaml"]
     loop = tmp_path / "a.yaml"

@@ -41,7 +41,7 @@ def one_line_error(capsys, code) -> str:
     ("model: [\n", "YAML syntax error (line 2"),
     ("trainer:\n  max_epoch: 3\n", "unknown option trainer.max_epoch in {f}; did you mean trainer.max_epochs?"),
     ("trainer:\n  max_epochs: abc\n", "trainer.max_epochs in {f}: Expected a <class 'int'>"),
-    ("model:\n  class_path: lemon_pl.modules.NoSuchModule\n", "NoSuchModule"),
+    ("model:\n  class_path: lemon_pl.operators.NoSuchModule\n", "NoSuchModule"),
     ("model:\n  init_args:\n    net:\n      init_args:\n        n_head: 2\n",
      "unknown option model.init_args.net.init_args.n_head in {f}; did you mean model.init_args.net.init_args.n_heads?"),
 ])

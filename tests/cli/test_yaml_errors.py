@@ -1,4 +1,4 @@
-"""Every YAML file a user passes is read by one helper (``lemon_pl.yamlio.read_yaml``): a syntax
+"""Every YAML file a user passes is read by one helper (``lemon_pl.core.yamlio.read_yaml``): a syntax
 error is one line with the file, line and column; so is a top level that is no mapping, an
 empty file, a missing file, a folder, a device, a huge file and bytes that are not UTF-8 text.
 The same lines come out of ``lemon-pl fit/test --config`` (and the files they compose through
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from lemon_pl.cli import main
-from lemon_pl.yamlio import MAX_BYTES, YamlFileError, config_chain, read_yaml
+from lemon_pl.core.yamlio import MAX_BYTES, YamlFileError, config_chain, read_yaml
 from tests.conftest import CONFIGS
 
 #: content -> the message of read_yaml ({f}: the file); "config file" is what the file is called

@@ -47,7 +47,7 @@ def trained(tmp_path_factory):
 def _independent_net(run: Path, ckpt: Path):
     """The trained network rebuilt by hand: its class and arguments from config.yaml, the weights
     from the checkpoint (not through lemon_pl.predict)."""
-    from lemon_pl.checkpointing import load_net_state
+    from lemon_pl.core.checkpointing import load_net_state
     from lemon_pl.models import Prose
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["net"]
@@ -67,7 +67,7 @@ def _test_trajectory(root, family="heat", op=0, traj=0):
 def _data_pipeline_prediction(net, split, op: int, traj: int) -> np.ndarray:
     """What `lemon-pl test` computes for this trajectory: dataset item -> collate -> net -> de-normalise."""
     from lemon_pl.data.datasets import FrameLayout, TrajectoryDataset, collate
-    from lemon_pl.modules.metrics import denormalise
+    from lemon_pl.core.metrics import denormalise
 
     ds = TrajectoryDataset([split], FrameLayout(64), [0], in_memory=False)
     batch = collate([ds[op * split.k + traj]])
@@ -122,7 +122,7 @@ def test_adaptation_is_few_shot_evaluations(trained, tmp_path, capsys):
     from lemon_pl.adaptation.fewshot import adapt_then_predict
     from lemon_pl.adaptation.functional import select_parameters
     from lemon_pl.data.datasets import FrameLayout, normalise
-    from lemon_pl.modules.metrics import denormalise
+    from lemon_pl.core.metrics import denormalise
 
     split, u_true = _test_trajectory(trained["root"])
     nu = float(split.params[0, 0])

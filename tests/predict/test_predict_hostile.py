@@ -195,7 +195,7 @@ def test_a_device_this_machine_lacks_is_refused_before_any_model_is_built(ckpt, 
 
 
 def test_check_device_is_a_public_function():
-    from lemon_pl.devices import DeviceError, check_device
+    from lemon_pl.core.devices import DeviceError, check_device
 
     assert check_device("cpu") == torch.device("cpu")
     assert check_device(torch.device("cpu")) == torch.device("cpu")

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from lemon_pl.cli import main
-from lemon_pl.modules.pinn import HyperLRPINNAdapt, MetaPINNModule, PINNModule, TimeMarchingPINN
+from lemon_pl.pinn.stages import HyperLRPINNAdapt, MetaPINNModule, PINNModule, TimeMarchingPINN
 from lemon_pl.pinn.collocation import CollocationDataModule
 from lemon_pl.pinn.networks import PINN, PINNP, HyperLRPINN, NaiveLRPINN
 from tests.conftest import CONFIGS

@@ -10,7 +10,7 @@ import torch
 
 from lemon_pl.cli import main
 from lemon_pl.models import FNO, MLP
-from lemon_pl.modules import MultilevelRegression
+from lemon_pl.multilevel.stage import MultilevelRegression
 from lemon_pl.multilevel.data import MultilevelDataModule
 from tests.conftest import CONFIGS
 

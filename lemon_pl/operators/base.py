@@ -1,22 +1,17 @@
-"""Stage base classes: ``Stage`` for any lemon-pl stage, ``OperatorModule`` for operator learning.
+"""``OperatorModule``: the base class of the operator-learning stages.
 
-``Stage`` holds what every stage shares: the optimiser and schedule from the config
-(``lemon_pl.modules.optim``), the NaN/Inf guard that saves the last good state, and parameter
-counts. ``OperatorModule`` adds a network ``net`` mapping input frames (+ equation) to output
-frames, the MSE loss, and evaluation per family (``lemon_pl.modules.metrics``), zero-shot on
+It adds to ``lemon_pl.core.stage.Stage`` a network ``net`` mapping input frames (+ equation) to
+output frames, the MSE loss, and evaluation per family (``lemon_pl.core.metrics``), zero-shot on
 sample batches or few-shot on operator tasks (``lemon_pl.adaptation.fewshot``). It keeps the
 evaluated tables in ``eval_results`` and one example trajectory per family in ``examples``;
-printing, files, W&B tables and figures are callbacks (``lemon_pl.modules.callbacks``).
+printing, files, W&B tables and figures are callbacks (``lemon_pl.core.callbacks``).
 """
 
 from __future__ import annotations
 
-import inspect
 import time
-from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -24,129 +19,8 @@ from torch import nn
 
 from lemon_pl.adaptation.functional import net_inputs
 from lemon_pl.adaptation.tasks import task_view
-from lemon_pl.models.base import count_parameters
-from lemon_pl.modules.metrics import FamilyMetrics, denormalise, flat_names, sample_metrics
-
-#: constructor arguments that are not hyperparameters (objects, not primitives)
-NOT_HPARAMS = ["net", "optimizer", "lr_scheduler"]
-
-
-def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
-                closed: bool = False) -> None:
-    """A clear error for a numeric stage argument that is not finite or out of range
-    (``closed``: the bounds themselves are allowed; otherwise ``low < value``)."""
-    import math
-
-    try:
-        ok = math.isfinite(float(value))
-    except (TypeError, ValueError):
-        ok = False
-    if ok and low is not None:
-        ok = value >= low if closed else value > low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        lo = "" if low is None else (f" >= {low:g}" if closed else f" > {low:g}")
-        hi = "" if high is None else f" and <= {high:g}"
-        raise ValueError(f"model.init_args.{name} must be a finite number{lo}{hi}, got {value!r}")
-
-
-def uses_grad_scaler(trainer: Any) -> bool:
-    """True when the trainer runs fp16 mixed precision with a gradient scaler."""
-    return getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None
-
-
-class Stage(pl.LightningModule):
-    """Base class of every stage.
-
-    Args:
-        optimizer: optimiser factory from the config (``class_path`` + ``init_args``); unset:
-            AdamW with the stage's hyperparameters ``lr``, ``weight_decay``, ``betas``, ``eps``.
-        lr_scheduler: schedule factory from the config; unset: linear warm-up over
-            ``warmup_ratio`` of the optimiser steps, then cosine decay to ``lr * min_lr_ratio``.
-
-    A stage that uses the default optimiser declares those six hyperparameters (as
-    ``OperatorModule`` does) and calls ``save_hparams()`` in its constructor.
-    """
-
-    def __init__(self, optimizer: OptimizerCallable | None = None, lr_scheduler: LRSchedulerCallable | None = None):
-        super().__init__()
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-
-    def save_hparams(self) -> None:
-        """``save_hyperparameters`` of the calling constructor's primitive arguments."""
-        self.save_hyperparameters(ignore=NOT_HPARAMS, frame=inspect.currentframe().f_back)
-
-    @property
-    def n_trainable(self) -> int:
-        """Trainable parameters of the stage's network ``net`` (of the whole stage if it has none)."""
-        return count_parameters(getattr(self, "net", self), trainable_only=True)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def configure_optimizers(self):
-        from lemon_pl.modules.optim import build_optimizers
-
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        return build_optimizers(self.trainable_parameters(), self.hparams, total, self.optimizer_factory,
-                                self.lr_scheduler_factory, grad_scaler=uses_grad_scaler(self.trainer))
-
-    def describe_batch(self, batch: Any) -> str:
-        """Extra words for error messages about a batch (e.g. its families)."""
-        return ""
-
-    def ensure_finite(self, loss: torch.Tensor, batch: Any, batch_idx: int) -> None:
-        """Stop on a NaN/Inf loss, saving the last good state as ``last.ckpt`` (see ``_stop``).
-
-        All ranks agree on the decision (one all-reduce of a flag), so DDP never hangs.
-        """
-        if self._all_finite([loss.detach()]):
-            return
-        self._stop(f"non-finite training loss ({float(loss.detach()):.4g})", batch, batch_idx)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._current = (batch, batch_idx)
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        """Stop before an update with a NaN/Inf gradient: the weights are still those of the
-        last good step (after the update they would be NaN, and clipping cannot help: an infinite
-        norm scales every gradient to NaN)."""
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not grads or self._all_finite(grads):
-            return
-        batch, batch_idx = getattr(self, "_current", (None, -1))
-        self._stop("non-finite gradient", batch, batch_idx)
-
-    def weights_finite(self) -> bool:
-        return self._all_finite([p.detach() for p in self.parameters()])
-
-    def _all_finite(self, tensors: list[torch.Tensor]) -> bool:
-        norms = torch._foreach_norm([t.float() for t in tensors]) if len(tensors) > 1 else [tensors[0].float().norm()]
-        bad = (~torch.isfinite(torch.stack(list(norms)))).any().float()
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
-        return float(bad) == 0
-
-    def _stop(self, what: str, batch: Any, batch_idx: int) -> None:
-        """Save the current state as ``last.ckpt`` if its weights are finite (otherwise keep what is
-        on disk and say so), then raise ``NonFiniteLossError`` with where it happened."""
-        from lemon_pl.errors import NonFiniteLossError
-
-        saved = ""
-        ckpt_cb = getattr(self.trainer, "checkpoint_callback", None)
-        if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None) and not self.trainer.fast_dev_run:
-            path = Path(ckpt_cb.dirpath) / "last.ckpt"
-            if self.weights_finite():
-                self.trainer.save_checkpoint(path)
-                saved = f"; the last good state was saved to {path}"
-            elif path.exists():
-                saved = f"; the weights are no longer finite, so {path} (an earlier state) was kept"
-            else:
-                saved = "; the weights are no longer finite and no earlier checkpoint exists"
-        where = "" if batch is None else f", batch {batch_idx}{self.describe_batch(batch)}"
-        raise NonFiniteLossError(f"{what} at global step {self.global_step}, epoch {self.current_epoch}{where}{saved}")
+from lemon_pl.core.metrics import FamilyMetrics, denormalise, flat_names, sample_metrics
+from lemon_pl.core.stage import Stage, check_range
 
 
 class OperatorModule(Stage):
@@ -170,7 +44,7 @@ class OperatorModule(Stage):
             ``[0, 1, 2, 5, 10, 20]`` (the error-vs-steps curve of one test run, written as
             ``curve`` into ``test_metrics.json``); counts above ``eval_steps`` extend the run.
         adamw: implementation of the default AdamW: ``auto`` (fused where it applies, see
-            ``lemon_pl.modules.optim``), ``fused``, ``foreach`` or ``loop`` (PyTorch's per-parameter
+            ``lemon_pl.core.optim``), ``fused``, ``foreach`` or ``loop`` (PyTorch's per-parameter
             loop: the numerics of lemon-pl before issue 14, bit for bit).
     """
 
@@ -198,7 +72,7 @@ class OperatorModule(Stage):
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__(optimizer, lr_scheduler)
-        from lemon_pl.modules.optim import ADAMW_IMPLS
+        from lemon_pl.core.optim import ADAMW_IMPLS
 
         if adamw not in ADAMW_IMPLS:
             raise ValueError(f"model.init_args.adamw must be one of {', '.join(ADAMW_IMPLS)}, got {adamw!r}")
@@ -355,7 +229,7 @@ class OperatorModule(Stage):
     # ------------------------------------------------------------------ checkpoints
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, in one line, a checkpoint whose network does not match the configured one."""
-        from lemon_pl.checkpointing import ADAPTERS_ONLY_KEY, check_state_match, net_state
+        from lemon_pl.core.checkpointing import ADAPTERS_ONLY_KEY, check_state_match, net_state
 
         if checkpoint.get(ADAPTERS_ONLY_KEY):
             return  # handled by FinetuneModule

@@ -36,7 +36,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lemon_pl.modules.base import NOT_HPARAMS, Stage, check_range
+from lemon_pl.core.stage import NOT_HPARAMS, Stage, check_range
 from lemon_pl.pinn.collocation import make_problem
 from lemon_pl.pinn.metrics import PINN_METRICS, field_metrics, table
 from lemon_pl.pinn.networks import HyperLRPINN, LowRankLinear, NaiveLRPINN, orthogonality_penalty
@@ -96,7 +96,7 @@ class PINNModule(Stage):
 
     # ------------------------------------------------------------------ set-up
     def load_net(self, path: str) -> None:
-        from lemon_pl.checkpointing import load_into, load_net_state
+        from lemon_pl.core.checkpointing import load_into, load_net_state
 
         load_into(self.net, load_net_state(path), path)
 
@@ -125,7 +125,7 @@ class PINNModule(Stage):
             else self.optimizer_factory(params)
         if self.lr_scheduler_factory is None:
             return opt
-        from lemon_pl.modules.optim import build_optimizers
+        from lemon_pl.core.optim import build_optimizers
 
         total = max(1, int(self.trainer.estimated_stepping_batches))
         return build_optimizers(params, self.hparams, total, lambda _: opt, self.lr_scheduler_factory)
@@ -284,7 +284,7 @@ class PINNModule(Stage):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A network without a μ input solves the μ it was trained on: refuse another one."""
-        from lemon_pl.errors import CheckpointMismatchError
+        from lemon_pl.core.errors import CheckpointMismatchError
 
         trained = (checkpoint.get("hyper_parameters") or {}).get("mu_values")
         if trained and self.solves_one_mu() and [list(map(float, m)) for m in trained] != self.mu_values:

@@ -25,10 +25,10 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
-from lemon_pl.checkpointing import atomic_write
-from lemon_pl.loggers import wandb_logger
-from lemon_pl.models.base import count_parameters
-from lemon_pl.modules.metrics import METRICS, REPORTED
+from lemon_pl.core.checkpointing import atomic_write
+from lemon_pl.core.loggers import wandb_logger
+from lemon_pl.core.stage import count_parameters
+from lemon_pl.core.metrics import METRICS, REPORTED
 
 
 def _eval_result(pl_module, stage: str) -> dict[str, Any] | None:
@@ -111,7 +111,7 @@ class PredictionFigures(Callback):
         """One figure per family: to W&B as images, otherwise PNG files in ``log_dir/figures``."""
         import matplotlib.pyplot as plt
 
-        from lemon_pl.plotting import prediction_figure
+        from lemon_pl.core.figures import prediction_figure
 
         epoch = trainer.current_epoch
         figs = {fam: prediction_figure(s["true"].numpy(), s["pred"].numpy(), f"{fam}, epoch {epoch}")

@@ -37,7 +37,8 @@ from lemon_pl.adaptation.tasks import task_view, task_views
 from lemon_pl.data.symbols import PAD_ID, VOCAB_SIZE
 from lemon_pl.models import differentiable_attention
 from lemon_pl.models.layers import MLP
-from lemon_pl.modules.base import OperatorModule, check_range
+from lemon_pl.operators.base import OperatorModule
+from lemon_pl.core.stage import check_range
 
 LR_MODES = ("fixed", "learned", "learned_symbolic")
 
@@ -97,7 +98,7 @@ class MetaModule(OperatorModule):
         self.save_hparams()
         self.automatic_optimization = False
         if init_from:
-            from lemon_pl.checkpointing import load_into, load_net_state
+            from lemon_pl.core.checkpointing import load_into, load_net_state
 
             load_into(self.net, load_net_state(init_from), init_from)
         if adapt == "auto":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lemon_pl.modules.base import OperatorModule
+from lemon_pl.operators.base import OperatorModule
 
 
 class PretrainModule(OperatorModule):

@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from lemon_pl.modules.metrics import relative_l2
+from lemon_pl.core.metrics import relative_l2
 
 
 class MultilevelRegression(pl.LightningModule):
@@ -94,8 +94,8 @@ class MultilevelRegression(pl.LightningModule):
                     getattr(self, k).fill_(v)
 
     def configure_optimizers(self):
-        from lemon_pl.modules.base import uses_grad_scaler
-        from lemon_pl.modules.optim import default_adamw
+        from lemon_pl.core.stage import uses_grad_scaler
+        from lemon_pl.core.optim import default_adamw
 
         return default_adamw(list(self.net.parameters()), uses_grad_scaler(self.trainer), lr=self.lrs[0],
                              weight_decay=self.hparams.weight_decay)

@@ -1,4 +1,4 @@
-"""Figures: truth / prediction / error as space-time images (logged by ``modules.callbacks``)."""
+"""Figures: truth / prediction / error as space-time images (logged by ``lemon_pl.core.callbacks``)."""
 
 from __future__ import annotations
 

@@ -19,11 +19,11 @@ from typing import Any
 from torch import nn
 
 from lemon_pl.adaptation.lora import inject_lora, lora_state_dict, mark_only_lora_trainable
-from lemon_pl.checkpointing import (ADAPTERS_ONLY_KEY, BASE_FINGERPRINT_KEY, BASE_PATH_KEY, load_into, load_net_state,
+from lemon_pl.core.checkpointing import (ADAPTERS_ONLY_KEY, BASE_FINGERPRINT_KEY, BASE_PATH_KEY, load_into, load_net_state,
                                     state_fingerprint)
-from lemon_pl.errors import CheckpointMismatchError
-from lemon_pl.models.base import count_parameters
-from lemon_pl.modules.pretrain import PretrainModule
+from lemon_pl.core.errors import CheckpointMismatchError
+from lemon_pl.core.stage import count_parameters
+from lemon_pl.operators.pretrain import PretrainModule
 
 MODES = ("full", "lora", "decoder")
 

@@ -89,7 +89,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bo
     Raises ``FileNotFoundError`` for a missing path and a one-line ``CheckpointMismatchError``
     for a directory, a file that is not a readable checkpoint (empty, truncated, corrupted, another
     format) and a checkpoint that needs anything else to load (refused: it could run code)."""
-    from lemon_pl.errors import CheckpointMismatchError
+    from lemon_pl.core.errors import CheckpointMismatchError
 
     path = Path(path)
     if not path.exists():
@@ -163,7 +163,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes
 
     The temporary file is ``.<name>.tmp-<pid>@<host>``; temporary files of the same target left
     by dead processes of this host (a killed job) are removed first. Any ``OSError`` (disk full,
-    read-only folder, ...) becomes one :class:`~lemon_pl.errors.CheckpointWriteError` that says
+    read-only folder, ...) becomes one :class:`~lemon_pl.core.errors.CheckpointWriteError` that says
     the previous file is intact."""
     path = Path(path)
     existed = path.is_file()
@@ -177,7 +177,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes
         cause = os_error_cause(err)
         if cause is None:
             raise
-        from lemon_pl.errors import CheckpointWriteError
+        from lemon_pl.core.errors import CheckpointWriteError
 
         reason = cause.strerror or str(cause) or type(cause).__name__
         kept = f"the previous {path.name} is intact" if existed else "nothing was written"
@@ -197,7 +197,7 @@ def atomic_write_many(files: Mapping[str | os.PathLike, bytes | str | Callable[[
     ``plan.json``): all of them are first written to temporary files and flushed to disk, and only
     when every one is complete are they renamed over their targets, in the order given (put the
     file that marks the set complete last). A failed write (disk full, read-only folder) raises
-    one :class:`~lemon_pl.errors.CheckpointWriteError` line and changes none of the targets."""
+    one :class:`~lemon_pl.core.errors.CheckpointWriteError` line and changes none of the targets."""
     staged: list[tuple[Path, Path]] = []
     current, replaced = None, 0
     created: list[Path] = []  # folders made for the targets: removed again if nothing was written
@@ -219,7 +219,7 @@ def atomic_write_many(files: Mapping[str | os.PathLike, bytes | str | Callable[[
         cause = os_error_cause(err)
         if cause is None:
             raise
-        from lemon_pl.errors import CheckpointWriteError
+        from lemon_pl.core.errors import CheckpointWriteError
 
         reason = cause.strerror or str(cause) or type(cause).__name__
         kept = "nothing was changed" if replaced == 0 else f"{replaced} of {len(staged)} files were replaced"
@@ -340,7 +340,7 @@ def check_state_match(own: dict[str, torch.Tensor], theirs: dict[str, torch.Tens
               for k in own.keys() & theirs.keys() if own[k].shape != theirs[k].shape]
     if not (missing or unexpected or shapes):
         return
-    from lemon_pl.errors import CheckpointMismatchError
+    from lemon_pl.core.errors import CheckpointMismatchError
 
     detail = "; ".join(filter(None, [
         f"{len(missing)} missing weights {missing[:3]}{'...' if len(missing) > 3 else ''}" if missing else "",
@@ -371,7 +371,7 @@ def net_state_of(ckpt: dict[str, Any], path: str | os.PathLike,
                  _seen: frozenset[Path] = frozenset()) -> dict[str, torch.Tensor]:
     """:func:`load_net_state` of a checkpoint already loaded from ``path``."""
     from lemon_pl.adaptation.lora import is_adapter, lora_state_dict, merge_state
-    from lemon_pl.errors import CheckpointMismatchError
+    from lemon_pl.core.errors import CheckpointMismatchError
 
     path = Path(path)
     state = net_state(ckpt.get("state_dict") or {})

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from lemon_pl.modules.metrics import (METRICS, OVERALL, FamilyMetrics, denormalise, flat_names, mean_std,
+from lemon_pl.core.metrics import (METRICS, OVERALL, FamilyMetrics, denormalise, flat_names, mean_std,
                                       relative_l2, sample_metrics)
 
 

@@ -10,8 +10,8 @@ from lemon_pl.adaptation.maml import adapt
 from lemon_pl.adaptation.maml_vmap import vmap_meta_loss
 from lemon_pl.adaptation.tasks import task_view, task_views
 from lemon_pl.models import differentiable_attention
-from lemon_pl.modules import MetaModule
-from tests.modules.test_meta import task_batch, tiny_prose
+from lemon_pl.operators.meta import MetaModule
+from tests.operators.test_meta import task_batch, tiny_prose
 
 
 def _grads(module):

@@ -10,7 +10,7 @@ The default AdamW is the *fused* kernel (one pass over parameters, gradients and
 on CPU and CUDA) where it applies, else the multi-tensor ``foreach`` one: PyTorch's own default
 on CPU is a per-parameter loop, about a quarter of a paper-size Prose step on 2 cores
 (``benchmarks/train_throughput.py`` measures the variants side by side). The update is the
-same algorithm; results agree with the loop to rounding (``tests/modules/test_optim.py``). The
+same algorithm; results agree with the loop to rounding (``tests/core/test_optim.py``). The
 one exception is fp16 mixed precision with a gradient scaler, where Lightning cannot clip the
 gradients of a fused optimiser (it unscales inside ``step``): there ``foreach`` is used. A
 stage's ``adamw`` argument (``auto``, ``fused``, ``foreach``, ``loop``) overrides the choice;

@@ -11,7 +11,7 @@ from lemon_pl.adaptation.functional import call, select_parameters
 from lemon_pl.adaptation.maml import adapt
 from lemon_pl.adaptation.tasks import task_view
 from lemon_pl.models import Prose, differentiable_attention
-from lemon_pl.modules import MetaModule
+from lemon_pl.operators.meta import MetaModule
 
 torch.set_default_dtype(torch.float32)
 
@@ -164,7 +164,7 @@ def test_bad_settings_are_refused():
 
 def test_meta_training_can_start_from_another_stage_checkpoint(tmp_path):
     """``init_from`` loads a (pretraining) checkpoint's network; a different network is refused."""
-    from lemon_pl.errors import CheckpointMismatchError
+    from lemon_pl.core.errors import CheckpointMismatchError
 
     source = tiny_prose()
     with torch.no_grad():

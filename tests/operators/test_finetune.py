@@ -7,9 +7,10 @@ import torch
 
 from lemon_pl.adaptation.lora import LoRALinear, inject_lora, merge_lora
 from lemon_pl.models import FNO, DeepONet, Prose
-from lemon_pl.modules import FinetuneModule, PretrainModule
-from lemon_pl.errors import CheckpointMismatchError
-from lemon_pl.checkpointing import load_net_state
+from lemon_pl.operators.finetune import FinetuneModule
+from lemon_pl.operators.pretrain import PretrainModule
+from lemon_pl.core.errors import CheckpointMismatchError
+from lemon_pl.core.checkpointing import load_net_state
 
 NX, NOUT = 16, 4
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lemon_pl.modules.optim import adamw_impl, build_optimizers, decay_groups, default_adamw
+from lemon_pl.core.optim import adamw_impl, build_optimizers, decay_groups, default_adamw
 
 HP = SimpleNamespace(lr=1e-2, weight_decay=1e-2, betas=(0.9, 0.999), eps=1e-6, warmup_ratio=0.0, min_lr_ratio=0.0)
 
@@ -71,7 +71,7 @@ def test_the_stage_setting_chooses_the_implementation(choice, key, value):
 
 def test_operator_module_rejects_an_unknown_adamw():
     from lemon_pl.models import DeepONet
-    from lemon_pl.modules import PretrainModule
+    from lemon_pl.operators.pretrain import PretrainModule
 
     with pytest.raises(ValueError, match="model.init_args.adamw"):
         PretrainModule(DeepONet(nx=16, output_len=4), adamw="fast")
