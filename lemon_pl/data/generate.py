@@ -81,6 +81,7 @@ from lemon_pl.data.families import Family, get_family, resolve_families
 from lemon_pl.data.io import (CHECKSUM, REQUIRED, describe_problems, mark_written, open_for_reading, open_for_writing,
                               verify_operators)
 from lemon_pl.data.symbols import PAD_ID, pad_batch
+from lemon_pl.data.transfer import RESTRICTIONS, restrict
 from lemon_pl.core.errors import one_line
 from lemon_pl.core.resources import available_memory, cannot_write_in, format_bytes, fsync_dir, fsync_path
 
@@ -196,7 +197,7 @@ class SplitSpec:
     # operator counts of the standard splits, which this split's parameters must avoid
     reserved: tuple[tuple[str, int, float], ...] = field(default=())
     # multi-level data: ICs are drawn on ``ic_nx`` points (the finest level) and restricted to
-    # ``nx`` by ``restriction`` (``lemon_pl.multilevel.transfer``); 0 draws them on ``nx``
+    # ``nx`` by ``restriction`` (``lemon_pl.data.transfer``); 0 draws them on ``nx``
     ic_nx: int = 0
     restriction: str = "average"
     # the effective solver backend of this family ("torch" only where the family has one), its
@@ -275,8 +276,6 @@ def generate_operator(family_name: str, params: np.ndarray, seed: int, split: st
     for _round in range(MAX_IC_ROUNDS):
         need = k - n_kept
         if levelled:
-            from lemon_pl.multilevel.transfer import restrict
-
             u0_fine = fam.sample_initial_conditions(rng, need, ic_nx)
             u0 = restrict(u0_fine, nx, "periodic_cells", restriction)
         else:
@@ -332,8 +331,6 @@ def generate_chunk(family_name: str, params: np.ndarray, seed: int, split: str, 
         for j in todo:
             need = k - n_kept[j]
             if levelled:
-                from lemon_pl.multilevel.transfer import restrict
-
                 fine = fam.sample_initial_conditions(rngs[j], need, ic_nx)
                 fines.append(fine)
                 u0s.append(restrict(fine, nx, "periodic_cells", restriction))
@@ -440,8 +437,6 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
     if nx % 2:
         raise GenerationError(f"--nx must be even (spectral solvers), got {nx}")
     if ic_nx and ic_nx != nx:
-        from lemon_pl.multilevel.transfer import RESTRICTIONS
-
         if ic_nx % nx:
             raise GenerationError(f"--levels: the finest grid {ic_nx} is not a multiple of {nx}")
         if restriction not in RESTRICTIONS["periodic_cells"]:

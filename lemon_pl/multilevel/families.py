@@ -6,7 +6,7 @@ resolution (``lemon_pl.multilevel.problems``). ``lemon-pl generate --families NA
 32,64,128`` writes them next to the data engine's families (``lemon_pl.multilevel.generate``).
 
 Every family usable by the multi-level stage, map or engine, is described by a
-:class:`LevelView`: its grid kind (``lemon_pl.multilevel.transfer``), the default restriction
+:class:`LevelView`: its grid kind (``lemon_pl.data.transfer``), the default restriction
 of inputs and interpolation of labels, and how a network sees the input (``log`` for positive
 coefficients). Engine families (e.g. ``inviscid_burgers``) are viewed as the map ``u(0) ->
 u(t_last)`` of their stored trajectories.
@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lemon_pl.multilevel.problems import RoughElliptic, SchrodingerGroundState
-from lemon_pl.multilevel.transfer import DEFAULT_INTERPOLATION, DEFAULT_RESTRICTION
+from lemon_pl.data.transfer import DEFAULT_INTERPOLATION, DEFAULT_RESTRICTION
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ def map_specs(family: str, preset: str, splits: Sequence[str], n: int, n_fine: i
               n_samples: int | None = None, restriction: str | None = None) -> list[MapSplitSpec]:
     fam = MAP_FAMILIES[family]
     how = restriction or fam.restriction
-    from lemon_pl.multilevel.transfer import RESTRICTIONS
+    from lemon_pl.data.transfer import RESTRICTIONS
 
     if how not in RESTRICTIONS[fam.grid]:
         raise GenerationError(f"--restriction {how!r} is not one of {', '.join(RESTRICTIONS[fam.grid])} "

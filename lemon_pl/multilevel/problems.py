@@ -35,28 +35,15 @@ import scipy.linalg
 import scipy.sparse
 import scipy.sparse.linalg
 
+from lemon_pl.data.transfer import (cell_centres, interpolate_dirichlet_cells, interpolate_periodic_nodes,
+                                     periodic_points, restrict_dirichlet_cells, restrict_periodic_nodes)
+
 Rng = Union[np.random.Generator, int, None]
 Source = Union[float, np.ndarray, Callable[[np.ndarray], np.ndarray]]
 
 
 def _rng(rng: Rng) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
-def _ratio(n_fine: int, n_coarse: int) -> int:
-    if n_coarse < 1 or n_fine % n_coarse:
-        raise ValueError(f"n_fine={n_fine} is not a multiple of n_coarse={n_coarse}")
-    return n_fine // n_coarse
-
-
-def cell_centres(n: int) -> np.ndarray:
-    """Centres ``(i + 1/2) / n`` of ``n`` equal cells of (0, 1)."""
-    return (np.arange(n) + 0.5) / n
-
-
-def periodic_points(n: int) -> np.ndarray:
-    """Points ``j / n`` of the periodic grid of [0, 1)."""
-    return np.arange(n) / n
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,24 +104,9 @@ class RoughElliptic:
 
     sample_inputs = sample_coefficient
 
-    @staticmethod
-    def restrict(a_fine: np.ndarray, n_coarse: int, how: str = "harmonic") -> np.ndarray:
-        """Cell coefficients on ``n_coarse`` cells from ``n_fine`` (a multiple) cells.
-
-        ``harmonic``: ``1 / mean(1 / a)`` over the fine cells of a coarse cell, the effective
-        coefficient of cells in series (exact for the flux through a cell when ``f = 0``);
-        ``arithmetic``: the mean; ``sample``: the fine cell at the coarse centre (for an even
-        ratio the centre is a fine face and the cell right of it is taken)."""
-        a_fine = np.asarray(a_fine, dtype=float)
-        r = _ratio(a_fine.shape[-1], n_coarse)
-        blocks = a_fine.reshape(*a_fine.shape[:-1], n_coarse, r)
-        if how == "harmonic":
-            return 1.0 / np.mean(1.0 / blocks, axis=-1)
-        if how == "arithmetic":
-            return blocks.mean(axis=-1)
-        if how == "sample":
-            return blocks[..., r // 2].copy()
-        raise ValueError(f"unknown restriction {how!r} (harmonic, arithmetic, sample)")
+    #: ``restrict(a_fine, n_coarse, how="harmonic")``: cell coefficients on a coarser grid
+    #: (:func:`lemon_pl.data.transfer.restrict_dirichlet_cells`: harmonic, arithmetic, sample)
+    restrict = staticmethod(restrict_dirichlet_cells)
 
     # ---- solve -------------------------------------------------------------------------------
 
@@ -194,26 +166,9 @@ class RoughElliptic:
 
     # ---- labels across levels ----------------------------------------------------------------
 
-    @staticmethod
-    def interpolate(u_coarse: np.ndarray, n_fine: int, how: str = "linear") -> np.ndarray:
-        """Cell-centre values on ``n_coarse`` cells -> values at the centres of ``n_fine`` cells.
-
-        ``linear``: piecewise linear through the coarse centres and the boundary values
-        ``u(0) = u(1) = 0`` (done with odd ghost values ``-u_0``, ``-u_{n-1}`` one cell outside,
-        whose line crosses zero exactly on the boundary); ``constant``: the value of the coarse
-        cell holding the fine centre.  Any ``n_fine`` (not only multiples)."""
-        u = np.asarray(u_coarse, dtype=float)
-        n_c = u.shape[-1]
-        xf = cell_centres(int(n_fine))
-        if how == "constant":
-            return u[..., np.minimum((xf * n_c).astype(int), n_c - 1)]
-        if how != "linear":
-            raise ValueError(f"unknown interpolation {how!r} (linear, constant)")
-        ext = np.concatenate([-u[..., :1], u, -u[..., -1:]], axis=-1)  # positions -1 .. n_c
-        p = xf * n_c - 0.5  # coarse-index coordinate of the fine centres, in (-1/2, n_c - 1/2)
-        left = np.floor(p).astype(int)
-        w = p - left
-        return ext[..., left + 1] * (1.0 - w) + ext[..., left + 2] * w
+    #: ``interpolate(u_coarse, n_fine, how="linear")``: labels on a finer grid with ``u = 0`` at
+    #: both ends (:func:`lemon_pl.data.transfer.interpolate_dirichlet_cells`: linear, constant)
+    interpolate = staticmethod(interpolate_dirichlet_cells)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,33 +267,9 @@ class SchrodingerGroundState:
     def sample_inputs(self, rng: Rng, n_fine: int, size: int | None = None) -> np.ndarray:
         return self.sample_potential(rng, n_fine, size, kind=self.default_kind)
 
-    @staticmethod
-    def restrict(v_fine: np.ndarray, n_coarse: int, how: str = "sample") -> np.ndarray:
-        """Potential on ``n_coarse`` points from ``n_fine`` (a multiple) points.
-
-        ``sample``: the fine values at the coarse points (they are a subset); ``average``: the
-        periodic cell average over ``[x_j - H/2, x_j + H/2]`` by the trapezoid rule on the fine
-        points (half weights on the two end points for an even ratio); ``fourier``: the fine
-        grid's trigonometric interpolant truncated to the modes the coarse grid holds (the
-        inverse of ``interpolate``)."""
-        v = np.asarray(v_fine, dtype=float)
-        n_f = v.shape[-1]
-        r = _ratio(n_f, n_coarse)
-        if how == "sample":
-            return v[..., ::r].copy()
-        if how == "average":
-            half = r // 2
-            acc = np.zeros_like(v)
-            for s in range(-half, half + 1):
-                w = 0.5 if (r % 2 == 0 and abs(s) == half) else 1.0
-                acc += w * np.roll(v, -s, axis=-1)
-            return acc[..., ::r] / r
-        if how == "fourier":
-            spec = np.fft.rfft(v, axis=-1)[..., : n_coarse // 2 + 1] * (n_coarse / n_f)
-            if n_coarse % 2 == 0 and r > 1:
-                spec[..., -1] = 2.0 * spec[..., -1].real
-            return np.fft.irfft(spec, n=n_coarse, axis=-1)
-        raise ValueError(f"unknown restriction {how!r} (sample, average, fourier)")
+    #: ``restrict(v_fine, n_coarse, how="sample")``: the potential on a coarser grid
+    #: (:func:`lemon_pl.data.transfer.restrict_periodic_nodes`: sample, average, fourier)
+    restrict = staticmethod(restrict_periodic_nodes)
 
     # ---- solve -------------------------------------------------------------------------------
 
@@ -407,27 +338,10 @@ class SchrodingerGroundState:
 
     # ---- labels across levels ----------------------------------------------------------------
 
-    @staticmethod
-    def interpolate(u_coarse: np.ndarray, n_fine: int, how: str = "spectral") -> np.ndarray:
-        """Periodic values on ``n_coarse`` points -> ``n_fine >= n_coarse`` points, by FFT
-        zero-padding (the trigonometric interpolant; an even grid's Nyquist coefficient is split
-        evenly between ``±n_coarse / 2``, so the result is real and reproduces the coarse
-        values).  Exact for trigonometric polynomials of degree ``< n_coarse / 2``.  The
-        normalisation ``sum(u**2) h = 1`` holds up to the (small) Nyquist content."""
-        if how != "spectral":
-            raise ValueError(f"unknown interpolation {how!r} (spectral)")
-        u = np.asarray(u_coarse, dtype=float)
-        n_c, n_f = u.shape[-1], int(n_fine)
-        if n_f < n_c:
-            raise ValueError(f"n_fine={n_f} is smaller than n_coarse={n_c}")
-        if n_f == n_c:
-            return u.copy()
-        spec = np.fft.rfft(u, axis=-1) * (n_f / n_c)
-        if n_c % 2 == 0:
-            spec[..., -1] *= 0.5
-        pad = np.zeros((*u.shape[:-1], n_f // 2 + 1), dtype=complex)
-        pad[..., : spec.shape[-1]] = spec
-        return np.fft.irfft(pad, n=n_f, axis=-1)
+    #: ``interpolate(u_coarse, n_fine, how="spectral")``: labels on a finer grid by FFT zero-padding
+    #: (:func:`lemon_pl.data.transfer.interpolate_periodic_nodes`); the normalisation
+    #: ``sum(u**2) h = 1`` holds up to the (small) Nyquist content
+    interpolate = staticmethod(interpolate_periodic_nodes)
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from lemon_pl.data.families import (
     FINETUNE_FAMILIES, FP_AMPLITUDE, FP_LENGTH_UM, FP_TEMPERATURE, K_B, PRETRAIN_FAMILIES,
     fplanck_coefficients, get_family, list_families, resolve_families,
 )
+from lemon_pl.data.exact import breaking_time, characteristics, cole_hopf_burgers
 from lemon_pl.data.ics import grid
 from lemon_pl.data.symbols import Expr, num, round_sig
 from lemon_pl.data.verify import equation_residual
@@ -571,22 +572,9 @@ def test_reaction_diffusion_stays_in_unit_interval(name, backend):
 # =========================================================================== conservation laws
 
 
-def _cole_hopf(x, t, nu, kappa, a, n, c=0.0):
-    """u_t + kappa u u_x = nu u_xx: w = kappa u solves Burgers, w = c - 2 nu phi_x / phi (x - ct).
-
-    phi = 1 + a exp(-nu k^2 t) cos(k (x - c t)) solves the heat equation (k = pi n, period 2);
-    the constant c is a Galilean boost.
-    """
-    k = np.pi * n
-    e = a * np.exp(-nu * k * k * t)
-    xs = x - c * t
-    w = c + 2 * nu * k * e * np.sin(k * xs) / (1 + e * np.cos(k * xs))
-    return w / kappa
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("a, n, c, tol", [(0.95, 1, 0.0, 3e-3), (0.95, 1, 0.3, 2e-2)])
-def test_viscous_burgers_matches_cole_hopf(a, n, c, tol, backend):
+def test_viscous_burgers_matchescole_hopf_burgers(a, n, c, tol, backend):
     """Exact Cole-Hopf solution at nx = 128 (relative L2 error of the non-constant part).
 
     The a = 0.95 profile is ~5 cells wide: MUSCL-MC + central viscous flux reach 1.2e-3
@@ -598,11 +586,11 @@ def test_viscous_burgers_matches_cole_hopf(a, n, c, tol, backend):
     eps, kappa = 0.0103, 1.07
     nu = eps / math.pi
     x = grid(128)
-    u0 = _cole_hopf(x, 0.0, nu, kappa, a, n, c)[None]
+    u0 = cole_hopf_burgers(x, 0.0, nu, kappa, a, n, c)[None]
     nt = 32
     u = solve(fam, {"eps": eps, "k": kappa}, u0, nt=nt, backend=backend)[0]
     t = fam.t_grid(nt)
-    exact = np.stack([_cole_hopf(x, s, nu, kappa, a, n, c) for s in t])
+    exact = np.stack([cole_hopf_burgers(x, s, nu, kappa, a, n, c) for s in t])
     fluct = exact - exact.mean(axis=-1, keepdims=True)
     err = (np.linalg.norm(u - exact, axis=-1) / np.linalg.norm(fluct, axis=-1)).max()
     assert err < tol, err
@@ -613,15 +601,6 @@ _CHAR_SPEED = {  # f'(u) of the flux k f(u)
     "inviscid_conservation_sinflux": lambda u, k: k * np.cos(u),
     "inviscid_conservation_cubicflux": lambda u, k: k * u * u,
 }
-
-
-def _characteristics(x, t, u0, speed):
-    """Smooth solution of u_t + f(u)_x = 0 before breaking: u(xi + f'(u0(xi)) t) = u0(xi)."""
-    xi = np.linspace(-4.0, 6.0, 200_001)
-    u = u0(xi)
-    xt = xi + speed(u) * t
-    assert np.all(np.diff(xt) > 0), "past the breaking time"
-    return np.interp(x, xt, u)
 
 
 @pytest.mark.parametrize("name, backend", with_backends(INVISCID_CL))
@@ -642,13 +621,12 @@ def test_inviscid_smooth_solution_follows_characteristics(name, backend, mean, a
     def speed(u):
         return _CHAR_SPEED[name](u, k)
 
-    s = np.linspace(0.0, 2.0, 4001)
-    t_break = 1.0 / np.max(-np.gradient(speed(u0(s)), s))
+    t_break = breaking_time(u0, speed)
     t = fam.t_grid(64)
     t = t[t < 0.8 * t_break]
     assert t.size >= 10
     u = solve(fam, {"k": k}, u0(x)[None], nt=64, backend=backend)[0, : t.size]
-    exact = np.stack([_characteristics(x, s_, u0, speed) for s_ in t])
+    exact = np.stack([characteristics(x, s_, u0, speed) for s_ in t])
     fluct = exact - exact.mean(axis=-1, keepdims=True)
     err = (np.linalg.norm(u - exact, axis=-1) / np.linalg.norm(fluct, axis=-1)).max()
     assert err < 2e-2, err

@@ -11,7 +11,7 @@ import pytest
 from lemon_pl.cli import main
 from lemon_pl.multilevel.families import MAP_FAMILIES, level_view
 from lemon_pl.multilevel.generate import solve_chunk
-from lemon_pl.multilevel.transfer import interpolate, restrict
+from lemon_pl.data.transfer import interpolate, restrict
 
 LEVELS = [32, 64, 128]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lemon_pl.multilevel.transfer import fourier_resample, interpolate, restrict
+from lemon_pl.data.transfer import fourier_resample, interpolate, restrict
 
 OFFSET = {"periodic_nodes": 0.0, "periodic_cells": 0.5}
 
