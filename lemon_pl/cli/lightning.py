@@ -121,31 +121,38 @@ def model_links(data_class_path: str | None) -> tuple[str, ...]:
     return tuple(getattr(cls, "model_links", ()))
 
 
-def compose_defaults(argv: Sequence[str]) -> list[str]:
-    """``argv`` with every ``--config FILE`` that lists ``defaults`` preceded by them (see module doc)."""
+def compose_defaults(argv: Sequence[str], notes: list[str] | None = None) -> list[str]:
+    """``argv`` with every ``--config FILE`` that lists ``defaults`` preceded by them (see module doc),
+    and every file that names classes of an earlier lemon-pl (``lemon_pl.modules...``) passed as
+    its translated content (:mod:`lemon_pl.cli.legacy`; one line per such file appended to ``notes``).
+    This is the one place ``--config`` files are composed: ``fit|validate|test|predict``, the
+    experiment steps and the multi-level planner's pilot fits all come through it."""
     out: list[str] = []
     i = 0
     argv = list(argv)
+    notes = [] if notes is None else notes
     while i < len(argv):
         arg = argv[i]
         if arg in ("--config", "-c") and i + 1 < len(argv):
-            out += _expand(Path(argv[i + 1]), arg, seen=())
+            out += _expand(Path(argv[i + 1]), arg, seen=(), notes=notes)
             i += 2
             continue
         if arg.startswith("--config="):
-            out += _expand(Path(arg.split("=", 1)[1]), "--config", seen=())
+            out += _expand(Path(arg.split("=", 1)[1]), "--config", seen=(), notes=notes)
         else:
             out.append(arg)
         i += 1
     return out
 
 
-def _expand(path: Path, flag: str, seen: tuple[Path, ...]) -> list[str]:
+def _expand(path: Path, flag: str, seen: tuple[Path, ...], notes: list[str]) -> list[str]:
     """``[flag, path]`` preceded by the expansion of the files ``path`` lists in ``defaults``. Every
     file is read by :func:`lemon_pl.core.yamlio.read_yaml`: a syntax error, an empty file, a top level
     that is no mapping, unreadable bytes, a folder are one :class:`~lemon_pl.core.yamlio.YamlFileError`
     line naming the file (and line and column). A missing file is left to jsonargparse, which
-    reports it (``config file does not exist``); so is an inline YAML string."""
+    reports it (``config file does not exist``); so is an inline YAML string. A file naming old
+    class paths is passed as its translated YAML text."""
+    from lemon_pl.cli.legacy import note, translate_class_path, translate_config
     from lemon_pl.core.yamlio import defaults_of, read_yaml
 
     try:  # an inline YAML document is no path (a long one is ENAMETOOLONG to the OS)
@@ -155,21 +162,30 @@ def _expand(path: Path, flag: str, seen: tuple[Path, ...]) -> list[str]:
     if not on_disk:
         return [flag, str(path)]
     raw = read_yaml(path, "config file", mapping=True, empty_ok=False)
+    translated, changed = translate_config(raw)
+    this = [flag, str(path)]
+    if changed:
+        notes.append(note(str(path), changed))
+        this = [flag, yaml.safe_dump(translated, sort_keys=False)]
     defaults = defaults_of(path, raw)
     if not defaults:
-        return [flag, str(path)]
+        return this
     if path.resolve() in seen:
         raise ValueError(f"{path}: its defaults include it again ({' -> '.join(map(str, seen))})")
     model = raw.get("model")
-    out = ["--model", model["class_path"]] if isinstance(model, dict) and model.get("class_path") else []
+    out = (["--model", translate_class_path(model["class_path"])]
+           if isinstance(model, dict) and model.get("class_path") else [])
     for dep in defaults:
-        out += _expand(dep, flag, (*seen, path.resolve()))
-    return out + [flag, str(path)]
+        out += _expand(dep, flag, (*seen, path.resolve()), notes)
+    return out + this
 
 
 class LemonCLI(LightningCLI):
     def __init__(self, args: Sequence[str] | None = None, run: bool = True):
-        args = compose_defaults(sys.argv[1:] if args is None else args)
+        notes: list[str] = []
+        args = compose_defaults(sys.argv[1:] if args is None else args, notes)
+        for line in dict.fromkeys(notes):
+            print(f"lemon-pl: note: {line}", file=sys.stderr, flush=True)
         super().__init__(
             LightningModule,
             LightningDataModule,
@@ -346,6 +362,9 @@ def build(model: dict, data: dict) -> tuple[LightningModule, LightningDataModule
         def instantiate_trainer(self, **kwargs):  # the stage and data only
             return None
 
+    from lemon_pl.cli.legacy import translate_config
+
+    model, data = translate_config(model)[0], translate_config(data)[0]  # a run of an earlier lemon-pl
     try:
         args = ["--model", json.dumps(model), "--data", json.dumps(data), "--seed_everything", "false"]
     except (TypeError, ValueError) as err:  # YAML dates, sets, ...: not a config the CLI wrote

@@ -111,9 +111,7 @@ class Predictor:
             raise ModelLoadError("Predictor.load needs build=lemon_pl.cli.lightning.build (the CLI that trained "
                                  "the run)")
         stage, dm = _build(raw, config_path, build)
-        from lemon_pl.operators.base import OperatorModule
-
-        if not isinstance(stage, OperatorModule):
+        if not is_operator_stage(stage):
             raise ModelLoadError(f"{config_path}: {type(stage).__name__} is not an operator-learning stage "
                                  "(lemon-pl predict runs PretrainModule, MetaModule, FinetuneModule and their kind)")
         stage.on_load_checkpoint(ckpt)  # checks the network, merges adapter-only LoRA checkpoints
@@ -249,6 +247,17 @@ class Predictor:
                                      torch.as_tensor(true)).mean()) for k in (0, steps)]
         return {"pred": self.physical(pred[:nq], query), "zero_shot": self.physical(seen_all[0][:nq], query),
                 "support_rel_l2": np.array(sup_err), "lr": _rate_value(rate), "seconds": seconds}
+
+
+#: what :class:`Predictor` asks of a stage: an operator-learning stage (``lemon_pl.operators``) has
+#: them all; this package checks the stage by them and does not import the operator stages
+OPERATOR_STAGE_API = ("net", "loss", "task_lr", "eval_fast_names", "on_load_checkpoint")
+
+
+def is_operator_stage(stage) -> bool:
+    """Whether ``stage`` offers what prediction and few-shot adaptation use (:data:`OPERATOR_STAGE_API`)."""
+    return isinstance(stage, torch.nn.Module) and all(hasattr(stage, name) for name in OPERATOR_STAGE_API) \
+        and all(callable(getattr(stage, name)) for name in OPERATOR_STAGE_API[2:])
 
 
 def _rate_value(rate) -> float:
