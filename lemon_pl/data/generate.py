@@ -35,7 +35,9 @@ its chunk size).
 On CUDA the parent process solves (workers, if any, only serve numpy families); CPU workers
 solve with one torch thread each.
 
-Nothing lost, nothing silently wrong:
+Nothing lost, nothing silently wrong (the file machinery - lock, ``.partial``, verify, rename,
+fsync, one-line write errors - is the one store, :mod:`lemon_pl.data.store`, which the map
+families' writer uses too):
 
 * a file is renamed ``<split>.h5`` only after every operator is written (``op_done``, plus the
   CRC-32 of its data in ``u_crc32``), the file is flushed, closed, fsynced and read back and
@@ -63,11 +65,8 @@ Nothing lost, nothing silently wrong:
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import shlex
-import shutil
 import sys
 import time
 import zlib
@@ -78,12 +77,16 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from lemon_pl.data.families import Family, get_family, resolve_families
+from lemon_pl.data import store
 from lemon_pl.data.io import (CHECKSUM, REQUIRED, describe_problems, mark_written, open_for_reading, open_for_writing,
                               verify_operators)
 from lemon_pl.data.symbols import PAD_ID, pad_batch
 from lemon_pl.data.transfer import RESTRICTIONS, restrict
-from lemon_pl.core.errors import one_line
-from lemon_pl.core.resources import available_memory, cannot_write_in, format_bytes, fsync_dir, fsync_path
+from lemon_pl.data.store import (GenerationError, SplitReport, acquire_locks, check_disk_space,  # noqa: F401 - re-exported
+                                 check_root_writable, close_quietly, first_line, guarded_write, finish_partial,
+                                 prepare_root, quiet_hdf5, release_locks, reopen_partial, same_identity,
+                                 write_error_message)
+from lemon_pl.core.resources import available_memory, format_bytes
 
 GENERATOR_VERSION = "1.0"
 #: revision of the torch solvers' numerics, part of a torch file's identity (numpy files: 0), so
@@ -131,10 +134,6 @@ SOLVE_BYTES_PER_VALUE = 24
 #: memory of one worker process before it solves anything (its imports; measured: about 85 MiB with
 #: numpy/scipy, 265 MiB once torch is imported)
 WORKER_BYTES = {"numpy": 96 * 2**20, "torch": 288 * 2**20}
-
-
-class GenerationError(RuntimeError):
-    """Data generation cannot proceed (bad arguments, unwritable root, failing operator)."""
 
 
 def range_text(flag: str) -> str:
@@ -478,47 +477,6 @@ def plan(root: str | os.PathLike, preset: str = "default", families: str | Seque
     return specs
 
 
-def prepare_root(root: Path) -> None:
-    if root.exists() and not root.is_dir():
-        raise GenerationError(f"--root {str(root)!r} is a file, not a folder; give another --root")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        if _is_enospc(err):
-            raise GenerationError(f"cannot create data root {str(root)!r}: no space left on device "
-                                  "(the disk is full)") from None
-        raise GenerationError(f"cannot create data root {str(root)!r}: {err.strerror or _first_line(err)}") from None
-    why = cannot_write_in(root)
-    if why is not None:
-        raise GenerationError(f"data root {str(root)!r} is not writable ({why})")
-
-
-def check_root_writable(root: str | os.PathLike) -> None:
-    """Raise one line if ``root`` cannot become a writable data folder, without creating anything:
-    empty, a file, under a file, or its nearest existing folder read-only / not writable."""
-    if str(root).strip() == "":
-        raise GenerationError("--root is empty; give the data folder, e.g. --root data")
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise GenerationError(f"--root {str(root)!r} is a file, not a folder; give another --root")
-    base = _existing_ancestor(root)
-    if not base.is_dir():
-        raise GenerationError(f"cannot create data root {str(root)!r}: {str(base)!r} is a file, not a folder")
-    why = cannot_write_in(base)
-    if why is not None:
-        if base == Path(os.path.abspath(root)):
-            raise GenerationError(f"data root {str(root)!r} is not writable ({why})")
-        raise GenerationError(f"cannot create data root {str(root)!r}: folder {str(base)!r} is not writable ({why})")
-
-
-def _existing_ancestor(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists (the folder a new root would be made in)."""
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
 # ----------------------------------------------------------------------------- resources
 
 
@@ -533,22 +491,11 @@ def file_bytes(spec: SplitSpec) -> int:
     return size + 64 * 1024 + (spec.nt + spec.nx) * 8
 
 
-def bytes_to_write(root: str | os.PathLike, specs: Sequence, overwrite: bool = False,
-                   size: Callable[[object], int] | None = None) -> int:
-    """Disk space the run still needs: a complete file of every spec whose ``<split>.h5`` is not there
-    (or is replaced), less what its ``.partial`` already holds. Existing files count as complete.
-    ``size``: a complete file's size estimate (default :func:`file_bytes`; the map writer passes its own)."""
-    size = file_bytes if size is None else size
-    root = Path(root)
-    need = 0
-    for spec in specs:
-        path = root / spec.family / f"{spec.split}.h5"
-        if path.exists() and not overwrite:
-            continue
-        partial = path.with_name(path.name + ".partial")
-        have = partial.stat().st_size if partial.is_file() and not overwrite else 0
-        need += max(size(spec) - have, 0)
-    return need
+def bytes_to_write(root: str | os.PathLike, specs: Sequence[SplitSpec], overwrite: bool = False,
+                   size: Callable[[SplitSpec], int] | None = None) -> int:
+    """Disk space the operator files of ``specs`` still need under ``root``
+    (:func:`lemon_pl.data.store.bytes_to_write` with the size estimate :func:`file_bytes`)."""
+    return store.bytes_to_write(root, specs, size or file_bytes, overwrite)
 
 
 def solve_bytes(spec: SplitSpec) -> int:
@@ -595,36 +542,7 @@ def check_resources(targets: Sequence[tuple[str | os.PathLike, Sequence[SplitSpe
         check_disk_space([r for r, _ in targets], sum(bytes_to_write(r, sp, overwrite) for r, sp in targets))
 
 
-def check_disk_space(roots: Sequence[str | os.PathLike], need: int,
-                     lower: str = "--n-operators, --k, --nt or --nx") -> None:
-    """Refuse, in one line naming ``--root``, ``need`` bytes of files that do not fit the free space of
-    the disk holding ``roots`` (one root per level; their common folder is the ``--root``)."""
-    paths = [str(r) for r in roots]
-    root = Path(paths[0] if len(paths) == 1 else os.path.commonpath(paths))
-    base = _existing_ancestor(root)
-    try:
-        free = shutil.disk_usage(base).free
-    except OSError:
-        return
-    if need > free:
-        raise GenerationError(
-            f"--root {str(root)!r}: the files need about {format_bytes(need)} but {format_bytes(free)} is free "
-            f"on its disk ({base}); free some space, lower {lower}, use another --root, "
-            "or pass --skip-space-check where the file system compresses")
-
-
 # ----------------------------------------------------------------------------- writing
-
-
-@dataclass
-class SplitReport:
-    path: str
-    status: str  # written | resumed | repaired | skipped
-    n_operators: int
-    k: int
-    rejected: int
-    shared_params: int
-    seconds: float
 
 
 def _operator_params(spec: SplitSpec) -> tuple[np.ndarray, int]:
@@ -671,66 +589,19 @@ def _create_partial(path: Path, spec: SplitSpec, params: np.ndarray, shared: int
     return f
 
 
-def close_quietly(f) -> None:
-    try:
-        f.close()
-    except Exception:  # noqa: BLE001 - already failing; the first error is the one to report
-        pass
-
-
 def _open_partial(path: Path, spec: SplitSpec, warn: bool = True):
-    """Re-open a partial file if it belongs to ``spec`` and is readable, else None.
+    """Re-open a partial file if it belongs to ``spec`` and is worth resuming, else None
+    (:func:`lemon_pl.data.store.reopen_partial`: its done operators verified, failing ones redone).
+    A partial file without ``u_crc32`` (written before checksums were stored) cannot be trusted and
+    is started over."""
 
-    Operators marked done are verified (on disk, fletcher32, CRC-32); those that fail are
-    marked undone so they are generated again. A partial file without ``u_crc32`` (written
-    before checksums were stored) cannot be trusted and is started over, and so is one with no
-    operator done: nothing to keep, and a write that failed on its first operator (a full disk)
-    can leave HDF5's file-space records inconsistent ("addr overflow" on the next write).
-    """
-    try:
-        f = open_for_writing(path, "r+")
-    except Exception:  # corrupt, truncated or foreign partial file: start over
-        return None
-    try:
+    def belongs(f, done) -> bool:
         ident = {k: f.attrs[k] for k in spec.identity() if k in f.attrs}  # missing: IDENTITY_DEFAULTS
-        done = f["op_done"][:]
-        ok = (same_identity(ident, spec.identity()) and CHECKSUM in f and "solve_seconds" in f
-              and (not spec.levelled or "u0_fine" in f)
-              and f["u"].shape == (spec.n_operators, spec.k, spec.nt, spec.nx) and done.shape == (spec.n_operators,))
-        ok = ok and bool(done.any())
-        bad = verify_operators(f, np.flatnonzero(done)) if ok else []
-    except Exception:  # noqa: BLE001 - unreadable metadata: start over
-        ok = False
-    if not ok:
-        close_quietly(f)
-        return None
-    if bad and warn:
-        print(f"warning: {path} {describe_problems(bad)}; generating again", file=sys.stderr)
-    try:
-        if bad:
-            for i, _ in bad:
-                done[i] = False
-            f["op_done"][:] = done
-        if f.attrs.get("complete", False):
-            f.attrs["complete"] = False
-        f.flush()
-    except BaseException:
-        close_quietly(f)
-        raise
-    return f
+        return (same_identity(ident, spec.identity(), IDENTITY_DEFAULTS) and "solve_seconds" in f
+                and (not spec.levelled or "u0_fine" in f)
+                and f["u"].shape == (spec.n_operators, spec.k, spec.nt, spec.nx) and done.shape == (spec.n_operators,))
 
-
-def same_identity(attrs: dict, ident: dict) -> bool:
-    for key, val in ident.items():
-        got = attrs.get(key, IDENTITY_DEFAULTS.get(key))
-        if isinstance(got, bytes):
-            got = got.decode()
-        if isinstance(val, float):
-            if got is None or not np.isclose(float(got), val):
-                return False
-        elif str(got) != str(val):
-            return False
-    return True
+    return reopen_partial(path, belongs, warn=warn)
 
 
 def _existing_status(path: Path, spec: SplitSpec, overwrite: bool) -> str:
@@ -747,7 +618,7 @@ def _existing_status(path: Path, spec: SplitSpec, overwrite: bool) -> str:
     try:
         f = open_for_reading(path)
     except OSError as err:
-        print(f"warning: {path} is unreadable, corrupt or truncated ({_first_line(err)}); regenerating it",
+        print(f"warning: {path} is unreadable, corrupt or truncated ({first_line(err)}); regenerating it",
               file=sys.stderr)
         return "missing"
     with f:
@@ -755,19 +626,19 @@ def _existing_status(path: Path, spec: SplitSpec, overwrite: bool) -> str:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             missing = [d for d in REQUIRED if d not in f]
         except Exception as err:  # noqa: BLE001 - damaged metadata
-            missing = [f"? ({_first_line(err)})"]
+            missing = [f"? ({first_line(err)})"]
         if missing:
             print(f"warning: {path} lacks datasets {missing}; regenerating it", file=sys.stderr)
             return "missing"
-        if not same_identity(attrs, spec.identity()):
+        if not same_identity(attrs, spec.identity(), IDENTITY_DEFAULTS):
             diff = [f"{k}={attrs.get(k, IDENTITY_DEFAULTS.get(k))!r} (wanted {v!r})" for k, v in spec.identity().items()
-                    if not same_identity({k: attrs.get(k)}, {k: v})]
+                    if not same_identity({k: attrs.get(k)}, {k: v}, IDENTITY_DEFAULTS)]
             raise GenerationError(f"{path} exists with different settings: {', '.join(diff)}; "
                                   "pass --overwrite to replace it or use another --root")
         try:
             problems = verify_operators(f)
         except Exception as err:  # noqa: BLE001 - e.g. op_done unreadable
-            print(f"warning: {path} cannot be verified ({_first_line(err)}); regenerating it", file=sys.stderr)
+            print(f"warning: {path} cannot be verified ({first_line(err)}); regenerating it", file=sys.stderr)
             return "missing"
         if not problems and not bool(attrs.get("complete", False)):
             problems = [(-1, "")]
@@ -777,76 +648,6 @@ def _existing_status(path: Path, spec: SplitSpec, overwrite: bool) -> str:
             print(f"warning: {path} {what}; regenerating the damaged operators", file=sys.stderr)
             return "damaged"
     return "complete"
-
-
-def _lock_path(root: Path, spec: SplitSpec) -> Path:
-    return root / spec.family / f".{spec.split}.lock"
-
-
-def acquire_locks(root: Path, specs: Sequence[SplitSpec]) -> list[int]:
-    """Exclusive, non-blocking ``flock`` of every file's lock file; raises if another run holds one."""
-    import fcntl
-
-    fds: list[int] = []
-    try:
-        for spec in specs:
-            lock = _lock_path(root, spec)
-            try:
-                lock.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as err:
-                raise GenerationError(write_error_message(err, lock)) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                try:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                finally:
-                    os.close(fd)
-                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    partial = root / spec.family / f"{spec.split}.h5.partial"
-                    raise GenerationError(f"another lemon-pl generate is writing {partial} (pid {holder}); "
-                                          "wait for it or use another --root") from None
-                raise GenerationError(f"cannot lock {lock}: {err.strerror or err}") from None
-            fds.append(fd)
-            try:  # who holds it, for the message of a second run (best effort)
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            except OSError:
-                pass
-    except BaseException:
-        release_locks(fds)
-        raise
-    return fds
-
-
-def release_locks(fds: Sequence[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)  # closing the descriptor releases its flock
-        except OSError:
-            pass
-
-
-def _is_enospc(err: BaseException) -> bool:
-    return getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err)
-
-
-def write_error_message(err: BaseException, path: Path) -> str:
-    """One line for a failed write of ``path``: ``no space left on device while writing PATH`` for a
-    full disk (also as h5py's ``RuntimeError`` with ``errno = 28``), else the reason; either way the
-    same command resumes."""
-    text = " ".join(str(err).split())
-    if _is_enospc(err) or "errno = 28" in text:
-        return (f"no space left on device while writing {path}; free some space and run the same command "
-                "again to resume")
-    reason = getattr(err, "strerror", None) or text or type(err).__name__  # h5py raises some as RuntimeError
-    return f"cannot write {path}: {reason}; run the same command again to resume"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def generate(root: str | os.PathLike, preset: str = "default", families: str | Sequence[str] | None = "all",
@@ -925,89 +726,6 @@ def _write_split(spec: SplitSpec, path: Path, pool, bar, command: str, repair: b
                          lambda: _write_split(spec, path, pool, bar, command))
 
 
-def guarded_write(partial: Path, resuming: bool, write: Callable[[], SplitReport],
-                  again: Callable[[], SplitReport]) -> SplitReport:
-    """Run ``write`` (which fills ``partial`` and renames it into place, :func:`finish_partial`) so
-    that a failed write - a full disk, an I/O error, also one h5py could only report while freeing
-    an object - is one :class:`GenerationError` line naming ``partial`` (which the same command
-    resumes), with HDF5's own error output kept off stderr (:func:`quiet_hdf5`). A resumed
-    ``partial`` that verified but HDF5 can no longer write to (e.g. "addr overflow": its file-space
-    records left inconsistent by an earlier failed write) is started over once, through ``again``,
-    with one warning line. Used by every HDF5 writer of the data engine (operator and map families)."""
-    ignored: list[BaseException] = []
-    try:
-        with quiet_hdf5() as ignored:
-            return write()
-    except GenerationError:
-        # e.g. "failed verification after writing": name the cause h5py could only report in a close
-        failed = [e for e in ignored if is_write_failure(e)]
-        if failed:
-            raise GenerationError(write_error_message(failed[0], partial)) from None
-        raise
-    except (OSError, RuntimeError) as err:
-        if not (isinstance(err, OSError) or is_write_failure(err)):
-            raise
-        if resuming and getattr(err, "errno", None) is None and not is_write_failure(err) and partial.exists():
-            print(f"warning: {partial} cannot be written to ({_first_line(err)}); generating it again from the start",
-                  file=sys.stderr)
-            try:
-                partial.unlink()
-            except OSError as unlink_err:
-                raise GenerationError(write_error_message(unlink_err, partial)) from None
-            return again()
-        raise GenerationError(write_error_message(err, partial)) from None
-
-
-def finish_partial(f, partial: Path, path: Path, units: str = "operators") -> None:
-    """Close the written file ``f`` of ``partial``, sync it, read it back in full and only then rename
-    it to ``path`` (a file named ``path`` is always complete and verified) and sync the folder.
-    ``units``: what a re-run regenerates when the read-back fails (operators, chunks)."""
-    f.close()
-    fsync_path(partial)
-    problems = _verify_written(partial)
-    if problems:
-        raise GenerationError(f"{partial} failed verification after writing ({problems}); it was not renamed; "
-                              f"run the same command again to regenerate the damaged {units}")
-    os.replace(partial, path)
-    fsync_dir(path.parent)
-
-
-def is_write_failure(err: BaseException) -> bool:
-    """An HDF5 error (h5py raises some as ``RuntimeError``) caused by a failed write: a full disk,
-    an I/O error."""
-    text = str(err)
-    return _is_enospc(err) or "write failed" in text or "errno = " in text
-
-
-@contextlib.contextmanager
-def quiet_hdf5():
-    """Around HDF5 writes: HDF5's own error stack (``HDF5-DIAG``) is not printed, and an error h5py
-    can only report while freeing an object ("Exception ignored in ... __dealloc__", a traceback
-    on stderr) is collected into the yielded list instead of printed: a failed write the caller
-    names when the file then fails verification. (:func:`lemon_pl.data.io.open_for_writing` keeps
-    such writes from happening in the first place.)"""
-    ignored: list[BaseException] = []
-    try:
-        from h5py import _errors
-
-        _errors.silence_errors()  # h5py does this at import; again in case something turned it on
-    except Exception:  # noqa: BLE001 - a private module: best effort
-        pass
-    previous = sys.unraisablehook
-
-    def hook(unraisable):
-        if unraisable.exc_value is not None and "h5py" in repr(unraisable.object):
-            ignored.append(unraisable.exc_value)
-        else:
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-    try:
-        yield ignored
-    finally:
-        sys.unraisablehook = previous
-
-
 def _write_split_unchecked(spec: SplitSpec, path: Path, partial: Path, pool, bar, command: str,
                            repair: bool) -> SplitReport:
     t0 = time.perf_counter()
@@ -1070,16 +788,7 @@ def _solve_undone(spec: SplitSpec, f, params: np.ndarray, done: np.ndarray, pool
     return ((i, res) for idx, results in chunks for i, res in zip(idx, results) if not done[i])
 
 
-def _verify_written(path: Path) -> str:
-    """'' if the closed file reads back complete, else a description of the first problem."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if not bool(f.attrs.get("complete", False)):
-            return "not marked complete"
-        bad = verify_operators(f)
-    return describe_problems(bad) if bad else ""
-
-
 __all__ = ["PRESETS", "GenerationError", "generate", "generate_chunk", "generate_operator", "plan", "plan_params",
-           "SplitReport", "SplitSpec"]
+           "SplitReport", "SplitSpec", "seeded_rng", "bytes_to_write", "check_resources", "file_bytes",
+           # the store's, re-exported for the command line (lemon_pl.cli.generate)
+           "check_disk_space", "check_root_writable", "write_error_message"]

@@ -13,12 +13,12 @@ time per chunk, ``x`` and ``x_fine``, plus ``op_done`` / ``u_crc32`` per chunk. 
 identity (family, split, n_samples, chunk, level_grid, finest_grid, restriction, seed, version),
 ``grid``, ``seconds_per_sample`` (measured, one process, BLAS threads as set), ``complete``.
 
-The same guarantees as the data engine: a ``.partial`` file renamed only when every chunk is
+The same guarantees as the data engine, through the same store (:mod:`lemon_pl.data.store`): a ``.partial`` file renamed only when every chunk is
 written, checksummed and read back; a re-run verifies and resumes; ``flock`` per file. A full disk
 (or any other write error) ends with one line naming the ``.partial`` (no traceback, no HDF5 error
 stack, no crash at exit): files are written through :func:`lemon_pl.data.io.open_for_writing`, so
 a failed write raises where it happens instead of when h5py frees a dataset object, and HDF5's
-error output is kept quiet around the writes (:func:`lemon_pl.data.generate.quiet_hdf5`). A
+error output is kept quiet around the writes (:func:`lemon_pl.data.store.quiet_hdf5`). A
 ``.partial`` with no finished chunk is started over (nothing to keep, and a first write that did
 not fit can leave a file HDF5 cannot extend), and so, once and with one warning line, is one that
 verifies but that HDF5 can no longer write to. :func:`check_map_space` estimates, before anything
@@ -37,11 +37,12 @@ from typing import Sequence
 
 import numpy as np
 
-from lemon_pl.data.generate import (GenerationError, SplitReport, acquire_locks, bytes_to_write, check_disk_space,
-                                    close_quietly, finish_partial, guarded_write, prepare_root, release_locks,
-                                    same_identity, seeded_rng)
-from lemon_pl.data.io import (CHECKSUM, describe_problems, mark_written, open_for_reading, open_for_writing,
-                              verify_operators)
+from lemon_pl.data import store
+from lemon_pl.data.generate import seeded_rng
+from lemon_pl.data.io import CHECKSUM, describe_problems, mark_written, open_for_reading, open_for_writing, verify_operators
+from lemon_pl.data.store import (GenerationError, SplitReport, acquire_locks, check_disk_space, close_quietly,
+                                 file_path, finish_partial, guarded_write, partial_path, prepare_root, release_locks,
+                                 reopen_partial, same_identity)
 from lemon_pl.multilevel.families import MAP_FAMILIES, MapFamily
 
 MAP_GENERATOR_VERSION = "1.0"
@@ -130,7 +131,7 @@ def map_bytes_to_write(root: str | os.PathLike, specs: Sequence[MapSplitSpec], o
                        command: str = "") -> int:
     """Disk space still needed under ``root`` (one level): a complete file of every spec whose
     ``<split>.h5`` is not there (or is replaced), less what its ``.partial`` already holds."""
-    return bytes_to_write(root, specs, overwrite, lambda spec: map_file_bytes(spec, command))
+    return store.bytes_to_write(root, specs, lambda spec: map_file_bytes(spec, command), overwrite)
 
 
 def check_map_space(targets: Sequence[tuple[str | os.PathLike, Sequence[MapSplitSpec]]], overwrite: bool = False,
@@ -138,7 +139,7 @@ def check_map_space(targets: Sequence[tuple[str | os.PathLike, Sequence[MapSplit
     """Refuse, in one line and before anything is written, map files that cannot fit: the files
     still to write under each ``(root, specs)`` of ``targets`` (one root per level), plus
     ``also_needed`` bytes (e.g. the operator families' files of the same run), against the free
-    space of the disk they are on (:func:`lemon_pl.data.generate.check_disk_space`)."""
+    space of the disk they are on (:func:`lemon_pl.data.store.check_disk_space`)."""
     targets = [(Path(r), list(sp)) for r, sp in targets]
     if not any(sp for _, sp in targets):
         return
@@ -207,48 +208,22 @@ def _status(path: Path, spec: MapSplitSpec, overwrite: bool) -> str:
 
 
 def _open_partial(path: Path, spec: MapSplitSpec):
-    """Re-open a partial file if it belongs to ``spec`` and has a finished chunk, else None (start over).
+    """Re-open a partial file if it belongs to ``spec`` and has a finished chunk, else None (start
+    over): :func:`lemon_pl.data.store.reopen_partial`, which verifies the chunks marked done and
+    marks those that fail undone."""
 
-    Chunks marked done are verified (on disk, fletcher32, CRC-32); those that fail are marked
-    undone. A partial with no chunk done is started over: nothing to keep, and a first write that
-    did not fit (a full disk) can leave HDF5's file-space records inconsistent ("addr overflow" on
-    the next write). Reading it is guarded (anything unreadable: start over); the writes that
-    follow are not (a full disk must not make a resumable file look worthless).
-    """
-    try:
-        f = open_for_writing(path, "r+")
-    except Exception:  # noqa: BLE001 - corrupt, truncated or foreign partial file: start over
-        return None
-    try:
-        done = f["op_done"][:]
-        ok = (same_identity(dict(f.attrs), spec.identity()) and CHECKSUM in f
-              and done.shape == (spec.n_chunks,) and bool(done.any()))
-        bad = verify_operators(f, np.flatnonzero(done)) if ok else []
-    except Exception:  # noqa: BLE001 - unreadable metadata: start over
-        ok = False
-    if not ok:
-        close_quietly(f)
-        return None
-    try:
-        if bad:
-            for i, _ in bad:
-                done[i] = False
-            f["op_done"][:] = done
-        if f.attrs.get("complete", False):  # a damaged complete file being repaired
-            f.attrs["complete"] = False
-        f.flush()
-    except BaseException:
-        close_quietly(f)
-        raise
-    return f
+    def belongs(f, done) -> bool:
+        return same_identity(dict(f.attrs), spec.identity()) and done.shape == (spec.n_chunks,)
+
+    return reopen_partial(path, belongs)
 
 
 def write_map_split(root: Path, spec: MapSplitSpec, pool, bar, command: str, overwrite: bool) -> SplitReport:
     """Write (or resume, or repair) ``ROOT/<family>/<split>.h5``; any write error is one
     :class:`GenerationError` line naming the ``.partial``, which the same command resumes
-    (:func:`lemon_pl.data.generate.guarded_write`, as the operator families' writer)."""
-    path = root / spec.family / f"{spec.split}.h5"
-    partial = path.with_name(path.name + ".partial")
+    (:func:`lemon_pl.data.store.guarded_write`, as the operator families' writer)."""
+    path = file_path(root, spec)
+    partial = partial_path(path)
     resuming = partial.exists() or (path.exists() and not overwrite)  # a damaged file is repaired in place
     return guarded_write(partial, resuming,
                          lambda: _write_map_split_unchecked(path, partial, spec, pool, bar, command, overwrite),

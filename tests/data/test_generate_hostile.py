@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import shutil
 from pathlib import Path
 
 import h5py
@@ -25,6 +26,7 @@ import pytest
 
 from lemon_pl.cli import generate as gen_cli
 from lemon_pl.data import generate as gen
+from lemon_pl.data import store
 from lemon_pl.data.families import FINETUNE_FAMILIES, PRETRAIN_FAMILIES, list_families, resolve_families
 from lemon_pl.data.io import verify_operators
 from tests.cli.test_full_disk import fail_nth_write, tmpfs
@@ -279,7 +281,7 @@ Usage = collections.namedtuple("Usage", "total used free")
 
 
 def test_a_run_that_cannot_fit_the_disk_is_refused_first_unless_told(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(gen.shutil, "disk_usage", lambda path: Usage(2**20, 2**20 - 1024, 1024))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(2**20, 2**20 - 1024, 1024))
     root = tmp_path / "data"
     rc, out, err = cli(["--root", root, *HEAT, *SCALE], capsys)
     assert rc == 2
@@ -291,7 +293,7 @@ def test_a_run_that_cannot_fit_the_disk_is_refused_first_unless_told(tmp_path, c
     rc, out, err = cli(["--root", root, *HEAT, *SCALE, "--skip-space-check"], capsys)
     assert rc == 0 and "3 generated" in out
     # complete files need nothing more: a rerun on a full disk is fine
-    monkeypatch.setattr(gen.shutil, "disk_usage", lambda path: Usage(2**20, 2**20, 0))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(2**20, 2**20, 0))
     rc, out, err = cli(["--root", root, *HEAT, *SCALE], capsys)
     assert rc == 0 and "3 already complete" in out
 
@@ -434,9 +436,9 @@ def test_hdf5_errors_it_can_only_print_are_collected_not_printed(capsys):
             raise RuntimeError("Can't decrement id ref count (file write failed: errno = 28, "
                                "error message = 'No space left on device')")
 
-    with gen.quiet_hdf5() as ignored:
+    with store.quiet_hdf5() as ignored:
         h5py_ObjectID()  # freed at once: its error goes to sys.unraisablehook
-    assert len(ignored) == 1 and gen._is_enospc(ignored[0])
+    assert len(ignored) == 1 and store.is_enospc(ignored[0])
     assert capsys.readouterr().err == ""
 
 

@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 
 from lemon_pl.cli import generate as gen_cli
-from lemon_pl.data.generate import GenerationError
+from lemon_pl.data import store
+from lemon_pl.data.store import GenerationError
 from lemon_pl.data.io import verify_operators
 from lemon_pl.multilevel import generate as mgen
 from tests.cli.test_full_disk import fail_nth_write
@@ -194,7 +195,8 @@ def test_a_partial_with_no_finished_chunk_is_started_over(tmp_path, capsys, monk
     monkeypatch.undo()
     opened = []
     real_open = mgen.open_for_writing
-    monkeypatch.setattr(mgen, "open_for_writing", lambda p, mode: opened.append(mode) or real_open(p, mode))
+    for module in (mgen, store):  # the writer creates files, the store re-opens partials
+        monkeypatch.setattr(module, "open_for_writing", lambda p, mode: opened.append(mode) or real_open(p, mode))
     assert gen_cli.main(["--root", str(root), *args]) == 0
     assert capsys.readouterr().err == ""
     assert opened == ["r+", "w"]  # looked at, found empty, started over
@@ -203,7 +205,7 @@ def test_a_partial_with_no_finished_chunk_is_started_over(tmp_path, capsys, monk
 
 def test_a_write_error_from_hdf5_as_runtime_error_is_one_line(tmp_path):
     """h5py reports some failed writes as RuntimeError (no errno, no strerror): one line all the same."""
-    from lemon_pl.data.generate import write_error_message
+    from lemon_pl.data.store import write_error_message
 
     partial = tmp_path / "x.h5.partial"
     full = RuntimeError("Can't decrement id ref count (file write failed: time = Mon Dec  7 23:49:49 2026\n, "
