@@ -1,22 +1,23 @@
 """Reporting callbacks any stage can use (``configs/callbacks/default.yaml`` lists them).
 
-* ``MetricTables``: after each test, prints the per-family table and writes
-  ``test_metrics.csv`` / ``test_metrics.json`` (with the error-vs-steps ``curve``) into the run
-  folder; after each validation and test, logs the table to W&B (one row per family).
-* ``PredictionFigures``: truth / prediction / error images per family after each validation
-  (W&B images, else ``figures/epochNNN_<family>.png``), and ``test_examples.npz`` after a test.
+* ``MetricTables``: the one writer of every metrics table. After each test it prints the stage's
+  report (``EvaluationReport.format``) and writes ``test_metrics.csv`` / ``test_metrics.json``
+  (``EvaluationReport.write``) into the run folder; after each validation and test it logs the
+  rows to W&B (``<stage>/per_<group>``).
+* ``PredictionFigures``: truth / prediction / error images per group after each validation
+  (W&B images, else ``figures/epochNNN_<group>.png``), and ``test_examples.npz`` after a test.
 * ``FitSummary``: ``fit_summary.json`` with parameter counts, the median time per
-  training batch and what the stage's ``fit_extras()`` adds (if it has one).
+  training batch and what the stage's ``fit_extras()`` adds.
 
-They read what the stage exposes: ``eval_results`` (tables), ``examples`` (one trajectory per
-family), ``table_extra_columns()``, ``net``. Under DDP every rank runs them (``trainer.log_dir``
-is collective) and only global rank 0 writes.
+They read what ``lemon_pl.core.stage.Stage`` declares, nothing else of a stage: ``reports``
+(one ``EvaluationReport`` per evaluated stage), ``examples`` (``{group: {"true", "pred"}}``),
+``fit_extras()`` and ``net``. A LightningModule that is not a ``Stage`` has none of them (the
+callbacks then write parameter counts and timings only). Under DDP every rank runs them
+(``trainer.log_dir`` is collective) and only global rank 0 writes.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import statistics
 import time
@@ -27,65 +28,35 @@ from lightning.pytorch import Callback
 
 from lemon_pl.core.checkpointing import atomic_write
 from lemon_pl.core.loggers import wandb_logger
-from lemon_pl.core.stage import count_parameters
-from lemon_pl.core.metrics import METRICS, REPORTED
+from lemon_pl.core.report import EvaluationReport
+from lemon_pl.core.stage import Stage, count_parameters
 
 
-def _eval_result(pl_module, stage: str) -> dict[str, Any] | None:
-    return getattr(pl_module, "eval_results", {}).get(stage)
+def stage_report(pl_module, stage: str) -> EvaluationReport | None:
+    """The stage's report of its last ``stage`` evaluation (None if it published none)."""
+    return pl_module.reports.get(stage) if isinstance(pl_module, Stage) else None
+
+
+def stage_examples(pl_module) -> dict[str, dict]:
+    return pl_module.examples if isinstance(pl_module, Stage) else {}
 
 
 class MetricTables(Callback):
-    """Per-family metric tables: printed, as CSV/JSON files after tests, as W&B tables."""
+    """Metric tables per group (see the module doc): printed and written after tests, W&B tables."""
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        result = _eval_result(pl_module, "val")
-        if result and trainer.is_global_zero and not trainer.sanity_checking:
-            self.log_wandb(trainer, "val", result["table"])
+        report = stage_report(pl_module, "val")
+        if report is not None and trainer.is_global_zero and not trainer.sanity_checking:
+            report.log_wandb(trainer)
 
     def on_test_end(self, trainer, pl_module) -> None:
-        result = _eval_result(pl_module, "test")
+        report = stage_report(pl_module, "test")
         log_dir = trainer.log_dir  # collective under DDP: every rank must ask
-        if not result or not trainer.is_global_zero:
+        if report is None or not trainer.is_global_zero:
             return
-        self.log_wandb(trainer, "test", result["table"])
-        extra = pl_module.table_extra_columns() if hasattr(pl_module, "table_extra_columns") else {}
-        print(self.write(result["table"], "test", result["seconds"], log_dir, extra, result.get("curve")))
-
-    @staticmethod
-    def log_wandb(trainer, stage: str, table: dict[str, dict[str, float]]) -> None:
-        lg = wandb_logger(trainer)
-        if lg is not None:
-            rows = [[g, *(table[g][m] for m in METRICS)] for g in table]
-            lg.log_table(key=f"{stage}/per_family", columns=["family", *METRICS], data=rows, step=trainer.global_step)
-
-    @staticmethod
-    def write(table: dict[str, dict[str, float]], stage: str, seconds: float, log_dir: str | None,
-              extra: dict[str, Any], curve: dict[str, dict[str, dict[str, float]]] | None = None) -> str:
-        """Write ``<stage>_metrics.csv`` / ``.json`` into ``log_dir``; return the printed table."""
-        header = ["family", *REPORTED, "rel_l2_persistence", *extra]
-        rows = [[g, *(table[g][m] for m in header[1:5]), *extra.values()] for g in table]
-        widths = [max(len(header[0]), *(len(r[0]) for r in rows))] + [12] * (len(header) - 1)
-        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-        for r in rows:
-            cells = [r[0].ljust(widths[0])] + [
-                (f"{v:.4g}" if isinstance(v, float) else str(v)).ljust(w) for v, w in zip(r[1:], widths[1:])]
-            lines.append("  ".join(cells))
-        text = f"\n{stage} results ({seconds:.1f} s):\n" + "\n".join(lines)
-        folder = Path(log_dir or ".")
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\r\n")
-        w.writerow(header + ["seconds"])
-        for r in rows:
-            w.writerow(r + [f"{seconds:.3f}"])
-        atomic_write(folder / f"{stage}_metrics.csv", buf.getvalue())
-        payload = {"stage": stage, "seconds": seconds, **extra, "families": table}
-        if curve:
-            payload["curve"] = curve
-            text += "\nrel_l2 after k adaptation steps: " + ", ".join(
-                f"k={k}: {c['overall']['rel_l2']:.4g}" for k, c in curve.items())
-        atomic_write(folder / f"{stage}_metrics.json", json.dumps(payload, indent=2, allow_nan=True))
-        return text
+        report.log_wandb(trainer)
+        report.write(log_dir)
+        print(report.format())
 
 
 class PredictionFigures(Callback):
@@ -93,7 +64,7 @@ class PredictionFigures(Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         log_dir = trainer.log_dir  # collective under DDP: every rank must ask
-        examples = getattr(pl_module, "examples", None)
+        examples = stage_examples(pl_module)
         wanted = getattr(getattr(pl_module, "hparams", None), "log_figures", True)
         if (not examples or not wanted or trainer.sanity_checking or trainer.fast_dev_run
                 or not trainer.is_global_zero):
@@ -102,7 +73,7 @@ class PredictionFigures(Callback):
 
     def on_test_end(self, trainer, pl_module) -> None:
         log_dir = trainer.log_dir  # collective under DDP: every rank must ask
-        examples = getattr(pl_module, "examples", None)
+        examples = stage_examples(pl_module)
         if examples and trainer.is_global_zero:
             self.write_examples(examples, log_dir)
 
@@ -167,7 +138,7 @@ class FitSummary(Callback):
                 "trainable_fraction": trainable / max(total, 1), "train_steps": len(self.seconds),
                 "ms_per_step": 1000 * statistics.median(timed) if timed else None,
                 "train_seconds": sum(self.seconds),
-                **(pl_module.fit_extras() if hasattr(pl_module, "fit_extras") else {})}
+                **(pl_module.fit_extras() if isinstance(pl_module, Stage) else {})}
 
     def on_fit_end(self, trainer, pl_module) -> None:
         log_dir = trainer.log_dir  # collective under DDP: every rank must ask
@@ -187,7 +158,7 @@ class SaveOnInterrupt(Callback):
         trainer._lemon_interrupted = True
         msg = f"lemon-pl: interrupted at global step {trainer.global_step} (epoch {trainer.current_epoch})"
         ckpt_cb = getattr(trainer, "checkpoint_callback", None)
-        finite = getattr(pl_module, "weights_finite", lambda: True)()
+        finite = pl_module.weights_finite() if isinstance(pl_module, Stage) else True
         if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None) and trainer.world_size == 1 and finite:
             path = Path(ckpt_cb.dirpath) / "last.ckpt"
             trainer.save_checkpoint(path)

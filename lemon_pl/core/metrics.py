@@ -24,6 +24,8 @@ from torch import nn
 METRICS = ("rel_l2", "rel_l2_first", "rel_l2_second", "rel_l2_persistence", "mse")
 #: the metrics in tables and experiment reports
 REPORTED = ("rel_l2", "rel_l2_first", "rel_l2_second")
+#: the columns of the per-family tables (printed, ``<stage>_metrics.csv``; the JSON holds every metric)
+TABLED = (*REPORTED, "rel_l2_persistence")
 #: the row of a table that pools every sample
 OVERALL = "overall"
 
@@ -105,13 +107,3 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
     if not kept:
         return math.nan, math.nan
     return statistics.fmean(kept), (statistics.stdev(kept) if len(kept) > 1 else 0.0)
-
-
-def flat_names(stage: str, table: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """Logger names of a table: ``stage/metric`` for ``overall``, ``stage/metric/family`` otherwise."""
-    flat = {}
-    for group, row in table.items():
-        for m, v in row.items():
-            if math.isfinite(v):
-                flat[f"{stage}/{m}" if group == OVERALL else f"{stage}/{m}/{group}"] = v
-    return flat

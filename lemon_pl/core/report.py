@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-#: the row of a report that pools every group
-OVERALL = "overall"
+from lemon_pl.core.metrics import OVERALL
 
 Rows = dict[str, dict[str, float]]
 
@@ -73,8 +72,10 @@ class EvaluationReport:
         return self.rows.get(OVERALL, {})
 
     def columns(self) -> dict[str, Any]:
-        """The extras that are scalars: the constant columns of the CSV and the printed table."""
-        return {k: v for k, v in self.extras.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        """The extras that are scalars (and not a metric of the rows): the constant columns of the
+        CSV and the printed table."""
+        return {k: v for k, v in self.extras.items()
+                if (isinstance(v, (str, int, float, bool)) or v is None) and k not in self.metrics}
 
     def logged(self) -> dict[str, float]:
         """Logger names: ``stage/metric`` for ``overall``, ``stage/metric/group`` otherwise (finite only)."""

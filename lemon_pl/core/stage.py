@@ -1,8 +1,18 @@
-"""``Stage``: the base class of every lemon-pl stage.
+"""``Stage``: the base class of every lemon-pl stage (operator, physics-informed, multi-level).
 
-It holds what every stage shares: the optimiser and schedule from the config
-(``lemon_pl.core.optim``), the NaN/Inf guard that saves the last good state, and parameter
-counts.
+It holds what every stage shares, so that a stage adds only its network, loss and evaluation:
+
+* the optimiser and schedule: ``optimizer`` / ``lr_scheduler`` from the config (any
+  ``torch.optim`` class, ``ReduceLROnPlateau`` on the metric ``monitor`` included; see
+  ``lemon_pl.core.optim``), given the stage's :meth:`Stage.parameter_groups` (a network may
+  declare groups with their own rates); unset, the stage's :meth:`Stage.default_optimizer` and
+  :meth:`Stage.default_scheduler` (AdamW + warm-up cosine here; a stage overrides them, e.g.
+  Adam and no schedule, or per-level rates);
+* :meth:`Stage.load_init`: network weights from a checkpoint (``init_from``, same architecture);
+* the NaN/Inf guard that stops a run and saves the last good state;
+* what callbacks read, and nothing else: ``reports`` (one ``lemon_pl.core.report.EvaluationReport``
+  per evaluated stage, set by :meth:`Stage.publish_report`), ``examples`` (``{group: {"true":
+  tensor, "pred": tensor, ...}}`` of the last evaluation), :meth:`Stage.fit_extras`, ``net``.
 """
 
 from __future__ import annotations
@@ -10,7 +20,7 @@ from __future__ import annotations
 import inspect
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -21,6 +31,9 @@ from torch import nn
 
 #: constructor arguments that are not hyperparameters (objects, not primitives)
 NOT_HPARAMS = ["net", "optimizer", "lr_scheduler"]
+
+if TYPE_CHECKING:
+    from lemon_pl.core.report import EvaluationReport
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
@@ -57,19 +70,27 @@ class Stage(pl.LightningModule):
     """Base class of every stage.
 
     Args:
-        optimizer: optimiser factory from the config (``class_path`` + ``init_args``); unset:
-            AdamW with the stage's hyperparameters ``lr``, ``weight_decay``, ``betas``, ``eps``.
-        lr_scheduler: schedule factory from the config; unset: linear warm-up over
-            ``warmup_ratio`` of the optimiser steps, then cosine decay to ``lr * min_lr_ratio``.
+        optimizer: optimiser factory from the config (``class_path`` + ``init_args``), called with
+            :meth:`parameter_groups`; unset: :meth:`default_optimizer`.
+        lr_scheduler: schedule factory from the config; unset: :meth:`default_scheduler`.
+        monitor: the metric a ``ReduceLROnPlateau`` schedule watches when its class takes none
+            (default ``val/rel_l2``).
 
-    A stage that uses the default optimiser declares those six hyperparameters (as
-    ``OperatorModule`` does) and calls ``save_hparams()`` in its constructor.
+    The default optimiser and schedule read the hyperparameters ``lr``, ``weight_decay``,
+    ``betas``, ``eps``, ``warmup_ratio``, ``min_lr_ratio`` (and ``adamw``): a stage that uses them
+    declares them (as ``OperatorModule`` does) and calls ``save_hparams()`` in its constructor.
     """
 
-    def __init__(self, optimizer: OptimizerCallable | None = None, lr_scheduler: LRSchedulerCallable | None = None):
+    def __init__(self, optimizer: OptimizerCallable | None = None, lr_scheduler: LRSchedulerCallable | None = None,
+                 monitor: str | None = None):
         super().__init__()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.monitor = monitor
+        #: the last evaluation report per stage (``val``, ``test``): what the callbacks read
+        self.reports: dict[str, EvaluationReport] = {}
+        #: example predictions of the last evaluation, ``{group: {"true": ..., "pred": ...}}``
+        self.examples: dict[str, dict[str, torch.Tensor]] = {}
 
     def save_hparams(self) -> None:
         """``save_hyperparameters`` of the calling constructor's primitive arguments."""
@@ -83,12 +104,74 @@ class Stage(pl.LightningModule):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def configure_optimizers(self):
-        from lemon_pl.core.optim import build_optimizers
+    # ------------------------------------------------------------------ optimiser policy
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The trainable parameters as torch parameter groups, given to the optimiser (configured
+        or default). Default: the groups the network ``net`` declares in a ``parameter_groups()``
+        method (e.g. ``[{"params": [...], "lr": 1e-2}, ...]``; frozen parameters dropped), then one
+        group of every other trainable parameter; without such a method, one group of
+        :meth:`trainable_parameters`."""
+        trainable = self.trainable_parameters()
+        hook = getattr(getattr(self, "net", None), "parameter_groups", None)
+        if not callable(hook):
+            return [{"params": trainable}]
+        groups, seen = [], set()
+        for g in hook():
+            kept = [p for p in g["params"] if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in kept)
+            if kept:
+                groups.append({**g, "params": kept})
+        rest = [p for p in trainable if id(p) not in seen]
+        return groups + ([{"params": rest}] if rest else [])
 
+    def default_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        """The optimiser when the config sets none: AdamW with the stage's ``lr``, ``betas``,
+        ``eps`` and ``weight_decay`` (on matrices only), see ``lemon_pl.core.optim``."""
+        from lemon_pl.core.optim import hparam_adamw
+
+        return hparam_adamw(groups, self.hparams, grad_scaler=uses_grad_scaler(self.trainer))
+
+    def default_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+        """The schedule when the config sets none (None: a constant rate): linear warm-up over
+        ``warmup_ratio`` of the run's optimiser steps, then cosine decay to ``lr * min_lr_ratio``."""
+        from lemon_pl.core.optim import WarmupCosine
+
+        return WarmupCosine(optimizer, total_steps, self.hparams.warmup_ratio, self.hparams.min_lr_ratio)
+
+    def configure_optimizers(self):
+        from lemon_pl.core.optim import configured_scheduler, optimizer_config
+
+        groups = self.parameter_groups()
+        if not any(g["params"] for g in groups):
+            raise ValueError("the stage has no trainable parameters")
+        opt = self.default_optimizer(groups) if self.optimizer_factory is None else self.optimizer_factory(groups)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        return build_optimizers(self.trainable_parameters(), self.hparams, total, self.optimizer_factory,
-                                self.lr_scheduler_factory, grad_scaler=uses_grad_scaler(self.trainer))
+        sched = (self.default_scheduler(opt, total) if self.lr_scheduler_factory is None
+                 else configured_scheduler(self.lr_scheduler_factory, opt, total))
+        return optimizer_config(opt, sched, self.monitor)
+
+    # ------------------------------------------------------------------ initial weights
+    def load_init(self, path: str | Path, net: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Load the network weights of the checkpoint ``path`` (any stage's; same architecture,
+        refused in one line otherwise) into ``net`` (default: the stage's ``net``): what an
+        ``init_from`` argument does. Returns the loaded network state."""
+        from lemon_pl.core.checkpointing import load_into, load_net_state
+
+        state = load_net_state(path)
+        load_into(self.net if net is None else net, state, path)
+        return state
+
+    # ------------------------------------------------------------------ what callbacks read
+    def publish_report(self, report: EvaluationReport, log: bool = True) -> None:
+        """Keep ``report`` as ``reports[report.stage]`` (the callbacks print, write and upload it)
+        and, with ``log``, log its values (``EvaluationReport.logged``) on this rank."""
+        self.reports[report.stage] = report
+        if log:
+            self.log_dict(report.logged(), sync_dist=False, add_dataloader_idx=False)
+
+    def fit_extras(self) -> dict[str, Any]:
+        """What the stage adds to ``fit_summary.json`` (``FitSummary`` callback)."""
+        return {}
 
     def describe_batch(self, batch: Any) -> str:
         """Extra words for error messages about a batch (e.g. its families)."""

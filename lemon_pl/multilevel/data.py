@@ -16,9 +16,14 @@ is read as the map ``u(t=0) -> u(frame output_frame)`` of its trajectories (``u0
 levels). Inputs pass through the family's transform (``log`` for elliptic coefficients).
 
 Linked to the stage and network (``model_links``): ``nx`` (the finest grid), ``input_len`` and
-``output_len`` (1 and 1: one field in, one out) and ``level_epochs``.
-Also exposed: ``level_costs`` (measured solver seconds per sample of each level's train file) and
-``budget`` (``sum n_l c_l``), which the stage writes to ``fit_summary.json``.
+``output_len`` (1 and 1: one field in, one out), ``level_epochs`` (the level schedule, one
+``lemon_pl.core.phases.PhaseSchedule`` on both sides), and two values read from the training
+files: ``data_stats`` (mean and std of the first level's inputs and labels, the stage's
+standardisation) and ``data_summary`` (family, levels, samples, epochs, measured solver seconds
+per sample ``level_costs``, the budget ``sum n_l c_l``, interpolation, native), which the stage
+writes to ``fit_summary.json`` and ``test_metrics.json``. Both are computed when first asked
+(the CLI asks when it links them, before the run starts), from the same read of the training files
+that ``setup`` uses.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lemon_pl.core.phases import PhaseSchedule
 from lemon_pl.data.io import DataFileError, open_for_reading
 from lemon_pl.multilevel.families import level_view
 from lemon_pl.multilevel.transfer import INTERPOLATIONS, interpolate
@@ -121,7 +127,7 @@ class MultilevelDataModule(pl.LightningDataModule):
         val_samples, test_samples: keep the first N of the finest level's val / test (None: all).
     """
 
-    model_links = ("nx", "input_len", "output_len", "level_epochs")
+    model_links = ("nx", "input_len", "output_len", "level_epochs", "data_stats", "data_summary")
     input_len = 1  # one input field
     output_len = 1  # one output field
 
@@ -158,6 +164,7 @@ class MultilevelDataModule(pl.LightningDataModule):
         self.finest = max(self.levels)
         self.nx = self.finest
         self.level_epochs = self.epochs
+        self.schedule = PhaseSchedule(self.epochs)
         self._train: dict[int, _Pairs] = {}
         self._eval: dict[str, _Pairs] = {}
         self.level_costs: list[float] = []
@@ -168,36 +175,56 @@ class MultilevelDataModule(pl.LightningDataModule):
         return self.root / f"n{grid}" / self.hparams.family / f"{split}.h5"
 
     def level_at_epoch(self, epoch: int) -> int:
-        bounds = np.cumsum(self.epochs)
-        return int(min(np.searchsorted(bounds, epoch, side="right"), len(self.epochs) - 1))
+        return self.schedule.phase_at(epoch)
 
     @property
     def budget(self) -> float:
         """Measured generation seconds of the training samples used: ``sum n_l c_l``."""
         return float(sum(n * c for n, c in zip(self.n_samples, self.level_costs) if n > 0))  # skipped: no cost
 
+    @property
+    def data_stats(self) -> dict[str, float]:
+        """Mean and std of the first training level's network inputs and labels (read when first asked)."""
+        self._load_train()
+        return dict(self.stats)
+
+    @property
+    def data_summary(self) -> dict[str, object]:
+        """What the data of the run is and cost (see the module doc; read when first asked)."""
+        self._load_train()
+        return {"family": self.hparams.family, "levels": list(self.levels), "n_samples": list(self.n_samples),
+                "epochs": list(self.epochs), "seconds_per_sample": list(self.level_costs),
+                "budget_seconds": self.budget, "interpolation": self.interpolation,
+                "native": bool(self.hparams.native)}
+
     def setup(self, stage: str | None = None) -> None:
-        if not self.level_costs:
-            self.level_costs = []
-            for l, grid in enumerate(self.levels):
-                if self.n_samples[l] == 0:
-                    self.level_costs.append(float("nan"))
-                    continue
-                x, y, got, cost, _ = read_level(self.path(grid, "train"), self.n_samples[l], self.hparams.native,
-                                                self.hparams.output_frame)
-                if got != grid:
-                    raise DataFileError(f"{self.path(grid, 'train')} holds grid {got}, level {l} is {grid}")
-                if not self.hparams.native:
-                    y = interpolate(y, self.finest, self.view.grid, self.interpolation)
-                self._train[l] = _Pairs(self.view.network_input(x), y)
-                self.level_costs.append(cost)
-            first = self._train[min(self._train)]
-            self.stats = {"in_mean": float(first.x.mean()), "in_std": float(first.x.std()) or 1.0,
-                          "out_mean": float(first.y.mean()), "out_std": float(first.y.std()) or 1.0}
+        self._load_train()
         for split, cap in (("val", self.hparams.val_samples), ("test", self.hparams.test_samples)):
             if split not in self._eval and (stage in (None, "fit", "validate") or split == "test"):
                 x, y, _, _, _ = read_level(self.path(self.finest, split), cap, False, self.hparams.output_frame)
                 self._eval[split] = _Pairs(self.view.network_input(x), y)
+
+    def _load_train(self) -> None:
+        """Every level's training pairs, costs and the first level's statistics (once)."""
+        if self.level_costs:
+            return
+        costs = []  # assigned when every level is read: a failed read is retried, not half-kept
+        for l, grid in enumerate(self.levels):
+            if self.n_samples[l] == 0:
+                costs.append(float("nan"))
+                continue
+            x, y, got, cost, _ = read_level(self.path(grid, "train"), self.n_samples[l], self.hparams.native,
+                                            self.hparams.output_frame)
+            if got != grid:
+                raise DataFileError(f"{self.path(grid, 'train')} holds grid {got}, level {l} is {grid}")
+            if not self.hparams.native:
+                y = interpolate(y, self.finest, self.view.grid, self.interpolation)
+            self._train[l] = _Pairs(self.view.network_input(x), y)
+            costs.append(cost)
+        first = self._train[min(self._train)]
+        self.stats = {"in_mean": float(first.x.mean()), "in_std": float(first.x.std()) or 1.0,
+                      "out_mean": float(first.y.mean()), "out_std": float(first.y.std()) or 1.0}
+        self.level_costs = costs
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:

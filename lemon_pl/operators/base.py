@@ -2,9 +2,10 @@
 
 It adds to ``lemon_pl.core.stage.Stage`` a network ``net`` mapping input frames (+ equation) to
 output frames, the MSE loss, and evaluation per family (``lemon_pl.core.metrics``), zero-shot on
-sample batches or few-shot on operator tasks (``lemon_pl.adaptation.fewshot``). It keeps the
-evaluated tables in ``eval_results`` and one example trajectory per family in ``examples``;
-printing, files, W&B tables and figures are callbacks (``lemon_pl.core.callbacks``).
+sample batches or few-shot on operator tasks (``lemon_pl.adaptation.fewshot``). Each evaluation
+publishes its per-family report (``Stage.reports``: group ``family``, the evaluation mode and
+support sizes as extras, the error-vs-steps curve) and keeps one example trajectory per family in
+``examples``; printing, files, W&B tables and figures are callbacks (``lemon_pl.core.callbacks``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import nn
 
 from lemon_pl.adaptation.functional import net_inputs
 from lemon_pl.adaptation.tasks import task_view
-from lemon_pl.core.metrics import FamilyMetrics, denormalise, flat_names, sample_metrics
+from lemon_pl.core.metrics import TABLED, FamilyMetrics, denormalise, sample_metrics
+from lemon_pl.core.report import EvaluationReport
 from lemon_pl.core.stage import Stage, check_range
 
 
@@ -46,6 +48,8 @@ class OperatorModule(Stage):
         adamw: implementation of the default AdamW: ``auto`` (fused where it applies, see
             ``lemon_pl.core.optim``), ``fused``, ``foreach`` or ``loop`` (PyTorch's per-parameter
             loop: the numerics of lemon-pl before issue 14, bit for bit).
+        optimizer, lr_scheduler, monitor: see ``lemon_pl.core.stage.Stage`` (unset: AdamW with
+            the rates above and warm-up + cosine decay).
     """
 
     def __init__(
@@ -70,8 +74,9 @@ class OperatorModule(Stage):
         adamw: str = "auto",
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        monitor: str | None = None,
     ):
-        super().__init__(optimizer, lr_scheduler)
+        super().__init__(optimizer, lr_scheduler, monitor)
         from lemon_pl.core.optim import ADAMW_IMPLS
 
         if adamw not in ADAMW_IMPLS:
@@ -98,10 +103,6 @@ class OperatorModule(Stage):
         self.test_metrics = FamilyMetrics(self.eval_families)
         self.curve_steps = sorted({int(k) for k in (eval_curve or [])})
         self.curve_metrics = nn.ModuleDict({str(k): FamilyMetrics(self.eval_families) for k in self.curve_steps})
-        #: one example trajectory per family of the current evaluation (``true``/``pred``, physical units)
-        self.examples: dict[str, dict[str, torch.Tensor]] = {}
-        #: per stage (``val``/``test``): ``table``, ``curve`` and ``seconds`` of the last evaluation
-        self.eval_results: dict[str, dict[str, Any]] = {}
         self._eval_started = 0.0
 
     # ------------------------------------------------------------------ prediction
@@ -112,7 +113,7 @@ class OperatorModule(Stage):
         return F.mse_loss(pred.float(), target.float())
 
     def describe_batch(self, batch: dict[str, torch.Tensor]) -> str:
-        names = getattr(getattr(self.trainer, "datamodule", None), "all_families", None) or []
+        names = list(dict.fromkeys(self.train_families + self.eval_families))  # the data module's family ids
         ids = sorted(set(batch["family"].reshape(-1).tolist()))
         return f", families {[names[i] if i < len(names) else str(i) for i in ids]}"
 
@@ -196,7 +197,7 @@ class OperatorModule(Stage):
                 "token_pad_mask": query["token_pad_mask"], "operator": operator, "dataloader_idx": dataloader_idx}
 
     def on_validation_epoch_start(self) -> None:
-        self.examples = {}
+        self.examples = {}  # one trajectory per family (``true``/``pred``, physical units)
         self._eval_started = time.perf_counter()
 
     on_test_epoch_start = on_validation_epoch_start
@@ -204,13 +205,12 @@ class OperatorModule(Stage):
     def _finish_eval(self, stage: str, metrics: FamilyMetrics, curve: bool) -> None:
         table = metrics.compute()  # collective under DDP: every rank
         metrics.reset()
-        self.log_dict(flat_names(stage, table), sync_dist=False, add_dataloader_idx=False)
         curves = {}
         for k in self.curve_steps if curve else ():
             curves[str(k)] = self.curve_metrics[str(k)].compute()
             self.curve_metrics[str(k)].reset()
-        self.eval_results[stage] = {"table": table, "curve": curves,
-                                    "seconds": time.perf_counter() - self._eval_started}
+        self.publish_report(EvaluationReport(stage, "family", table, TABLED, curves, self.table_extra_columns(),
+                                             time.perf_counter() - self._eval_started))
 
     def on_validation_epoch_end(self) -> None:
         self._finish_eval("val", self.val_metrics, curve=False)
@@ -219,7 +219,7 @@ class OperatorModule(Stage):
         self._finish_eval("test", self.test_metrics, curve=True)
 
     def table_extra_columns(self) -> dict[str, Any]:
-        """Columns the printed and saved test tables add to the metrics."""
+        """The report's extras: columns the printed and saved tables add to the metrics."""
         if self.hparams.unit != "task":
             return {"mode": "zero-shot", "adapt_steps": 0}
         steps = self.eval_adapt_steps()

@@ -19,8 +19,7 @@ from typing import Any
 from torch import nn
 
 from lemon_pl.adaptation.lora import inject_lora, lora_state_dict, mark_only_lora_trainable
-from lemon_pl.core.checkpointing import (ADAPTERS_ONLY_KEY, BASE_FINGERPRINT_KEY, BASE_PATH_KEY, load_into, load_net_state,
-                                    state_fingerprint)
+from lemon_pl.core.checkpointing import ADAPTERS_ONLY_KEY, BASE_FINGERPRINT_KEY, BASE_PATH_KEY, state_fingerprint
 from lemon_pl.core.errors import CheckpointMismatchError
 from lemon_pl.core.stage import count_parameters
 from lemon_pl.operators.pretrain import PretrainModule
@@ -58,8 +57,7 @@ class FinetuneModule(PretrainModule):
         #: ``(absolute path, weights fingerprint)`` of the LoRA base (stored in adapter-only checkpoints)
         self._lora_base: tuple[str, str] | None = None
         if init_from:
-            base = load_net_state(init_from)
-            load_into(self.net, base, init_from)
+            base = self.load_init(init_from)
             if mode == "lora":
                 self._lora_base = (str(Path(init_from).resolve()), state_fingerprint(base))
         if mode == "lora":

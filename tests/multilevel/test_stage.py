@@ -29,7 +29,8 @@ def _parts(root, net=None, native=False, epochs=(2, 2), n=(48, 16)):
     dm = MultilevelDataModule(str(root), "schrodinger", LEVELS, list(n), list(epochs), steps_per_epoch=3,
                               batch_size=8, native=native, seed=0)
     net = net or MLP(nx=dm.nx, hidden=[16, 16])
-    return dm, MultilevelRegression(net, lr=[1e-2, 3e-3], level_epochs=dm.level_epochs)
+    return dm, MultilevelRegression(net, lr=[1e-2, 3e-3], level_epochs=dm.level_epochs, data_stats=dm.data_stats,
+                                    data_summary=dm.data_summary)  # the links of the CLI
 
 
 def _trainer(tmp_path, callbacks=(), **kw):
