@@ -19,8 +19,8 @@ horizon itself excluded, for every family) and at stored time ``s_k = c_t * t_k`
 stored time: it multiplies u_t by c_t and u_tt by c_t^2. ``equation()`` is the readable
 physical-time form.
 
-Parameters are drawn as U[(1-gamma) q_c, (1+gamma) q_c] and rounded to 3 significant
-digits (the float tokenizer's precision); the solver uses the rounded values, so the
+Parameters (:class:`lemon_pl.data.params.Param`) are drawn as U[(1-gamma) q_c, (1+gamma) q_c]
+and rounded to 3 significant digits (the float tokenizer's precision); the solver uses the rounded values, so the
 tokens describe the data exactly. Derived coefficients (c^2, eps/pi, ...) are rounded only
 when tokenised.
 """
@@ -35,8 +35,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lemon_pl.data import ics, solvers
+from lemon_pl.data.params import Param, ParamSpace
 from lemon_pl.data.constants import FP_AMPLITUDE, FP_LENGTH_UM, FP_RADIUS, FP_TEMPERATURE, K_B
-from lemon_pl.data.symbols import Expr, chain, encode, integer, num, op, round_sig, var
+from lemon_pl.data.symbols import Expr, chain, encode, integer, num, op, var
 
 Params = Mapping[str, float]
 
@@ -47,29 +48,11 @@ class UnknownFamilyError(KeyError):
 
 
 @dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    centre: float | None = None  # q_c, sampled in [(1-gamma) q_c, (1+gamma) q_c]
-    low: float | None = None  # fixed range instead (gamma-independent)
-    high: float | None = None
-    choices: tuple[int, ...] | None = None  # integer choice (gamma-independent)
-
-    def sample(self, rng: np.random.Generator, gamma: float) -> float:
-        if self.choices is not None:
-            return float(self.choices[int(rng.integers(len(self.choices)))])
-        if self.centre is not None:
-            lo, hi = (1 - gamma) * self.centre, (1 + gamma) * self.centre
-        else:
-            lo, hi = self.low, self.high
-        return round_sig(rng.uniform(lo, hi))
-
-
-@dataclass(frozen=True)
 class Family(ABC):
     """Base class: subclasses set the spec fields and implement ``_solve`` and ``_rhs_tree``."""
 
     name: str
-    params: tuple[ParamSpec, ...]
+    params: tuple[Param, ...]
     t_final: float
     ic_type: str
     template: str  # readable infix template with parameter names
@@ -81,6 +64,11 @@ class Family(ABC):
     @property
     def param_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
+
+    @property
+    def space(self) -> ParamSpace:
+        """The family's parameters as a :class:`lemon_pl.data.params.ParamSpace`."""
+        return ParamSpace(self.params)
 
     @property
     def c_t(self) -> float:
@@ -105,7 +93,8 @@ class Family(ABC):
 
     # ------------------------------------------------------------------ sampling
     def sample_params(self, rng: np.random.Generator, gamma: float = 0.1) -> dict[str, float]:
-        return {p.name: p.sample(rng, gamma) for p in self.params}
+        """One draw of every parameter (:meth:`lemon_pl.data.params.ParamSpace.sample`)."""
+        return self.space.sample(rng, gamma)
 
     def sample_initial_conditions(self, rng: np.random.Generator, n: int, nx: int = 128) -> np.ndarray:
         if n < 0:
@@ -630,33 +619,33 @@ class FokkerPlanck(Family):
 
 # =========================================================================== registry
 
-_NU = ParamSpec("nu", 3e-3)
-_EPS = ParamSpec("eps", 0.01)
-_K = ParamSpec("k", 1.0)
+_NU = Param("nu", 3e-3)
+_EPS = Param("eps", 0.01)
+_K = Param("k", 1.0)
 
 _FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
         Heat("heat", (_NU,), 2.0, "init_multi", "u_t - nu*u_xx = 0", {"k_tot": 4}),
-        Advection("advection", (ParamSpec("beta", 0.5),), 2.0, "sines", "u_t + beta*u_x = 0"),
-        Wave("wave", (ParamSpec("beta", 0.5),), 1.0, "sines", "u_tt - beta^2*u_xx = 0", second_order=True),
-        KleinGordon("Klein_Gordon", (ParamSpec("c", 1.0), ParamSpec("m", 0.1)), 1.0, "init_multi",
+        Advection("advection", (Param("beta", 0.5),), 2.0, "sines", "u_t + beta*u_x = 0"),
+        Wave("wave", (Param("beta", 0.5),), 1.0, "sines", "u_tt - beta^2*u_xx = 0", second_order=True),
+        KleinGordon("Klein_Gordon", (Param("c", 1.0), Param("m", 0.1)), 1.0, "init_multi",
                     "u_tt - c^2*u_xx + m^2*c^4*u = 0", {"k_tot": 2, "num_k": 1}, second_order=True),
-        SineGordon("Sine_Gordon", (ParamSpec("c", 1.0),), 1.0, "init_multi", "u_tt - u_xx + c*sin(u) = 0",
+        SineGordon("Sine_Gordon", (Param("c", 1.0),), 1.0, "init_multi", "u_tt - u_xx + c*sin(u) = 0",
                    {"k_tot": 2, "num_k": 1}, second_order=True),
-        KdV("kdv", (ParamSpec("delta", 0.022),), 1.0, "kdv_gaussians", "u_t + u*u_x + delta^2*u_xxx = 0"),
+        KdV("kdv", (Param("delta", 0.022),), 1.0, "kdv_gaussians", "u_t + u*u_x + delta^2*u_xxx = 0"),
         CahnHilliard("cahnhilliard_1D", (_EPS,), 0.5, "init_multi",
                      "u_t + eps^2*u_xxxx - 6*u_x^2 - 6*u*u_xx = 0", {"k_tot": 2}),
-        PorousMedium("porous_medium", (ParamSpec("m", choices=(2, 3, 4)),), 0.1, "gaussian_bump",
+        PorousMedium("porous_medium", (Param("m", choices=(2, 3, 4)),), 0.1, "gaussian_bump",
                      "u_t - (u^m)_xx = 0"),
-        LogisticReactionDiffusion("diff_logisreact_1D", (_NU, ParamSpec("rho", 1.0)), 2.0, "init_multi",
+        LogisticReactionDiffusion("diff_logisreact_1D", (_NU, Param("rho", 1.0)), 2.0, "init_multi",
                                   "u_t - nu*u_xx - rho*u*(1 - u) = 0", {"k_tot": 4}),
-        LinearReactionDiffusion("diff_linearreact_1D", (_NU, ParamSpec("rho", 0.1)), 2.0, "init_multi",
+        LinearReactionDiffusion("diff_linearreact_1D", (_NU, Param("rho", 0.1)), 2.0, "init_multi",
                                 "u_t - nu*u_xx - rho*u = 0", {"k_tot": 4}),
         BistableReactionDiffusion("diff_bistablereact_1D",
-                                  (_NU, ParamSpec("rho", 1.0), ParamSpec("a", low=0.0, high=1.0)), 2.0,
+                                  (_NU, Param("rho", 1.0), Param("a", low=0.0, high=1.0)), 2.0,
                                   "init_multi", "u_t - nu*u_xx - rho*u*(1 - u)*(u - a) = 0", {"k_tot": 4}),
-        SquareLogisticReactionDiffusion("diff_squarelogisticreact_1D", (_NU, ParamSpec("rho", 1.0)), 2.0,
+        SquareLogisticReactionDiffusion("diff_squarelogisticreact_1D", (_NU, Param("rho", 1.0)), 2.0,
                                         "init_multi", "u_t - nu*u_xx - rho*u^2*(1 - u)^2 = 0", {"k_tot": 4}),
         Burgers("burgers", (_EPS, _K), 2.0, "init_multi", "u_t + k*u*u_x - (eps/pi)*u_xx = 0", {"k_tot": 4}),
         SinFlux("conservation_sinflux", (_EPS, _K), 2.0, "init_multi",
@@ -667,7 +656,7 @@ _FAMILIES: dict[str, Family] = {
         SinFlux("inviscid_conservation_sinflux", (_K,), 2.0, "init_multi", "u_t + k*cos(u)*u_x = 0", {"k_tot": 4}),
         CubicFlux("inviscid_conservation_cubicflux", (_K,), 2.0, "init_multi", "u_t + k*u^2*u_x = 0",
                   {"k_tot": 4}),
-        FokkerPlanck("fplanck", (ParamSpec("eta", 1e-3),), 0.1, "fplanck_gaussian",
+        FokkerPlanck("fplanck", (Param("eta", 1e-3),), 0.1, "fplanck_gaussian",
                      "p_t + A(eta)*cos(10x)*p + B(eta)*sin(10x)*p_x - D(eta)*p_xx = 0"),
     ]
 }

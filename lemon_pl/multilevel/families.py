@@ -14,12 +14,13 @@ u(t_last)`` of their stored trajectories.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import numpy as np
 
 from lemon_pl.multilevel.problems import RoughElliptic, SchrodingerGroundState
+from lemon_pl.data.params import Param, ParamSpace
 from lemon_pl.data.transfer import DEFAULT_INTERPOLATION, DEFAULT_RESTRICTION
 
 
@@ -48,6 +49,23 @@ class MapFamily:
     def x_grid(self, n: int) -> np.ndarray:
         offset = 0.0 if self.grid == "periodic_nodes" else 0.5
         return (np.arange(n) + offset) / n
+
+    @property
+    def space(self) -> ParamSpace:
+        """The input sampler's settings in the parameter vocabulary of the data engine
+        (:class:`lemon_pl.data.params.ParamSpace`): a number is a one-point range (its value is the
+        default), a pair ``(low, high)`` a range (integer pairs with step 1: their values are the
+        integers between). Describes the problem's fields; the sampler itself reads the fields."""
+        params = []
+        for f in fields(self.problem):
+            value = getattr(self.problem, f.name)
+            if isinstance(value, tuple) and len(value) == 2:
+                lo, hi = value
+                step = 1.0 if all(isinstance(v, int) for v in value) else None
+                params.append(Param(f.name, low=float(lo), high=float(hi), step=step))
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                params.append(Param(f.name, low=float(value), high=float(value), default=float(value)))
+        return ParamSpace(tuple(params))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ naming the flag, exit 2. ``--help`` shows the same ranges.
 ``--support-size``          1 .. 1024; a support file holding more trajectories needs it
 ``--params K=V``            a continuous parameter within a factor 100 of its family's centre q_c
                             (q_c/100 .. 100 q_c), a fixed-range one within its range, a discrete one
-                            one of its choices (``lemon_pl.predict.match.param_range``)
+                            one of its choices (``lemon_pl.data.params.Param.accepted_range``)
 ``--equation/--equations``  at most 256 equations; an ``--equations`` file at most 1 MiB
 memory                      the estimate of a request (predictions x frames x grid, the solvers'
                             solutions, support trajectories) at most min(8 GiB, half the memory

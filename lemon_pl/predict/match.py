@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lemon_pl.data.families import Family, get_family, list_families
+from lemon_pl.data.params import ACCEPT_FACTOR, Param, format_value
 from lemon_pl.data.symbols import Expr, chain, exact_coefficients
 from lemon_pl.predict.parse import READABLE, Equation, EquationError, chain_terms, equation_from_tree
 
@@ -141,11 +142,7 @@ class FamilyMatch:
         return self.family.equation(self.params)
 
     def describe(self) -> str:
-        return f"{self.name} ({', '.join(f'{k}={format_param(v)}' for k, v in self.params.items())})"
-
-
-def format_param(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() and abs(v) < 1e6 else f"{v:.4g}"
+        return f"{self.name} ({', '.join(f'{k}={format_value(v)}' for k, v in self.params.items())})"
 
 
 def with_horizon(fam: Family, t_final: float) -> Family:
@@ -159,19 +156,11 @@ def _rhs(fam: Family, params: Mapping[str, float]) -> Expr | None:
     return chain(*terms) if terms else None
 
 
-def _start(spec) -> tuple[float, float]:
-    """(initial value, scale) of a continuous parameter."""
-    if spec.centre is not None:
-        return float(spec.centre), abs(float(spec.centre)) or 1.0
-    lo, hi = float(spec.low), float(spec.high)
-    return 0.5 * (lo + hi), max(abs(lo), abs(hi)) or 1.0
-
-
 @functools.lru_cache(maxsize=None)
 def _monomials(name: str, choices: tuple[tuple[str, float], ...]) -> frozenset:
     """The monomials of a family's canonical form at generic parameters (its centre)."""
     fam = get_family(name)
-    p = {s.name: _start(s)[0] for s in fam.params if s.choices is None}
+    p = {s.name: s.start()[0] for s in fam.params if s.choices is None}
     p.update(dict(choices))
     with exact_coefficients():
         return frozenset(canonical(_rhs(fam, p)))
@@ -212,7 +201,7 @@ def _fit(fam: Family, fixed: dict[str, float], target: dict) -> dict[str, float]
     free = [s for s in fam.params if s.choices is None]
     keys = list(target)
     want = np.array([target[k] for k in keys])
-    starts = [_start(s) for s in free]
+    starts = [s.start() for s in free]
     scale = np.array([s for _, s in starts])
 
     def params(z) -> dict[str, float]:
@@ -256,54 +245,27 @@ def _fit(fam: Family, fixed: dict[str, float], target: dict) -> dict[str, float]
 
 # --------------------------------------------------------------------------- parameter ranges
 
-#: a continuous parameter sampled around a centre q_c may be given within this factor of q_c
-#: (q_c / PARAM_FACTOR .. q_c * PARAM_FACTOR, with q_c's sign): the families' data use q_c*(1 +- gamma),
-#: and the solvers' cost grows with the parameters (the conservation laws' steps with k, ~10 s per
-#: initial condition at 100 q_c)
-PARAM_FACTOR = 100.0
+#: how far from its centre a centred parameter may be given (:data:`lemon_pl.data.params.ACCEPT_FACTOR`)
+PARAM_FACTOR = ACCEPT_FACTOR
 
 
-def param_range(spec) -> tuple[float, float] | tuple[float, ...]:
-    """The values ``lemon-pl predict`` accepts for a family parameter: ``(low, high)`` for a
-    continuous one (a factor :data:`PARAM_FACTOR` around its centre, or its fixed range), the
-    choices for a discrete one."""
-    if spec.choices is not None:
-        return tuple(float(c) for c in spec.choices)
-    if spec.centre is not None:
-        a, b = float(spec.centre) / PARAM_FACTOR, float(spec.centre) * PARAM_FACTOR
-        return (min(a, b), max(a, b))
-    return (float(spec.low), float(spec.high))
-
-
-def describe_range(spec) -> str:
-    """``0.00022 .. 2.2`` / ``one of 2, 3, 4`` (as the range is documented)."""
-    r = param_range(spec)
-    if spec.choices is not None:
-        return "one of " + ", ".join(format_param(v) for v in r)
-    return f"{r[0]:.4g} .. {r[1]:.4g}"
-
-
-def in_range(spec, value: float) -> bool:
-    if not math.isfinite(value):
-        return False
-    r = param_range(spec)
-    if spec.choices is not None:
-        return value in r
-    return r[0] <= value <= r[1]
+def param_range(spec: Param) -> tuple[float, ...]:
+    """The values ``lemon-pl predict`` accepts for a family parameter: :meth:`Param.accepted_range`."""
+    return spec.accepted_range()
 
 
 def out_of_range(fam: Family, params: Mapping[str, float]) -> str | None:
-    """A note naming the first parameter outside :func:`param_range`, else None."""
+    """A note naming the first parameter outside its accepted range (:meth:`Param.accepted_range`), else None."""
     for spec in fam.params:
         value = float(params[spec.name])
-        if not in_range(spec, value):
-            return f"{spec.name} = {value:.4g} is outside {fam.name}'s range {describe_range(spec)}"
+        if not spec.contains(value):
+            return f"{spec.name} = {value:.4g} is outside {fam.name}'s range {spec.describe_range()}"
     return None
 
 
 def family_ranges(fam: Family) -> str:
     """``delta in 0.00022 .. 2.2`` for every parameter of ``fam``."""
-    return "; ".join(f"{s.name} in {describe_range(s)}" for s in fam.params)
+    return "; ".join(f"{s.name} in {s.describe_range()}" for s in fam.params)
 
 
 # --------------------------------------------------------------------------- --family NAME --params k=v
@@ -313,7 +275,7 @@ def family_equation(name: str, given: Mapping[str, str | float], source: str = "
                     ) -> tuple[FamilyMatch, Equation, list[str]]:
     """A family with parameters from ``--params`` (missing ones at their centre); returns the match,
     the equation and notes. Unknown families, unknown parameters, values that are no number or lie
-    outside :func:`param_range` raise EquationError naming ``source`` (``--params``, or the support
+    outside :meth:`Param.accepted_range` raise EquationError naming ``source`` (``--params``, or the support
     file the parameters come from), before any arithmetic with them."""
     try:
         fam = get_family(name)
@@ -336,18 +298,18 @@ def family_equation(name: str, given: Mapping[str, str | float], source: str = "
             if spec.choices is not None and value not in spec.choices:
                 raise EquationError(f"{source}: {name}'s {spec.name} must be one of "
                                     f"{', '.join(map(str, spec.choices))}, got {str(raw)[:40]}")
-            if not in_range(spec, value):
+            if not spec.contains(value):
                 raise EquationError(f"{source}: {name}'s {spec.name}={str(raw)[:40]} is outside its range "
-                                    f"{describe_range(spec)} ({family_ranges(fam)})")
+                                    f"{spec.describe_range()} ({family_ranges(fam)})")
         else:
-            value = float(spec.choices[0]) if spec.choices is not None else _start(spec)[0]
-            notes.append(f"{spec.name} not given: {format_param(value)} (the family's default)")
+            value = spec.default_value
+            notes.append(f"{spec.name} not given: {format_value(value)} (the family's default)")
         params[spec.name] = value
     try:
         eq = equation_from_tree(fam.tree(params, stored_time=False), fam.equation(params))
         fam.tokens(params)  # every coefficient within the tokenizer's range
     except (ValueError, ArithmeticError) as err:
-        shown = ", ".join(f"{k}={format_param(v)}" for k, v in params.items())
+        shown = ", ".join(f"{k}={format_value(v)}" for k, v in params.items())
         raise EquationError(f"{source}: {name} with {shown}: {str(err).splitlines()[0] if str(err) else err!r}"
                             ) from None
     return FamilyMatch(fam, params, False, fam.t_final), eq, notes

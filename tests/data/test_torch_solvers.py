@@ -26,7 +26,8 @@ import torch
 
 from lemon_pl.data import solvers
 from lemon_pl.data import torch_solvers as ts
-from lemon_pl.data.families import Family, ParamSpec, get_family, list_families
+from lemon_pl.data.families import Family, get_family, list_families
+from lemon_pl.data.params import Param
 
 FV = ["burgers", "conservation_sinflux", "conservation_cubicflux", "inviscid_burgers",
       "inviscid_conservation_sinflux", "inviscid_conservation_cubicflux"]
@@ -125,7 +126,7 @@ class _NoTorch(Family):
 
 
 def test_a_family_without_a_torch_solver_says_so():
-    fam = _NoTorch("frozen", (ParamSpec("a", 1.0),), 1.0, "sines", "u_t = 0")
+    fam = _NoTorch("frozen", (Param("a", 1.0),), 1.0, "sines", "u_t = 0")
     assert not fam.has_torch
     with pytest.raises(NotImplementedError, match="frozen has no torch solver"):
         fam.solve_torch({"a": 1.0}, np.zeros((1, 16)))
