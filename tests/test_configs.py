@@ -22,7 +22,9 @@ MULTILEVEL_STAGES = sorted(p for p in CONFIGS.glob("multilevel/*.yaml") if p.nam
 MULTILEVEL_OVERLAYS = [*(CONFIGS / "multilevel" / n for n in MULTILEVEL_OVERLAY_NAMES), CONFIGS / "callbacks/multilevel.yaml",
                        CONFIGS / "trainer/multilevel.yaml", CONFIGS / "model/fno.yaml"]
 OVERLAYS = sorted(p for p in CONFIGS.glob("*/*.yaml")
-                  if p.parent.name not in ("experiments", "pinn", "multilevel") and p not in PINN_OVERLAYS)
+                  if p.parent.name not in ("experiments", "pinn", "multilevel", "operators") and p not in PINN_OVERLAYS)
+#: the shared defaults of the operator stage configs (configs/*.yaml)
+OPERATORS_BASE = CONFIGS / "operators" / "base.yaml"
 
 
 def print_config(*configs) -> dict:
@@ -41,6 +43,37 @@ def test_stage_config_parses(path):
     cfg = print_config(path)
     assert cfg["model"]["class_path"].startswith("lemon_pl.operators.")
     assert cfg["data"]["class_path"] == "lemon_pl.data.datamodule.OperatorFamilyDataModule"
+
+
+def _leaves(tree: dict, prefix: tuple = ()) -> dict[tuple, object]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, (*prefix, key)))
+        else:
+            out[(*prefix, key)] = value
+    return out
+
+
+@pytest.mark.parametrize("path", STAGES, ids=lambda p: p.name)
+def test_operator_stage_holds_only_what_differs_from_the_base(path):
+    raw = yaml.safe_load(path.read_text())
+    assert raw["defaults"] == ["operators/base.yaml"]
+    base = _leaves({k: v for k, v in yaml.safe_load(OPERATORS_BASE.read_text()).items() if k != "defaults"})
+    repeated = {k: v for k, v in _leaves(raw).items() if k in base and base[k] == v}
+    assert not repeated, f"{path.name} repeats what configs/operators/base.yaml sets: {repeated}"
+    cfg = print_config(path)  # and every value of the base reaches the resolved config, unless the stage sets it
+    own = _leaves(raw)
+    for key, value in base.items():
+        resolved = cfg
+        for part in key:
+            resolved = resolved[part]
+        assert resolved == own.get(key, value), key
+
+
+def test_operators_base_is_no_stage():
+    raw = yaml.safe_load(OPERATORS_BASE.read_text())
+    assert "class_path" not in raw.get("model", {})  # the stage files name their stage class
 
 
 @pytest.mark.parametrize("path", PINN_STAGES, ids=lambda p: p.name)
