@@ -11,7 +11,8 @@ Solver groups:
 * Stormer-Verlet (leapfrog) with a spectral Laplacian (Sine-Gordon);
 * ETDRK4 (Cox-Matthews, Kassam-Trefethen contour coefficients) for stiff semilinear
   spectral problems (KdV);
-* Strang splitting of exact diffusion and exact/RK4 reaction (reaction-diffusion);
+* Strang splitting (``strang_splitting``, any two sub-flows), here of exact diffusion and
+  exact/RK4 reaction (reaction-diffusion);
 * MUSCL finite volumes with the monotonised-central limiter, Rusanov fluxes with the
   correct wave speed max|f'(u)| and SSP-RK3 (scalar conservation laws);
 * an explicit conservative scheme with adaptive steps (porous medium);
@@ -170,6 +171,33 @@ def fd_laplacian_symbol(nx: int) -> np.ndarray:
     return -(4.0 / dx**2) * np.sin(k * dx / 2) ** 2
 
 
+def strang_splitting(u0: np.ndarray, t: np.ndarray, max_dt: float,
+                     substeps: Callable[[float], tuple[Callable[[np.ndarray], np.ndarray],
+                                                       Callable[[np.ndarray], np.ndarray]]]) -> np.ndarray:
+    """Strang splitting A(h/2) B(h) A(h/2) of u' = (A + B) u, landing on every output time.
+
+    ``substeps(h)`` gives the two sub-flows for a step h, ``(outer, inner)``: ``outer`` advances
+    by h/2 (applied before and after), ``inner`` by h. It is called once per output interval,
+    which is cut into equal steps <= ``max_dt``. ``u0`` is (..., nx); returns (..., nt, nx) with
+    the state at every entry of ``t`` (``t[0]`` is the start). Used by the data engine's
+    reaction-diffusion families (half diffusion, reaction, half diffusion) and by the PINN's
+    convection-diffusion-reaction reference (half logistic flow, exact Fourier diffusion, half
+    logistic flow).
+    """
+    nx = u0.shape[-1]
+    out = np.empty((*u0.shape[:-1], t.size, nx))
+    out[..., 0, :] = u0
+    u = u0.copy()
+    for i, n in enumerate(_frame_steps(t, max_dt)):
+        outer, inner = substeps((t[i + 1] - t[i]) / n)
+        for _ in range(n):
+            u = outer(u)
+            u = inner(u)
+            u = outer(u)
+        out[..., i + 1, :] = u
+    return out
+
+
 def reaction_diffusion(u0: np.ndarray, t: np.ndarray, nu: float,
                        react_step: Callable[[np.ndarray, float], np.ndarray],
                        max_dt: float) -> np.ndarray:
@@ -181,19 +209,17 @@ def reaction_diffusion(u0: np.ndarray, t: np.ndarray, nu: float,
     """
     nx = u0.shape[-1]
     lap = fd_laplacian_symbol(nx)
-    out = np.empty((u0.shape[0], t.size, nx))
-    out[:, 0] = u0
-    u = u0.copy()
     cache: dict[float, np.ndarray] = {}
-    for i, n in enumerate(_frame_steps(t, max_dt)):
-        h = (t[i + 1] - t[i]) / n
+
+    def substeps(h: float):
         half = cache.setdefault(round(h, 15), np.exp(0.5 * h * nu * lap))
-        for _ in range(n):
-            u = np.fft.irfft(np.fft.rfft(u, axis=-1) * half, n=nx, axis=-1)
-            u = react_step(u, h)
-            u = np.fft.irfft(np.fft.rfft(u, axis=-1) * half, n=nx, axis=-1)
-        out[:, i + 1] = u
-    return out
+
+        def diffuse(u):
+            return np.fft.irfft(np.fft.rfft(u, axis=-1) * half, n=nx, axis=-1)
+
+        return diffuse, (lambda u: react_step(u, h))
+
+    return strang_splitting(u0, t, max_dt, substeps)
 
 
 def rk4_reaction(f: Callable[[np.ndarray], np.ndarray], substeps: int = 2):

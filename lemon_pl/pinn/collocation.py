@@ -1,47 +1,47 @@
-"""Collocation data for the physics-informed stages: the point sets of every μ, in one batch.
+"""Collocation data for the physics-informed stages: every condition's points and targets, all μ in one batch.
 
-:class:`CollocationDataModule` builds Hyper-LR-PINN's point sets (pinn-methods.md §1) from a
-problem of :data:`PROBLEMS` and a set of PDE parameter values μ:
+:class:`CollocationDataModule` builds the point sets of a problem's named conditions
+(:mod:`lemon_pl.pinn.conditions`) at a set of PDE parameter values μ:
 
+* the problem is built once, from ``problem: {class_path, init_args}`` (a
+  :class:`lemon_pl.pinn.problems.Problem` subclass), and the same object is linked to the stage;
 * a tensor grid (``n_grid``; CDR: 256 x 100, x = 2πj/256 with the endpoint excluded,
-  t = linspace(0, 1, 100)) on which the reference solution of every μ is computed once;
-* ``n_collocation`` residual points drawn without replacement from the interior nodes (CDR:
-  the 255 x 99 nodes with x > 0 and t > 0), ``n_test`` test points from the interior nodes left
-  over (disjoint from the others), the ``n_ic`` initial-condition points at t = 0 (CDR: every
-  grid x) and ``n_bc`` boundary points: periodic pairs u(0, t) = u(2π, t) at grid times, or
-  Dirichlet points on the edges of the grid with the exact boundary values;
-* the same locations for every μ, drawn from ``seed`` alone (numpy's ``default_rng``), so
-  the data are identical for a seed on any machine and with any number of workers.
+  t = linspace(0, 1, 100)) on which the reference of every μ is computed once;
+* per condition, its region's points (:mod:`lemon_pl.pinn.sampling`: ``sampler: grid`` takes grid
+  nodes, ``lhs`` a Latin hypercube) - ``n_collocation`` for the interior, ``n_ic`` for the
+  initial slice, ``n_bc`` for boundaries, edges and periodic pairs, or ``points: {name: n}`` -
+  and its targets at every μ; ``n_test`` test points from the interior nodes, disjoint from the
+  first interior condition's (with ``sampler: grid`` both come from one permutation);
+* the same locations for every μ, drawn from ``seed`` alone (numpy's ``default_rng``): first the
+  interior permutation, then each condition in its declared order, so the data are identical for
+  a seed on any machine and with any number of workers.
 
-All μ of the run are one batch: ``mu`` (M, P) and the shared point sets, so a stage evaluates
-every μ in one batched computation (the network receives (M·N, d) coordinates and each
-point's μ row, ``mu_index``), not in a loop over μ. A training epoch repeats that full batch
-``steps_per_epoch`` times (one optimiser step each; PINN papers count full-batch steps as
-epochs); validation and test get one evaluation batch (test points, their reference values).
+The batch (one per step, repeated ``steps_per_epoch`` times; PINN papers count full-batch steps as
+epochs) holds ``mu`` (M, P) and, per condition name, ``points`` (n, d), ``pairs`` (periodic
+partners), ``normals`` (boundary outward normals) and ``targets`` (M, n) or (M, n, c);
+:func:`select_mu` keeps some μ rows. Validation and test get ``mu``, ``x_test`` and ``u_test``.
 
 μ sets: ``mu`` (one vector or a list of vectors), ``mu_ranges`` (``{name: [low, high, step]}``
-per parameter, inclusive, or ``[value]``; Cartesian product; a parameter left out is 0), or ``preset`` (:data:`lemon_pl.pinn.problems.CDR_PRESETS`, which
-also sets the IC). Linked into the stage and its network (``model_links``): ``in_dim``,
-``mu_dim``, ``problem``, ``problem_args``, ``mu_values``.
+per parameter, inclusive, or ``[value]``; Cartesian product; a parameter left out is 0), or
+``preset`` (the problem's ``presets``, e.g. :data:`lemon_pl.pinn.problems.CDR_PRESETS`). Linked
+into the stage and its network (``model_links``): ``in_dim``, ``out_dim``, ``mu_dim``, ``problem``
+(the object), ``mu_values``.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
-from typing import Any
+from typing import Any, Mapping, Optional, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lemon_pl.pinn.problems import CDR_PRESETS, ConvectionDiffusionReaction, Helmholtz2D, Problem
-
-#: problem name -> class; ``problem_args`` are its constructor's keyword arguments
-PROBLEMS: dict[str, type[Problem]] = {"cdr": ConvectionDiffusionReaction, "helmholtz": Helmholtz2D}
-#: default grid per problem (points per coordinate, in ``domain.names`` order)
-DEFAULT_GRID = {"cdr": (256, 100), "helmholtz": (101, 101)}
-
+from lemon_pl.pinn.conditions import SIZE_KEYS, Condition
+from lemon_pl.pinn.problems import ConvectionDiffusionReaction, Problem
+from lemon_pl.pinn.sampling import METHODS, Sample, choose, grid_sample, interior_nodes, lhs_sample
 
 #: documented ranges of the data module's values (checked before anything is built)
 LIMITS = {
@@ -55,19 +55,6 @@ LIMITS = {
 }
 #: the arrays a run builds (references on the grid of every μ, the grid's node indices) at most
 MAX_BUILD_BYTES = 8 * 2 ** 30
-
-
-def make_problem(name: str, args: dict[str, Any] | None = None) -> Problem:
-    """The problem ``name`` of :data:`PROBLEMS` built with ``args`` (one-line errors)."""
-    if name not in PROBLEMS:
-        raise ValueError(f"data.init_args.problem: unknown problem {name!r}; choose from {', '.join(PROBLEMS)}")
-    for key, value in dict(args or {}).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            _check_number(f"problem_args.{key}", value, -LIMITS["problem_args"], LIMITS["problem_args"])
-    try:
-        return PROBLEMS[name](**dict(args or {}))
-    except TypeError as err:
-        raise ValueError(f"data.init_args.problem_args: {err}") from None
 
 
 def _check_number(key: str, value: Any, low: float, high: float, integer: bool = False) -> None:
@@ -146,52 +133,118 @@ class _Repeat(Dataset):
         return self.batch
 
 
+def build_problem(spec: Any, overrides: Mapping[str, Any] | None = None) -> Problem:
+    """The problem of ``data.init_args.problem``: a :class:`Problem`, or ``{class_path, init_args}``
+    (built here, for Python callers; the CLI's parser builds it). ``overrides`` (the older
+    ``problem_args``) replace constructor arguments."""
+    if isinstance(spec, Problem) and not overrides:
+        return spec
+    if isinstance(spec, Problem):
+        spec = spec.config()
+    if not isinstance(spec, Mapping) or "class_path" not in spec:
+        raise ValueError("data.init_args.problem: give {class_path: ..., init_args: {...}} of a "
+                         f"lemon_pl.pinn.problems.Problem subclass, got {spec!r}")
+    path = str(spec["class_path"])
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"data.init_args.problem.class_path: cannot import {path!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Problem)):
+        raise ValueError(f"data.init_args.problem.class_path: {path} is not a lemon_pl.pinn.problems.Problem")
+    args = {**dict(spec.get("init_args") or {}), **dict(overrides or {})}
+    try:
+        return cls(**args)
+    except TypeError as err:
+        raise ValueError(f"data.init_args.problem.init_args: {err}") from None
+
+
+def select_mu(batch: dict[str, Any], rows: Sequence[int] | slice) -> dict[str, Any]:
+    """The batch restricted to some μ rows (the point sets are shared by every μ)."""
+    idx = rows if isinstance(rows, slice) else torch.as_tensor(list(rows), dtype=torch.long)
+    out = dict(batch)
+    out["mu"] = batch["mu"][idx]
+    if "targets" in batch:
+        out["targets"] = {k: v[idx] for k, v in batch["targets"].items()}
+    if "u_test" in batch:
+        out["u_test"] = batch["u_test"][idx]
+    return out
+
+
+class _Repeat(Dataset):
+    def __init__(self, batch: dict[str, Any], n: int) -> None:
+        self.batch, self.n = batch, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.batch
+
+
+def _f32(a: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(a, dtype=torch.float32)
+
+
 class CollocationDataModule(pl.LightningDataModule):
-    """Point sets and references of a PDE problem at a set of μ values (see module doc).
+    """Points and targets of a problem's conditions at a set of μ values (see module doc).
 
     Args:
-        problem: a name of :data:`PROBLEMS` (``cdr``, ``helmholtz``).
-        problem_args: its constructor's arguments, e.g. ``{ic: gauss_pi_2}`` (CDR) or ``{k: 1}``.
+        problem: the problem, ``{class_path: lemon_pl.pinn.problems.ConvectionDiffusionReaction,
+            init_args: {ic: gauss_pi_2}}`` (default: that class with its default IC, or the
+            preset's).
+        problem_args: replaces some of the problem's constructor arguments (the older spelling
+            of ``problem.init_args``).
         mu, mu_ranges, preset: the μ set (exactly one).
-        n_grid: grid points per coordinate (default per problem: CDR 256 x 100).
-        n_collocation, n_ic, n_bc, n_test: sizes of the point sets (release: 1000, 256, 100, 1000).
+        n_grid: grid points per axis (default: the problem's ``default_grid``; CDR 256 x 100).
+        n_collocation, n_ic, n_bc, n_test: points of the interior, initial, boundary (edges,
+            periodic pairs) regions and the test set (release: 1000, 256, 100, 1000).
+        points: points per condition name, overriding the region's default count.
+        sampler: ``grid`` (grid nodes, the release) or ``lhs`` (Latin hypercube).
         seed: the seed of the point locations (the same for every μ).
         steps_per_epoch: full-batch optimiser steps per training epoch.
 
     Every value is checked before anything is built (one-line errors naming the key; ranges in
     :data:`LIMITS`): μ values finite within ±1e6 and at most 10,000 of them; n_grid 3 to 100,000
-    per coordinate; point counts up to 1e7; the references of all μ on the grid at most 8 GiB.
+    per axis; point counts up to 1e7; the references of all μ on the grid at most 8 GiB.
     """
 
-    model_links = ("in_dim", "mu_dim", "problem", "problem_args", "mu_values")
+    model_links = ("in_dim", "out_dim", "mu_dim", "problem", "mu_values")
 
-    def __init__(self, problem: str = "cdr", problem_args: dict[str, Any] | None = None,
+    def __init__(self, problem: Optional[Problem] = None, problem_args: dict[str, Any] | None = None,
                  mu: list[float] | list[list[float]] | None = None, mu_ranges: dict[str, list[float]] | None = None,
                  preset: str | None = None, n_grid: list[int] | None = None, n_collocation: int = 1000,
-                 n_ic: int = 256, n_bc: int = 100, n_test: int = 1000, seed: int = 0,
-                 steps_per_epoch: int = 100) -> None:
+                 n_ic: int = 256, n_bc: int = 100, n_test: int = 1000, points: dict[str, int] | None = None,
+                 sampler: str = "grid", seed: int = 0, steps_per_epoch: int = 100) -> None:
         super().__init__()
-        args = dict(problem_args or {})
+        if problem is None:
+            ic = ConvectionDiffusionReaction.presets[preset][0]["ic"] if preset in ConvectionDiffusionReaction.presets \
+                else "1+sin"
+            problem = ConvectionDiffusionReaction(ic)
+        for key, value in dict(problem_args or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                _check_number(f"problem_args.{key}", value, -LIMITS["problem_args"], LIMITS["problem_args"])
+        self.pde = build_problem(problem, problem_args)
+        for key, value in self.pde.config()["init_args"].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                _check_number(f"problem.init_args.{key}", value, -LIMITS["problem_args"], LIMITS["problem_args"])
         if preset is not None:
-            if problem != "cdr":
-                raise ValueError(f"data.init_args.preset: presets exist for the cdr problem only, not {problem!r}")
+            if not self.pde.presets:
+                raise ValueError(f"data.init_args.preset: the {self.pde.name} problem has no presets")
             if mu is not None or mu_ranges is not None:
                 raise ValueError("data.init_args: give exactly one of mu, mu_ranges or preset")
-            if preset not in CDR_PRESETS:
-                raise ValueError(f"data.init_args.preset: unknown preset {preset!r}; choose from {sorted(CDR_PRESETS)}")
-            args.setdefault("ic", CDR_PRESETS[preset][0])
-        self.problem_name, self.problem_args = problem, args
-        self.pde = make_problem(problem, args)
-        if preset is not None:
-            _, values = ConvectionDiffusionReaction.preset(preset)
-            self.mu_values = [[float(v) for v in r] for r in values]
+            if preset not in self.pde.presets:
+                raise ValueError(f"data.init_args.preset: unknown preset {preset!r}; choose from "
+                                 f"{sorted(self.pde.presets)}")
+            self.mu_values = [[float(v) for v in r] for r in self.pde.preset_mu(preset)[1]]
         else:
             self.mu_values = mu_table(self.pde, mu, mu_ranges)
         for m in self.mu_values:
             self.pde.mu(m)  # raises for invalid values (e.g. nu < 0)
-        grid = list(n_grid or DEFAULT_GRID[problem])
-        if len(grid) != self.pde.domain.dim:
-            raise ValueError(f"data.init_args.n_grid: {self.pde.domain.dim} sizes >= 3 expected, got {grid}")
+        dom = self.pde.domain
+        grid = list(n_grid or self.pde.default_grid)
+        if len(grid) != dom.dim:
+            raise ValueError(f"data.init_args.n_grid: {dom.dim} sizes >= 3 expected, got {grid}")
         for n in grid:
             _check_number("n_grid", n, 3, LIMITS["n_grid"], integer=True)
         for name, v, low in (("n_collocation", n_collocation, 1), ("n_test", n_test, 1), ("n_ic", n_ic, 0),
@@ -199,31 +252,51 @@ class CollocationDataModule(pl.LightningDataModule):
             _check_number(name, v, low, LIMITS["points"], integer=True)
         _check_number("steps_per_epoch", steps_per_epoch, 1, LIMITS["steps_per_epoch"], integer=True)
         _check_number("seed", seed, 0, LIMITS["seed"], integer=True)
+        if sampler not in METHODS:
+            raise ValueError(f"data.init_args.sampler: choose from {', '.join(METHODS)}, got {sampler!r}")
+        self.conditions: dict[str, Condition] = dict(self.pde.conditions())
+        unknown = set(points or {}) - set(self.conditions)
+        if unknown:
+            raise ValueError(f"data.init_args.points: unknown conditions {sorted(unknown)}; {self.pde.name} has "
+                             f"{list(self.conditions)}")
+        for name, v in dict(points or {}).items():
+            _check_number(f"points.{name}", v, 0, LIMITS["points"], integer=True)
         grid = [int(n) for n in grid]
         nodes = float(np.prod([float(n) for n in grid]))
-        need = 8.0 * nodes * (len(self.mu_values) + len(grid))  # references of every μ + node indices
+        need = 8.0 * nodes * (len(self.mu_values) * len(self.pde.fields) + len(grid))  # references + node indices
         if need > MAX_BUILD_BYTES:
             raise ValueError(f"data.init_args: the {'x'.join(map(str, grid))} grid with {len(self.mu_values)} μ "
                              f"values needs about {need / 2 ** 30:.1f} GiB for its references (at most "
                              f"{MAX_BUILD_BYTES / 2 ** 30:g} GiB); use a smaller n_grid or fewer μ values")
-        self.n_grid, self.seed, self.steps_per_epoch = grid, int(seed), int(steps_per_epoch)
-        self.sizes = {"collocation": int(n_collocation), "ic": int(n_ic), "bc": int(n_bc), "test": int(n_test)}
-        dom = self.pde.domain
-        interior = int(np.prod([n - 1 if (dom.periodic[i] or dom.names[i] == "t") else n - 2
+        self.n_grid, self.seed, self.steps_per_epoch, self.sampler = grid, int(seed), int(steps_per_epoch), sampler
+        counts = {"n_collocation": int(n_collocation), "n_ic": int(n_ic), "n_bc": int(n_bc)}
+        self.sizes = {name: int((points or {}).get(name, counts[SIZE_KEYS[c.region.kind]]))
+                      for name, c in self.conditions.items()}
+        self.sizes["test"] = int(n_test)
+        interior = int(np.prod([n - 1 if (dom.periodic[i] or i == dom.time_index) else n - 2
                                 for i, n in enumerate(grid)]))
-        if n_collocation + n_test > interior:
-            raise ValueError(f"data.init_args: n_collocation + n_test = {n_collocation + n_test} exceeds the "
+        first = self._first_interior()
+        taken = self.sizes[first] if (first is not None and sampler == "grid") else 0
+        if taken + n_test > interior:
+            raise ValueError(f"data.init_args: n_collocation + n_test = {taken + n_test} exceeds the "
                              f"{interior} interior nodes of the {'x'.join(map(str, grid))} grid")
         self._built: dict[str, Any] | None = None
 
+    def _first_interior(self) -> str | None:
+        return next((n for n, c in self.conditions.items() if c.region.kind == "interior"), None)
+
     # ------------------------------------------------------------------ linked values
     @property
-    def problem(self) -> str:
-        return self.problem_name
+    def problem(self) -> Problem:
+        return self.pde
 
     @property
     def in_dim(self) -> int:
         return self.pde.domain.dim
+
+    @property
+    def out_dim(self) -> int:
+        return len(self.pde.fields)
 
     @property
     def mu_dim(self) -> int:
@@ -236,83 +309,79 @@ class CollocationDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ point sets
     def axes(self) -> list[np.ndarray]:
         """The grid axes in ``domain.names`` order."""
-        return list(self.pde.grid(*self.n_grid))
+        return self.pde.domain.grid(self.n_grid)
 
     def build(self) -> dict[str, Any]:
-        """Every tensor of the run (computed once): point sets, μ, references on the grid."""
+        """Every array of the run (computed once): μ, per condition its points and targets, the
+        test points and their references, the references on the grid."""
         if self._built is not None:
             return self._built
-        pde, rng = self.pde, np.random.default_rng(self.seed)
+        pde, rng, dom = self.pde, np.random.default_rng(self.seed), self.pde.domain
         axes = self.axes()
-        dom = pde.domain
-        time_axis = dom.names.index("t") if pde.time_dependent else None
-        # interior node indices per axis: no boundary node, no initial time
-        inner = []
-        for i, ax in enumerate(axes):
-            lo = 1
-            hi = len(ax) if (dom.periodic[i] or i == time_axis) else len(ax) - 1
-            inner.append(np.arange(lo, hi))
-        nodes = np.stack(np.meshgrid(*inner, indexing="ij"), -1).reshape(-1, len(axes))
-        need = self.sizes["collocation"] + self.sizes["test"]  # <= len(nodes): checked in __init__
-        pick = rng.permutation(len(nodes))
-        f_idx, test_idx = nodes[pick[: self.sizes["collocation"]]], nodes[pick[self.sizes["collocation"]: need]]
+        d = dom.dim
 
         def coords(idx: np.ndarray) -> np.ndarray:
-            return np.stack([axes[i][idx[:, i]] for i in range(len(axes))], -1)
+            return np.stack([axes[i][idx[:, i]] for i in range(d)], -1)
+
+        first = self._first_interior()
+        nodes = interior_nodes(dom, self.n_grid)
+        n_first = self.sizes[first] if (first is not None and self.sampler == "grid") else 0
+        pick = rng.permutation(len(nodes))
+        test_idx = nodes[pick[n_first:n_first + self.sizes["test"]]]
+        samples: dict[str, Sample] = {}
+        for name, cond in self.conditions.items():
+            n = self.sizes[name]
+            if n == 0:
+                continue
+            if self.sampler == "lhs":
+                samples[name] = lhs_sample(cond.region, dom, n, rng)
+            elif name == first:
+                samples[name] = Sample(coords(nodes[pick[:n]]))
+            elif cond.region.kind == "interior":
+                samples[name] = Sample(coords(nodes[choose(rng, len(nodes), n)]))
+            else:
+                samples[name] = grid_sample(cond.region, dom, axes, n, rng)
 
         mu = np.asarray(self.mu_values, dtype=np.float64)
-        refs = np.stack([pde.reference(m, *axes) for m in mu])  # (M, len(axes[1]), len(axes[0]))
-        if refs.shape[1:] != (len(axes[1]), len(axes[0])):
-            raise RuntimeError(f"reference of {pde.name} has shape {refs.shape[1:]}")
-
-        def ref_at(idx: np.ndarray) -> np.ndarray:
-            return refs[:, idx[:, 1], idx[:, 0]]
-
-        out: dict[str, Any] = {"mu": mu, "x_f": coords(f_idx), "x_test": coords(test_idx), "u_test": ref_at(test_idx),
+        refs = np.stack([np.asarray(pde.reference(m, *axes), dtype=np.float64) for m in mu])
+        shape = tuple(len(a) for a in axes[::-1])
+        if refs.shape[1:1 + d] != shape:
+            raise RuntimeError(f"reference of {pde.name} has shape {refs.shape[1:]}, expected {shape}")
+        out: dict[str, Any] = {"mu": mu, "points": {}, "pairs": {}, "normals": {}, "targets": {},
+                               "x_test": coords(test_idx), "u_test": refs[(slice(None), *test_idx[:, ::-1].T)],
                                "grid_ref": refs}
-        if time_axis is not None and self.sizes["ic"] > 0:
-            x_axis = axes[1 - time_axis]
-            sel = np.arange(len(x_axis)) if self.sizes["ic"] >= len(x_axis) else np.sort(
-                rng.choice(len(x_axis), self.sizes["ic"], replace=False))
-            x0 = x_axis[sel]
-            t0 = np.full_like(x0, axes[time_axis][0])
-            pts = np.stack([x0, t0] if time_axis == 1 else [t0, x0], -1)
-            out["x_ic"] = pts
-            out["u_ic"] = np.repeat(np.asarray(pde.initial_condition(x0), dtype=np.float64)[None], len(mu), 0)
-        if self.sizes["bc"] > 0:
-            if pde.boundary == "periodic":
-                p = dom.periodic.index(True)
-                other = 1 - p
-                ax = axes[other]
-                sel = np.arange(len(ax)) if self.sizes["bc"] >= len(ax) else np.sort(
-                    rng.choice(len(ax), self.sizes["bc"], replace=False))
-                lo, hi = dom.bounds[p]
-                a = np.zeros((len(sel), 2))
-                a[:, other] = ax[sel]
-                b = a.copy()
-                a[:, p], b[:, p] = lo, hi
-                out["x_bc_a"], out["x_bc_b"] = a, b
-            else:
-                edge = [np.stack(np.meshgrid(*[ax if j != i else np.array([ax[0], ax[-1]]) for j, ax in enumerate(axes)],
-                                             indexing="ij"), -1).reshape(-1, len(axes)) for i in range(len(axes))]
-                pts = np.unique(np.concatenate(edge), axis=0)
-                sel = rng.choice(len(pts), min(self.sizes["bc"], len(pts)), replace=False)
-                pts = pts[np.sort(sel)]
-                out["x_bd"] = pts
-                tp = torch.as_tensor(pts)
-                out["u_bd"] = np.stack([pde.boundary_value(tp, m).numpy() for m in mu])
+        for name, sample in samples.items():
+            cond = self.conditions[name]
+            out["points"][name] = sample.points
+            if sample.pairs is not None:
+                out["pairs"][name] = sample.pairs
+            if sample.normals is not None and cond.kind == "flux":
+                out["normals"][name] = sample.normals
+            if cond.kind in ("value", "flux"):
+                out["targets"][name] = self._targets(name, cond, sample.points, mu)
         self._built = out
         return out
 
-    def tensors(self, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        b = self.build()
-        return {k: torch.as_tensor(b[k], dtype=torch.float32) for k in keys if k in b}
+    def _targets(self, name: str, cond: Condition, points: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """Targets of a condition at every μ: (M, n) for one component, (M, n, c) for several."""
+        comps = self.pde.components(cond.components)
+        vals = np.stack([np.asarray(cond.target(points, self.pde.mu(m)), dtype=np.float64) for m in mu])
+        want = (len(mu), len(points)) if len(comps) == 1 else (len(mu), len(points), len(comps))
+        if len(comps) == 1 and vals.ndim == 3 and vals.shape[2] == 1:
+            vals = vals[..., 0]
+        if vals.shape != want:
+            raise ValueError(f"{self.pde.name}: condition {name!r} gives targets of shape {vals.shape[1:]} for "
+                             f"{len(points)} points and {len(comps)} component(s); expected {want[1:]}")
+        return vals
 
-    def train_batch(self) -> dict[str, torch.Tensor]:
-        return self.tensors(("mu", "x_f", "x_ic", "u_ic", "x_bc_a", "x_bc_b", "x_bd", "u_bd"))
+    def train_batch(self) -> dict[str, Any]:
+        b = self.build()
+        return {"mu": _f32(b["mu"]), **{k: {n: _f32(v) for n, v in b[k].items()}
+                                       for k in ("points", "pairs", "normals", "targets")}}
 
     def eval_batch(self) -> dict[str, torch.Tensor]:
-        return self.tensors(("mu", "x_test", "u_test"))
+        b = self.build()
+        return {k: _f32(b[k]) for k in ("mu", "x_test", "u_test")}
 
     def setup(self, stage: str | None = None) -> None:
         self.build()
@@ -326,7 +395,7 @@ class CollocationDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-    def grid(self) -> dict[str, np.ndarray]:
-        """The evaluation grid and its references: axes by name and ``u_ref`` (M, n1, n0)."""
+    def grid(self) -> dict[str, Any]:
+        """The evaluation grid and its references: axes by name and ``u_ref`` (M, n_{d-1}, ..., n_0)."""
         b = self.build()
         return {"names": np.array(self.pde.domain.names), "axes": self.axes(), "u_ref": b["grid_ref"], "mu": b["mu"]}

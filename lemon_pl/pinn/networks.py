@@ -23,6 +23,20 @@ False) ignore both.
 * :func:`orthogonality_penalty`: Σ_l w_U ‖U_lᵀU_l − I‖ + w_V ‖V_lᵀV_l − I‖ (Frobenius, squared
   or not) over the low-rank layers of a module.
 
+Hooks (:class:`PINNNetwork`, the base of every network here): the stages name no network class,
+they call these.
+
+* ``uses_mu``: whether the network reads μ (else a run trains one μ);
+* ``penalty(settings)``: the regulariser added to the loss (the low-rank networks' orthogonality
+  penalty, from the stage's ``orth_weight_u``, ``orth_weight_v``, ``orth_squared``), or None;
+  ``penalties`` names the settings a network understands;
+* ``adapt(mu, **settings)``: the network to train at one target μ (Hyper-LR-PINN's phase 2), on
+  networks with ``adaptable = True``;
+* ``matching(state, prefix)``: the network shaped like a checkpoint's state (adaptive ranks);
+* ``param_groups()``: the optimiser's parameter groups (default: one group of the trainable ones);
+* ``reports(mu)``: arrays describing the network over a sweep of μ (Hyper-LR-PINN: its diagonals
+  s(μ), the rank figures), with ``reports_mu = True``.
+
 Layouts of the low-rank networks (``layout``):
 
 * ``"paper"``: hidden layers σ(U diag(s) Vᵀ h + b) with a bias b, and an activated output
@@ -50,6 +64,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "LAYOUTS",
+    "PINNNetwork",
     "PINN",
     "PINNP",
     "MuScaler",
@@ -122,6 +137,40 @@ def _blocks(index: Tensor, m: int) -> bool:
     return bool((index.view(m, -1) == expected).all())
 
 
+class PINNNetwork(nn.Module):
+    """The hooks every physics-informed network offers its stage (see the module doc)."""
+
+    uses_mu: ClassVar[bool] = False
+    adaptable: ClassVar[bool] = False
+    reports_mu: ClassVar[bool] = False
+    penalties: ClassVar[tuple[str, ...]] = ()
+
+    def penalty(self, settings: dict[str, float]) -> Optional[Tensor]:
+        """The regulariser for the stage's penalty ``settings`` (None: nothing to add)."""
+        return None
+
+    def adapt(self, mu: Union[Tensor, Sequence[float]], **settings) -> nn.Module:
+        raise ValueError(f"{type(self).__name__} has no adaptation to a target μ")
+
+    def matching(self, state: dict[str, Tensor], prefix: str = "") -> nn.Module:
+        """This network, or a new one shaped like the checkpoint ``state`` (keys under ``prefix``)."""
+        return self
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def reports(self, mu: Tensor) -> dict[str, Tensor]:
+        """Arrays describing the network at each row of ``mu`` (M, mu_dim) (nothing by default)."""
+        return {}
+
+
+def _orthogonality(net: nn.Module, settings: dict[str, float]) -> Optional[Tensor]:
+    wu, wv = settings.get("orth_weight_u", 0.0), settings.get("orth_weight_v", 0.0)
+    if not (wu or wv):
+        return None
+    return orthogonality_penalty(net, wu, wv, bool(settings.get("orth_squared", False)))
+
+
 class MuScaler(nn.Module):
     """Affine map of μ to [-1, 1] per component, given the box [low, high] of the training μ,
     or the identity (no box; what the release feeds the hypernetwork).  A component with
@@ -149,7 +198,7 @@ class MuScaler(nn.Module):
         return (mu - self.shift) / self.scale
 
 
-class PINN(nn.Module):
+class PINN(PINNNetwork):
     """The vanilla PINN: an MLP ``in_dim -> width -> (hidden_layers x width -> width) -> out_dim``
     with the activation after every layer but the last.  Defaults give the 10,401-parameter
     network (2 -> 50, four 50 -> 50, 50 -> 1, tanh)."""
@@ -263,7 +312,7 @@ class LowRankLinear(nn.Module):
                 f"bias={self.bias is not None}, diagonal={self.s is not None}")
 
 
-class NaiveLRPINN(nn.Module):
+class NaiveLRPINN(PINNNetwork):
     """Naive-LR-PINN: h¹ = σ(W⁰ x + b⁰); h^{l+1} = σ(U^l diag(s^l) V^{lT} h^l [+ b^l]), l = 1..L;
     u = W^{L+1} h + b^{L+1} (release) or σ(W^{L+1} h + b^{L+1}) (paper).  Every U, s, V is
     trainable; ``rank`` is one int or one per layer.  :meth:`freeze_bases` freezes U and V."""
@@ -285,9 +334,31 @@ class NaiveLRPINN(nn.Module):
         self.last = nn.Linear(width, out_dim)
         self.act = _activation(activation)
 
+    penalties: ClassVar[tuple[str, ...]] = ("orth_weight_u", "orth_weight_v", "orth_squared")
+
     @property
     def ranks(self) -> list[int]:
         return [layer.rank for layer in self.layers]
+
+    def penalty(self, settings: dict[str, float]) -> Optional[Tensor]:
+        return _orthogonality(self, settings)
+
+    def matching(self, state: dict[str, Tensor], prefix: str = "") -> "NaiveLRPINN":
+        """A phase-2 checkpoint may hold adaptive ranks: a network with the checkpoint's ranks,
+        the same activation and the same frozen tensors (self when the ranks agree)."""
+        ranks = [int(state[f"{prefix}layers.{i}.s"].shape[0]) for i in range(len(self.layers))
+                 if f"{prefix}layers.{i}.s" in state]
+        if len(ranks) != len(self.layers) or ranks == self.ranks:
+            return self
+        new = NaiveLRPINN(self.in_dim, self.out_dim, self.first.out_features, len(ranks), ranks,
+                          self.layout).to(self.first.weight)
+        new.act = self.act  # the phase-1 network's activation
+        for o, n in zip(self.layers, new.layers):
+            n.U.requires_grad_(o.U.requires_grad)
+            n.V.requires_grad_(o.V.requires_grad)
+            if o.bias is not None:
+                n.bias.requires_grad_(o.bias.requires_grad)
+        return new
 
     def freeze_bases(self) -> None:
         """Stop training the bases U, V of every low-rank layer."""
@@ -323,7 +394,7 @@ class Hypernetwork(nn.Module):
         return torch.stack([torch.relu(head(e)) for head in self.heads], dim=1)
 
 
-class HyperLRPINN(nn.Module):
+class HyperLRPINN(PINNNetwork):
     """Hyper-LR-PINN: the :class:`NaiveLRPINN` trunk with s^l(μ) from a :class:`Hypernetwork`
     and bases U^l, V^l shared across μ (phase 1 trains all of it).  For a batch with one μ per
     point the hypernetwork runs once per distinct μ (``torch.unique``; with ``mu_index``, once
@@ -334,6 +405,9 @@ class HyperLRPINN(nn.Module):
     """
 
     uses_mu: ClassVar[bool] = True
+    adaptable: ClassVar[bool] = True
+    reports_mu: ClassVar[bool] = True
+    penalties: ClassVar[tuple[str, ...]] = ("orth_weight_u", "orth_weight_v", "orth_squared")
 
     def __init__(self, in_dim: int = 2, out_dim: int = 1, mu_dim: int = 3, width: int = 50,
                  lowrank_layers: int = 3, rank: int = 50, hyper_width: int = 50, hyper_layers: int = 3,
@@ -354,6 +428,14 @@ class HyperLRPINN(nn.Module):
     def diagonals(self, mu: Tensor) -> Tensor:
         """s^l(μ) for a batch of μ, (M, mu_dim) or (mu_dim,) -> (M, lowrank_layers, rank)."""
         return self.hyper(mu.reshape(-1, self.mu_dim).to(self.first.weight.dtype))
+
+    def penalty(self, settings: dict[str, float]) -> Optional[Tensor]:
+        return _orthogonality(self, settings)
+
+    def reports(self, mu: Tensor) -> dict[str, Tensor]:
+        """``sweep_s``: the diagonals s(μ) (M, lowrank_layers, rank), for the rank figures."""
+        with torch.no_grad():
+            return {"sweep_s": self.diagonals(mu)}
 
     def ranks(self, mu: Tensor, threshold: float = 0.0) -> Tensor:
         """Number of diagonal entries with |s| > threshold per μ and layer, (M, lowrank_layers)."""

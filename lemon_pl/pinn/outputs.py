@@ -3,11 +3,13 @@
 :class:`PINNOutputs` (listed in ``configs/callbacks/pinn.yaml``) runs after ``lemon-pl test``
 of a stage of :mod:`lemon_pl.pinn.stages` and writes into the run folder:
 
-* the per-μ table, printed and as ``test_metrics.csv`` / ``test_metrics.json`` (relative L2,
-  MAE, max error, explained variance, residual RMS; ``families`` maps each μ's label, e.g.
-  ``beta=30,nu=0,rho=0``, to its metrics, as the experiment reports expect);
-* ``predictions.npz``: the grid (``x``, ``t`` or ``x``, ``y``), ``mu`` (M, P),
-  ``param_names``, ``u_pred``, ``u_ref`` and ``residual`` (M, n_t, n_x);
+* the per-μ table, the stage's test :class:`lemon_pl.core.report.EvaluationReport`
+  (``pl_module.reports["test"]``), printed and written by its one writer as ``test_metrics.csv``
+  / ``test_metrics.json`` (relative L2, MAE, max error, explained variance, residual RMS;
+  ``families`` maps each μ's label, e.g. ``beta=30,nu=0,rho=0``, to its metrics, as the
+  experiment reports expect);
+* ``predictions.npz``: the grid axes by name (``x``, ``t`` or ``x``, ``y``, ...), ``mu`` (M, P),
+  ``param_names``, ``u_pred``, ``u_ref`` and ``residual`` (M, n_t, n_x: the last axis first);
 * ``figures/``: reference / prediction / error / residual maps per μ
   (``field_<label>.png``), and for Hyper-LR-PINN the learned rank of every layer over a sweep
   of μ (``ranks_vs_mu.png``) and the sorted |s| of each layer as a heat map over μ
@@ -17,9 +19,6 @@ of a stage of :mod:`lemon_pl.pinn.stages` and writes into the run folder:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,36 +26,13 @@ import numpy as np
 from lightning.pytorch import Callback
 
 from lemon_pl.core.checkpointing import atomic_write
-from lemon_pl.pinn.metrics import PINN_METRICS, mu_label
-
-
-def format_table(rows: dict[str, dict[str, float]], title: str, extra: dict[str, Any] | None = None) -> str:
-    header = ["mu", *PINN_METRICS]
-    width = max(len(header[0]), *(len(k) for k in rows))
-    lines = [f"\n{title}", "  ".join([header[0].ljust(width), *(h.ljust(12) for h in header[1:])])]
-    for name, r in rows.items():
-        lines.append("  ".join([name.ljust(width), *(f"{r[m]:.4g}".ljust(12) for m in PINN_METRICS)]))
-    if extra:
-        lines.append(", ".join(f"{k}: {v}" for k, v in extra.items()))
-    return "\n".join(lines)
-
-
-def write_tables(rows: dict[str, dict[str, float]], folder: Path, seconds: float, extra: dict[str, Any]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["mu", *PINN_METRICS, "seconds"])
-    for name, r in rows.items():
-        w.writerow([name, *(f"{r[m]:.6g}" for m in PINN_METRICS), f"{seconds:.3f}"])
-    atomic_write(folder / "test_metrics.csv", buf.getvalue())
-    payload = {"stage": "test", "seconds": seconds, "metrics": list(PINN_METRICS), **extra, "families": rows}
-    atomic_write(folder / "test_metrics.json", json.dumps(payload, indent=2, allow_nan=True))
+from lemon_pl.pinn.metrics import mu_label
 
 
 def write_predictions(pred: dict[str, Any], folder: Path) -> Path:
-    names = list(pred["names"])
-    arrays = {names[0]: pred["axes"][0], names[1]: pred["axes"][1], "mu": pred["mu"],
-              "param_names": np.array(pred["param_names"]), "u_pred": pred["u_pred"], "u_ref": pred["u_ref"],
-              "residual": pred["residual"]}
+    arrays = {name: axis for name, axis in zip(pred["names"], pred["axes"])}
+    arrays.update({"mu": pred["mu"], "param_names": np.array(pred["param_names"]), "u_pred": pred["u_pred"],
+                   "u_ref": pred["u_ref"], "residual": pred["residual"]})
     for k in ("sweep_mu", "sweep_s"):
         if k in pred:
             arrays[k] = pred[k]
@@ -133,7 +109,8 @@ def write_figures(pred: dict[str, Any], folder: Path, max_fields: int, train: np
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     figs = []
-    for i in range(min(max_fields, len(pred["mu"]))):
+    maps = len(pred["axes"]) == 2 and pred["u_pred"].ndim == 3  # 2-D scalar fields: one map per μ
+    for i in range(min(max_fields, len(pred["mu"])) if maps else 0):
         label = mu_label(pred["param_names"], pred["mu"][i])
         figs.append((f"field_{label.replace(',', '_')}.png", field_figure(pred, i, label)))
     if "sweep_s" in pred:
@@ -148,18 +125,18 @@ def write_figures(pred: dict[str, Any], folder: Path, max_fields: int, train: np
 
 
 class PINNOutputs(Callback):
-    """After ``lemon-pl test``: the per-μ table (printed, CSV, JSON), ``predictions.npz`` and
-    the figures of the module doc, in the run folder (global rank 0)."""
+    """After ``lemon-pl test``: the stage's test report (printed, CSV, JSON), ``predictions.npz``
+    and the figures of the module doc, in the run folder (global rank 0)."""
 
     def on_test_end(self, trainer, pl_module) -> None:
         log_dir = trainer.log_dir  # collective under DDP
-        result = getattr(pl_module, "eval_results", {}).get("test")
-        if not result or not trainer.is_global_zero:
+        report = (getattr(pl_module, "reports", None) or {}).get("test")
+        if report is None or not trainer.is_global_zero:
             return
         folder = Path(log_dir or ".")
-        extra = pl_module.table_extra_columns() if hasattr(pl_module, "table_extra_columns") else {}
-        write_tables(result["table"], folder, result["seconds"], extra)
-        print(format_table(result["table"], f"test results ({result['seconds']:.1f} s)", extra))
+        report.log_wandb(trainer)
+        report.write(folder)
+        print(report.format(f"test results ({report.seconds:.1f} s)"))
         pred = getattr(pl_module, "predictions", None)
         if pred is not None:
             write_predictions(pred, folder)

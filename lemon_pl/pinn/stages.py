@@ -2,16 +2,21 @@
 
 Every stage trains a network of :mod:`lemon_pl.pinn.networks` on the point sets of a
 :class:`lemon_pl.pinn.collocation.CollocationDataModule` (all μ of the run in one batch) with
-the PINN loss, the mean squares of the PDE residual, the initial-condition error and the
-boundary error (weights ``weight_residual``, ``weight_ic``, ``weight_bc``; 1 each in the
-release), plus, for low-rank networks, the orthogonality penalty of their bases.
+the PINN loss: the weighted sum, over the problem's named conditions (:mod:`lemon_pl.pinn.conditions`)
+in their declared order, of each condition's mean square (PDE residual, values, fluxes, periodic
+pairs; the weights are the problem's, 1 each for CDR as in the release, overridable by name with
+``weights: {ic: 10}``), plus the network's regulariser (the low-rank networks' orthogonality
+penalty). Residual and flux conditions each get a forward pass with gradients to their points;
+the value and periodic conditions share one forward pass over their points concatenated.
+The problem object is the data module's, linked (``problem``); the stages call network hooks
+(``penalty``, ``adapt``, ``matching``, ``reports``) and name no network class.
 
 * :class:`PINNModule`: one network over the run's μ set: a plain PINN or Naive-LR-PINN on
   one μ, PINN-P across μ, Hyper-LR-PINN phase 1 (bases, biases, first/last layers and the
   hypernetwork jointly over every training μ, with the orthogonality penalty); ``init_from``
   warm-starts from another run (the curriculum: lower β first).
 * :class:`HyperLRPINNAdapt`: phase 2. The phase-1 network (``init_from``) at the target μ
-  becomes a :class:`NaiveLRPINN` whose s starts at the hypernetwork's output; exactly s, W⁰,
+  becomes a Naive-LR-PINN (the network's ``adapt`` hook) whose s starts at the hypernetwork's output; exactly s, W⁰,
   b⁰, W^{L+1}, b^{L+1} train (full rank, or ``adaptive``: only the entries the ReLU kept).
 * :class:`MetaPINNModule`: MAML or Reptile initialisation of a network over μ tasks, the inner
   loop of :func:`lemon_pl.adaptation.maml.adapt` run on every task at once (the task weights
@@ -30,21 +35,24 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lemon_pl.core.report import EvaluationReport
 from lemon_pl.core.stage import NOT_HPARAMS, Stage, check_range
-from lemon_pl.pinn.collocation import make_problem
+from lemon_pl.pinn.conditions import Condition, mean_square, normal_derivative
 from lemon_pl.pinn.metrics import PINN_METRICS, field_metrics, table
-from lemon_pl.pinn.networks import HyperLRPINN, LowRankLinear, NaiveLRPINN, orthogonality_penalty
+from lemon_pl.pinn.problems import Problem
 
 #: a field: coordinates (n, d) and each point's μ row (n,) -> u (n,)
 Field = Callable[[Tensor, Tensor], Tensor]
 #: points per chunk when a whole grid is evaluated (bounds the memory of second derivatives)
 EVAL_CHUNK = 1 << 15
+#: constructor arguments kept out of the hyperparameters (objects; the problem's config is recorded instead)
+IGNORED = [*NOT_HPARAMS, "problem"]
 
 
 def _no_autocast(device: torch.device):
@@ -57,9 +65,9 @@ class PINNModule(Stage):
     Args:
         net: a network of ``lemon_pl.pinn.networks`` (``PINN``, ``PINNP``, ``NaiveLRPINN``,
             ``HyperLRPINN``), chosen by class_path.
-        problem, problem_args, mu_values: linked from the data module.
+        problem, mu_values: linked from the data module (the problem object, built once there).
         lr: Adam's learning rate when no ``optimizer`` is configured.
-        weight_residual, weight_ic, weight_bc: loss weights of the three mean squares.
+        weights: loss weights by condition name, over the problem's own (``{ic: 10, bc: 1}``).
         orth_weight_u, orth_weight_v, orth_squared: the orthogonality penalty
             Σ_l w_U ‖U_lᵀU_l − I‖_F^p + w_V ‖V_lᵀV_l − I‖_F^p of the low-rank bases (p = 2 when
             squared, the paper's Eq. 2; the release uses p = 1 with weights 4/50²).
@@ -71,19 +79,30 @@ class PINNModule(Stage):
         max_figures: at most this many μ get a reference / prediction / error / residual figure.
     """
 
-    def __init__(self, net: nn.Module, problem: str = "cdr", problem_args: dict[str, Any] | None = None,
-                 mu_values: list[list[float]] | None = None, lr: float = 2.5e-4, weight_residual: float = 1.0,
-                 weight_ic: float = 1.0, weight_bc: float = 1.0, orth_weight_u: float = 0.0,
+    def __init__(self, net: nn.Module, problem: Optional[Problem] = None, mu_values: list[list[float]] | None = None,
+                 lr: float = 2.5e-4, weights: dict[str, float] | None = None, orth_weight_u: float = 0.0,
                  orth_weight_v: float = 0.0, orth_squared: bool = False, init_from: str | None = None,
                  mae_target: float = 0.05, rank_sweep: list[float] | None = None, max_figures: int = 6,
                  optimizer: OptimizerCallable | None = None, lr_scheduler: LRSchedulerCallable | None = None):
         super().__init__(optimizer, lr_scheduler)
         check_range("lr", lr, low=0.0)
-        for name, v in (("weight_residual", weight_residual), ("weight_ic", weight_ic), ("weight_bc", weight_bc),
-                        ("orth_weight_u", orth_weight_u), ("orth_weight_v", orth_weight_v)):
+        for name, v in (("orth_weight_u", orth_weight_u), ("orth_weight_v", orth_weight_v)):
             check_range(name, v, low=0.0, closed=True)
-        self.save_hyperparameters(ignore=NOT_HPARAMS)
-        self.pde = make_problem(problem, problem_args)
+        if not isinstance(problem, Problem):
+            raise ValueError("model.init_args.problem: the stage takes the problem object linked from the data "
+                             f"(data.init_args.problem), got {problem!r}")
+        self.save_hyperparameters(ignore=IGNORED)
+        self.hparams["problem"] = problem.config()  # recorded in hparams.yaml and checkpoints
+        self.pde = problem
+        self.conditions: dict[str, Condition] = dict(problem.conditions())
+        unknown = set(weights or {}) - set(self.conditions)
+        if unknown:
+            raise ValueError(f"model.init_args.weights: unknown conditions {sorted(unknown)}; {problem.name} has "
+                             f"{list(self.conditions)}")
+        for name, v in dict(weights or {}).items():
+            check_range(f"weights.{name}", v, low=0.0, closed=True)
+        self.weights = {n: float((weights or {}).get(n, c.weight)) for n, c in self.conditions.items()}
+        self.n_fields = len(problem.fields)
         self.mu_values = [list(map(float, m)) for m in (mu_values or [self.pde.defaults().values()])]
         self.net = net
         if init_from:
@@ -91,7 +110,6 @@ class PINNModule(Stage):
         self.check_network()
         self.val_curve: list[dict[str, float]] = []
         self.steps_to_target: int | None = None
-        self.eval_results: dict[str, dict[str, Any]] = {}
         self.predictions: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -105,8 +123,8 @@ class PINNModule(Stage):
             raise ValueError(f"model.init_args.net: {type(self.net).__name__} reads no PDE parameters, so it trains "
                              f"one μ per run, but the data hold {len(self.mu_values)} μ values: set data.init_args.mu "
                              "to one value, or use PINNP or HyperLRPINN")
-        has_lr = any(isinstance(m, LowRankLinear) for m in self.net.modules())
-        if (self.hparams.orth_weight_u or self.hparams.orth_weight_v) and not has_lr:
+        if (self.hparams.orth_weight_u or self.hparams.orth_weight_v) and \
+                "orth_weight_u" not in getattr(self.net, "penalties", ()):
             raise ValueError(f"model.init_args.orth_weight_u/v: {type(self.net).__name__} has no low-rank bases to "
                              "penalise; set the weights to 0")
 
@@ -131,12 +149,16 @@ class PINNModule(Stage):
         return build_optimizers(params, self.hparams, total, lambda _: opt, self.lr_scheduler_factory)
 
     # ------------------------------------------------------------------ fields and losses
+    def flat(self, out: Tensor) -> Tensor:
+        """A network output (n, k) as the field's values: (n,) for one field, (n, k) for several."""
+        return out.reshape(-1) if self.n_fields == 1 else out.reshape(out.shape[0], -1)
+
     def field(self, net: nn.Module | None = None, mu: Tensor | None = None) -> Field:
         """The network as a field ``u(coords, mu_index)`` for the μ table ``mu`` (M, P)."""
         net = self.net if net is None else net
 
         def u(coords: Tensor, index: Tensor) -> Tensor:
-            return net(coords, mu, index).reshape(-1)
+            return self.flat(net(coords, mu, index))
 
         return u
 
@@ -146,44 +168,72 @@ class PINNModule(Stage):
         idx = torch.arange(m, device=points.device).repeat_interleave(points.shape[0])
         return points.repeat(m, 1), idx
 
-    def loss_terms(self, u: Field, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Mean squares of the residual, the IC and the boundary error over every μ and point."""
+    def rows(self, u: Tensor, m: int) -> Tensor:
+        """Field values of μ-major points as (M, n) (one field) or (M, n, k)."""
+        return u.view(m, -1) if u.ndim == 1 else u.view(m, -1, u.shape[-1])
+
+    def loss_terms(self, u: Field, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The mean square of every condition of the batch over every μ and point, in declared order."""
         mu = batch["mu"]
         m = mu.shape[0]
+        points, targets = batch["points"], batch.get("targets", {})
+        terms: dict[str, Tensor] = {}
         with _no_autocast(mu.device):
-            x, idx = self.tile(batch["x_f"], m)
-            x = x.requires_grad_(True)
-            terms = {"residual": self.pde.residual(u(x, idx), x, mu[idx]).square().mean()}
-            parts = [batch[k] for k in ("x_ic", "x_bc_a", "x_bc_b", "x_bd") if k in batch]
-            if parts:
-                pts = torch.cat(parts)
-                xb, ib = self.tile(pts, m)
-                ub = u(xb, ib).view(m, -1)
+            for name, cond in self.conditions.items():
+                if name not in points or not cond.needs_derivatives:
+                    continue
+                x, idx = self.tile(points[name], m)
+                x = x.requires_grad_(True)
+                out = u(x, idx)
+                if cond.kind == "residual":
+                    terms[name] = self.pde.residual(out, x, mu[idx]).square().mean()
+                else:
+                    terms[name] = mean_square(self.rows(self.flux(cond, out, x, batch["normals"][name], m, mu[idx]), m),
+                                              targets[name])
+            shared = [n for n, c in self.conditions.items() if n in points and not c.needs_derivatives]
+            if shared:
+                parts = []
+                for name in shared:
+                    parts.append(points[name])
+                    if self.conditions[name].kind == "periodic":
+                        parts.append(batch["pairs"][name])
+                xb, ib = self.tile(torch.cat(parts), m)
+                ub = self.rows(u(xb, ib), m)
                 at = 0
-                if "x_ic" in batch:
-                    n = batch["x_ic"].shape[0]
-                    terms["ic"] = (ub[:, at:at + n] - batch["u_ic"]).square().mean()
-                    at += n
-                if "x_bc_a" in batch:
-                    n = batch["x_bc_a"].shape[0]
-                    terms["bc"] = (ub[:, at:at + n] - ub[:, at + n:at + 2 * n]).square().mean()
-                    at += 2 * n
-                if "x_bd" in batch:
-                    n = batch["x_bd"].shape[0]
-                    terms["bc"] = (ub[:, at:at + n] - batch["u_bd"]).square().mean()
-        return terms
+                for name in shared:
+                    cond, n = self.conditions[name], points[name].shape[0]
+                    if cond.kind == "periodic":
+                        terms[name] = (ub[:, at:at + n] - ub[:, at + n:at + 2 * n]).square().mean()
+                        at += 2 * n
+                    else:
+                        terms[name] = mean_square(self.components(ub[:, at:at + n], cond), targets[name])
+                        at += n
+        return {n: terms[n] for n in self.conditions if n in terms}
+
+    def components(self, values: Tensor, cond: Condition) -> Tensor:
+        """The condition's field components of values (M, n) or (M, n, k): (M, n) or (M, n, c)."""
+        if values.ndim == 2:
+            return values
+        cols = self.pde.components(cond.components)
+        return values[..., cols[0]] if len(cols) == 1 else values[..., cols]
+
+    def flux(self, cond: Condition, u: Tensor, x: Tensor, normals: Tensor, m: int, mu: Tensor) -> Tensor:
+        """A flux condition's operator at μ-major points: (n·m,) or (n·m, c)."""
+        normal = normals.repeat(m, 1)
+        if cond.operator is not None:
+            return cond.operator(u, x, normal, mu)
+        return normal_derivative(u, x, normal, self.pde.components(cond.components))
 
     def penalty(self, net: nn.Module | None = None) -> Tensor | None:
         hp = self.hparams
         if not (hp.orth_weight_u or hp.orth_weight_v):
             return None
-        return orthogonality_penalty(self.net if net is None else net, hp.orth_weight_u, hp.orth_weight_v,
-                                     hp.orth_squared)
+        net = self.net if net is None else net
+        return net.penalty({"orth_weight_u": hp.orth_weight_u, "orth_weight_v": hp.orth_weight_v,
+                            "orth_squared": hp.orth_squared})
 
     def total_loss(self, terms: dict[str, Tensor], penalty: Tensor | None = None) -> Tensor:
-        hp = self.hparams
-        w = {"residual": hp.weight_residual, "ic": hp.weight_ic, "bc": hp.weight_bc}
-        loss = sum(w[k] * v for k, v in terms.items())
+        loss = sum(self.weights[k] * v for k, v in terms.items())
         return loss if penalty is None else loss + penalty
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -216,12 +266,14 @@ class PINNModule(Stage):
                 if residual:
                     rs.append(self.pde.residual(u, x, mu[idx]).detach())
                 us.append(u.detach())
-        return torch.cat(us).view(m, n), (torch.cat(rs).view(m, n) if residual else None)
+        shape = (m, n) if self.n_fields == 1 else (m, n, -1)
+        return torch.cat(us).view(shape), (torch.cat(rs).view(m, n, -1).squeeze(-1) if residual else None)
 
     def evaluate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         pred, res = self.predict_points(batch["x_test"], batch["mu"])
-        metrics = field_metrics(pred, batch["u_test"])
-        metrics["residual_rms"] = res.double().square().mean(dim=1).sqrt()
+        m = batch["mu"].shape[0]
+        metrics = field_metrics(pred.reshape(m, -1), batch["u_test"].reshape(m, -1))
+        metrics["residual_rms"] = res.double().reshape(m, -1).square().mean(dim=1).sqrt()
         return metrics
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -244,7 +296,9 @@ class PINNModule(Stage):
         for k in PINN_METRICS:
             self.log(f"test/{k}", float(metrics[k].mean()), batch_size=batch["mu"].shape[0])
         self.predictions = self.grid_predictions(batch["mu"])
-        self.eval_results["test"] = {"table": rows, "seconds": time.perf_counter() - self._t_test}
+        report = EvaluationReport(stage="test", group="mu", rows=rows, metrics=PINN_METRICS,
+                                  extras=self.table_extra_columns(), seconds=time.perf_counter() - self._t_test)
+        self.publish_report(report, log=False)  # logged above, as the mean over μ of each metric
 
     def grid_predictions(self, mu: Tensor) -> dict[str, Any] | None:
         """Predictions, references and residuals on the data module's whole grid, for files and figures."""
@@ -253,18 +307,20 @@ class PINNModule(Stage):
             return None
         g = dm.grid()
         axes = [torch.as_tensor(a, dtype=torch.float32, device=mu.device) for a in g["axes"]]
-        mesh = torch.stack(torch.meshgrid(axes[1], axes[0], indexing="ij")[::-1], -1).reshape(-1, 2)
+        mesh = torch.stack(torch.meshgrid(*axes[::-1], indexing="ij")[::-1], -1).reshape(-1, len(axes))
         pred, res = self.predict_points(mesh, mu)
-        shape = (mu.shape[0], len(axes[1]), len(axes[0]))
+        shape = (mu.shape[0], *(len(a) for a in axes[::-1]))
         out = {"names": list(g["names"]), "axes": [a.cpu().numpy() for a in axes], "mu": mu.cpu().numpy(),
-               "param_names": list(self.pde.param_names), "u_pred": pred.view(shape).cpu().numpy(),
-               "u_ref": g["u_ref"], "residual": res.view(shape).cpu().numpy()}
+               "param_names": list(self.pde.param_names), "fields": list(self.pde.fields),
+               "u_pred": pred.view(*shape, *pred.shape[2:]).cpu().numpy(),
+               "u_ref": g["u_ref"], "residual": res.reshape(*shape, -1).squeeze(-1).cpu().numpy()}
         out.update(self.extra_predictions(mu))
         return out
 
     def extra_predictions(self, mu: Tensor) -> dict[str, Any]:
-        """Hyper-LR-PINN: its diagonals s(μ) over a sweep of μ (the rank and |s| figures)."""
-        if not isinstance(self.net, HyperLRPINN):
+        """The network's reports over a sweep of μ (Hyper-LR-PINN: its diagonals s(μ), the rank
+        and |s| figures)."""
+        if not getattr(self.net, "reports_mu", False):
             return {}
         base = torch.as_tensor(self.mu_values, dtype=torch.float32)
         varying = [i for i in range(base.shape[1]) if bool((base[:, i] != base[0, i]).any())]
@@ -279,8 +335,8 @@ class PINNModule(Stage):
         sweep = base[:1].repeat(len(values), 1)
         sweep[:, col] = values
         with torch.no_grad():
-            s = self.net.diagonals(sweep.to(self.device)).cpu()
-        return {"sweep_mu": sweep.numpy(), "sweep_param": self.pde.param_names[col], "sweep_s": s.numpy()}
+            reports = {k: v.detach().cpu().numpy() for k, v in self.net.reports(sweep.to(self.device)).items()}
+        return {"sweep_mu": sweep.numpy(), "sweep_param": self.pde.param_names[col], **reports}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A network without a μ input solves the μ it was trained on: refuse another one."""
@@ -311,17 +367,18 @@ class HyperLRPINNAdapt(PINNModule):
     """Hyper-LR-PINN phase 2 at one target μ (the data's only μ value).
 
     ``net`` is the phase-1 architecture (``configs/model/hyper_lr_pinn.yaml``) and ``init_from``
-    the phase-1 checkpoint. The stage trains the :class:`NaiveLRPINN` that
-    :meth:`HyperLRPINN.adapt` makes of it at the target μ: s initialised to s(μ), W⁰, b⁰,
+    the phase-1 checkpoint. The stage trains the network that the ``adapt`` hook
+    (:meth:`lemon_pl.pinn.networks.HyperLRPINN.adapt`) makes of it at the target μ: s initialised to s(μ), W⁰, b⁰,
     W^{L+1}, b^{L+1} copied; the bases (and the paper layout's hidden biases) frozen; the
     hypernetwork dropped. ``rank``: ``full`` keeps every entry of s, ``adaptive`` only those
     with |s| > ``threshold`` (0: the entries the ReLU kept). Loading a phase-2 checkpoint
-    (``--ckpt_path``) rebuilds its ranks from the checkpoint.
+    (``--ckpt_path``) rebuilds its ranks from the checkpoint (the ``matching`` hook).
     """
 
     def __init__(self, net: nn.Module, rank: str = "full", threshold: float = 0.0, **kwargs: Any):
-        if not isinstance(net, HyperLRPINN):
-            raise ValueError(f"model.init_args.net: phase 2 adapts a HyperLRPINN, got {type(net).__name__}")
+        if not getattr(net, "adaptable", False):
+            raise ValueError(f"model.init_args.net: phase 2 adapts a HyperLRPINN (a network with `adapt`), got "
+                             f"{type(net).__name__}")
         if rank not in ("full", "adaptive"):
             raise ValueError(f"model.init_args.rank must be 'full' or 'adaptive', got {rank!r}")
         mu_values = kwargs.get("mu_values") or []
@@ -330,10 +387,10 @@ class HyperLRPINNAdapt(PINNModule):
                              f"(the data hold {len(mu_values)})")
         self._phase2 = (rank, float(threshold))
         super().__init__(net, **kwargs)
-        self.save_hyperparameters(ignore=NOT_HPARAMS)
+        self.save_hyperparameters(ignore=IGNORED)
 
     def check_network(self) -> None:
-        if isinstance(self.net, HyperLRPINN):
+        if getattr(self.net, "adaptable", False):
             rank, threshold = self._phase2
             self.net = self.net.adapt(self.mu_values[0], rank, threshold)
         super().check_network()
@@ -341,20 +398,7 @@ class HyperLRPINNAdapt(PINNModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A phase-2 checkpoint may hold adaptive ranks: rebuild the layers to their shapes."""
         super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("state_dict") or {}
-        ranks = [int(state[f"net.layers.{i}.s"].shape[0]) for i in range(len(self.net.layers))
-                 if f"net.layers.{i}.s" in state]
-        if len(ranks) == len(self.net.layers) and ranks != self.net.ranks:
-            old = self.net
-            new = NaiveLRPINN(old.in_dim, old.out_dim, old.first.out_features, len(ranks), ranks,
-                              old.layout).to(old.first.weight)
-            new.act = old.act  # the phase-1 network's activation
-            for o, n in zip(old.layers, new.layers):
-                n.U.requires_grad_(o.U.requires_grad)
-                n.V.requires_grad_(o.V.requires_grad)
-                if o.bias is not None:
-                    n.bias.requires_grad_(o.bias.requires_grad)
-            self.net = new
+        self.net = self.net.matching(checkpoint.get("state_dict") or {}, "net.")
 
 
 class MetaPINNModule(PINNModule):
@@ -377,7 +421,7 @@ class MetaPINNModule(PINNModule):
             raise ValueError(f"model.init_args.inner_steps must be >= 1, got {inner_steps}")
         check_range("inner_lr", inner_lr, low=0.0)
         super().__init__(net, **kwargs)
-        self.save_hyperparameters(ignore=NOT_HPARAMS)
+        self.save_hyperparameters(ignore=IGNORED)
 
     def check_network(self) -> None:
         pass  # tasks differ by μ only through the loss: a network without a μ input is the point
@@ -395,7 +439,8 @@ class MetaPINNModule(PINNModule):
             return functional_call(net, p, (x,))
 
         def u(coords: Tensor, index: Tensor) -> Tensor:
-            return vmap(one)(params, coords.view(m, -1, coords.shape[-1])).reshape(-1)
+            out = vmap(one)(params, coords.view(m, -1, coords.shape[-1]))
+            return out.reshape(-1) if self.n_fields == 1 else out.reshape(-1, out.shape[-1])
 
         return u
 
@@ -425,7 +470,7 @@ class MetaPINNModule(PINNModule):
     def field(self, net: nn.Module | None = None, mu: Tensor | None = None) -> Field:
         """Evaluation: the meta-learned initialisation itself, for every μ (no adaptation)."""
         net = self.net if net is None else net
-        return lambda coords, index: net(coords).reshape(-1)
+        return lambda coords, index: self.flat(net(coords))
 
 
 class TimeMarchingPINN(PINNModule):
@@ -440,11 +485,18 @@ class TimeMarchingPINN(PINNModule):
         super().__init__(net, **kwargs)
         if not self.pde.time_dependent:
             raise ValueError(f"model.init_args.segments: {self.pde.name} is steady; time-marching needs time")
-        self.save_hyperparameters(ignore=NOT_HPARAMS)
+        if self.n_fields != 1:
+            raise ValueError(f"model.init_args.segments: time-marching trains one field; {self.pde.name} has "
+                             f"{self.pde.fields}")
+        for name, cond in self.conditions.items():
+            if cond.target is not None and cond.region.kind != "initial":
+                raise ValueError(f"model.init_args.segments: time-marching moves the points of condition {name!r} "
+                                 "into each segment, but its targets belong to the points as sampled; use PINNModule")
+        self.save_hyperparameters(ignore=IGNORED)
         # one network per segment; ``net`` holds them all (parameter counts, checkpoints)
         self.net = nn.ModuleList(copy.deepcopy(self.net) for _ in range(segments))
         self.register_buffer("segment", torch.zeros((), dtype=torch.long))
-        self.t_axis = self.pde.domain.names.index("t")
+        self.t_axis = self.pde.domain.time_index
         self.t0, self.t1 = self.pde.domain.bounds[self.t_axis]
 
     @property
@@ -469,20 +521,24 @@ class TimeMarchingPINN(PINNModule):
         if k != int(self.segment):
             self.nets[k].load_state_dict(self.nets[int(self.segment)].state_dict())  # warm start
             self.segment.fill_(k)
-        seg = dict(batch)
-        seg["x_f"] = self._map_t(batch["x_f"], k)
-        for key in ("x_bc_a", "x_bc_b"):
-            if key in batch:
-                seg[key] = self._map_t(batch[key], k)
-        if k > 0 and "x_ic" in batch:
-            start = batch["x_ic"].clone()
-            start[:, self.t_axis] = self.t0 + k * (self.t1 - self.t0) / len(self.nets)
-            seg["x_ic"] = start
-            with torch.no_grad():
-                prev = self.nets[k - 1](start).reshape(1, -1)
-            seg["u_ic"] = prev.expand_as(batch["u_ic"])
+        seg = {**batch, "points": dict(batch["points"]), "pairs": dict(batch.get("pairs", {})),
+               "targets": dict(batch.get("targets", {}))}
+        for name, cond in self.conditions.items():
+            if name not in batch["points"]:
+                continue
+            if cond.region.kind != "initial":
+                seg["points"][name] = self._map_t(batch["points"][name], k)
+                if name in seg["pairs"]:
+                    seg["pairs"][name] = self._map_t(batch["pairs"][name], k)
+            elif k > 0:
+                start = batch["points"][name].clone()
+                start[:, self.t_axis] = self.t0 + k * (self.t1 - self.t0) / len(self.nets)
+                seg["points"][name] = start
+                with torch.no_grad():
+                    prev = self.components(self.rows(self.flat(self.nets[k - 1](start)), 1), cond)
+                seg["targets"][name] = prev.expand_as(batch["targets"][name])
         net = self.nets[k]
-        terms = self.loss_terms(lambda x, i: net(x).reshape(-1), seg)
+        terms = self.loss_terms(lambda x, i: self.flat(net(x)), seg)
         loss = self.total_loss(terms)
         self.ensure_finite(loss, batch, batch_idx)
         self.log_terms(loss, terms)

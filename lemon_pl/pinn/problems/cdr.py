@@ -1,144 +1,38 @@
-"""Parameterised PDE problems for PINNs: domain, parameters, IC/BC, residual and reference solution.
+"""Hyper-LR-PINN's 1-D convection-diffusion-reaction problem and its verified references.
 
-One small class per problem. Collocation points are the rows of ``coords`` (N, d), with the
-columns in the order of ``problem.domain.names``; a PDE parameter vector is ``mu`` (a mapping
-by name, a sequence in ``problem.param_names`` order, or a tensor (P,) or (N, P) for one
-value per point). ``residual(u, coords, mu)`` differentiates the network output ``u`` with
-the autograd helpers of :mod:`lemon_pl.pinn.derivatives`; ``reference(mu, ...)`` is a verified
-float64 solution on a grid; ``reference_fn(mu)`` is the same solution as a differentiable
-torch function of ``coords`` (an exact formula, or a spectral interpolant), so the residual of
-the reference itself can be checked.
-
-* :class:`ConvectionDiffusionReaction` — Hyper-LR-PINN's 1-D CDR problem.
-* :class:`Helmholtz2D` — the standard 2-D Helmholtz benchmark with an analytic solution.
+u_t + beta u_x - nu u_xx - rho u (1 - u) = 0 on x in [0, 2pi) (periodic), t in [0, 1]; the
+initial conditions of the release (``CDR_ICS``) and the parameter sets of the paper's tables
+(``CDR_PRESETS``). Conditions: ``residual`` (interior), ``ic`` (u = u0 at t = 0), ``bc``
+(periodic pairs u(0, t) = u(2pi, t)). The reaction-diffusion reference (nu, rho > 0) is the data
+engine's Strang splitter (:func:`lemon_pl.data.solvers.strang_splitting`) with the exact logistic
+flow and the exact Fourier diffusion plugged in.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence, Union
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lemon_pl.pinn.derivatives import grad, laplacian, partial
+from lemon_pl.data.solvers import strang_splitting
+from lemon_pl.pinn.conditions import Condition, initial, periodic_pairs, residual, value
+from lemon_pl.pinn.derivatives import grad, partial
+from lemon_pl.pinn.problems.base import Domain, Mu, Param, Problem, lib
 
-Mu = Union[Mapping[str, Union[float, Tensor]], Sequence[float], Tensor, None]
 TWO_PI = 2 * math.pi
 
 
-@dataclass(frozen=True)
-class Param:
-    """One PDE parameter: its default and the range and spacing of the values studied."""
-
-    name: str
-    default: float
-    low: float
-    high: float
-    step: float  # spacing of the studied values; 1.0 = integers
-
-    def values(self) -> np.ndarray:
-        """The studied values low, low + step, ..., high."""
-        n = int(round((self.high - self.low) / self.step)) + 1
-        return np.round(self.low + self.step * np.arange(n), 12)
-
-
-@dataclass(frozen=True)
-class Domain:
-    """Coordinate names, closed bounds per coordinate, and which coordinates are periodic."""
-
-    names: tuple[str, ...]
-    bounds: tuple[tuple[float, float], ...]
-    periodic: tuple[bool, ...]
-
-    @property
-    def dim(self) -> int:
-        return len(self.names)
-
-
-class Problem(ABC):
-    """Shared parameter handling; subclasses define the PDE and its reference solution."""
-
-    name: str
-    domain: Domain
-    params: tuple[Param, ...]
-    boundary: str  # "periodic" or "dirichlet"
-    time_dependent: bool
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.params)
-
-    def defaults(self) -> dict[str, float]:
-        return {p.name: p.default for p in self.params}
-
-    def mu(self, mu: Mu = None) -> dict[str, float]:
-        """One parameter value as floats by name (``None``: the defaults)."""
-        if mu is None:
-            return self.defaults()
-        if isinstance(mu, Mapping):
-            missing = set(self.param_names) - set(mu)
-            if missing:
-                raise ValueError(f"{self.name}: missing parameters {sorted(missing)}; expects {self.param_names}")
-            return {n: float(mu[n]) for n in self.param_names}
-        vals = np.asarray(mu.detach().cpu() if isinstance(mu, Tensor) else mu, dtype=np.float64).reshape(-1)
-        if vals.size != len(self.params):
-            raise ValueError(f"{self.name}: expected {len(self.params)} parameters {self.param_names}, got {vals.size}")
-        return dict(zip(self.param_names, map(float, vals)))
-
-    def mu_columns(self, mu: Mu, n: int) -> dict[str, Union[float, Tensor]]:
-        """Parameters for a residual: floats, or per-point tensors (n,) from an (n, P) tensor."""
-        if isinstance(mu, Tensor) and mu.ndim == 2:
-            if mu.shape != (n, len(self.params)):
-                raise ValueError(f"{self.name}: per-point mu must have shape ({n}, {len(self.params)}), got {tuple(mu.shape)}")
-            return {name: mu[:, i] for i, name in enumerate(self.param_names)}
-        if isinstance(mu, Mapping) and any(isinstance(v, Tensor) and v.numel() > 1 for v in mu.values()):
-            return {name: mu[name].reshape(-1) if isinstance(mu[name], Tensor) else float(mu[name])
-                    for name in self.param_names}
-        return self.mu(mu)
-
-    @abstractmethod
-    def residual(self, u: Tensor, coords: Tensor, mu: Mu = None) -> Tensor:
-        """PDE residual (N,) of the network output ``u`` (N,) or (N, 1) computed from ``coords``."""
-
-    def residual_of(self, u_fn: Callable[[Tensor], Tensor], coords: Tensor, mu: Mu = None) -> Tensor:
-        """Residual (N,) of the field ``u_fn`` (a network or a reference) at ``coords``."""
-        coords = coords.detach().requires_grad_(True)
-        return self.residual(u_fn(coords), coords, mu)
-
-    @abstractmethod
-    def reference(self, mu: Mu, *grid: np.ndarray) -> np.ndarray:
-        """Reference solution on the tensor grid of the given axes (float64)."""
-
-    @abstractmethod
-    def reference_fn(self, mu: Mu) -> Callable[[Tensor], Tensor]:
-        """The reference solution as a differentiable torch function coords (N, d) -> (N,)."""
-
-    def initial_condition(self, x):
-        raise ValueError(f"{self.name} is steady: it has no initial condition")
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name}: params {self.param_names}, boundary {self.boundary}>"
-
-
-# =========================================================================== 1-D CDR
-
-
-def _lib(x):
-    return torch if isinstance(x, Tensor) else np
-
-
 def _one_plus_sin(x):
-    return 1 + _lib(x).sin(x)
+    return 1 + lib(x).sin(x)
 
 
 def _gaussian(sigma: float):
     def u0(x):
-        return _lib(x).exp(-((x - math.pi) ** 2) / (2 * sigma**2))
+        return lib(x).exp(-((x - math.pi) ** 2) / (2 * sigma**2))
 
     return u0
 
@@ -168,38 +62,28 @@ def logistic(u0, rate_t):
     return u0 / (u0 + (1 - u0) * e)
 
 
-def _interval_steps(t: np.ndarray, max_dt: float) -> list[int]:
-    """Equal sub-steps per output interval, each <= max_dt, so that the steps land on ``t``."""
-    return [max(1, int(math.ceil((b - a) / max_dt - 1e-9))) for a, b in zip(t[:-1], t[1:])]
-
-
 def strang_reaction_diffusion(w0: np.ndarray, t: np.ndarray, nu: float, rho: float,
                               max_dt: float) -> np.ndarray:
     """w_t = nu w_xx + rho w (1 - w) on the periodic grid of ``w0`` (n,) over [0, 2pi).
 
-    Strang splitting R(h/2) D(h) R(h/2) with both sub-flows exact: D is the Fourier
-    propagator exp(-nu k^2 h), R the logistic closed form. Second order in h; the interval
-    between consecutive output times is cut into equal steps <= ``max_dt``, so the steps land
-    exactly on every entry of ``t`` (which must start at 0 and increase). Returns the Fourier
-    coefficients ``rfft(w)`` at every output time, (nt, n // 2 + 1).
+    Strang splitting R(h/2) D(h) R(h/2) (:func:`lemon_pl.data.solvers.strang_splitting`) with
+    both sub-flows exact: D is the Fourier propagator exp(-nu k^2 h), R the logistic closed form.
+    Second order in h; the interval between consecutive output times is cut into equal steps
+    <= ``max_dt``, so the steps land exactly on every entry of ``t`` (which must start at 0 and
+    increase). Returns the Fourier coefficients ``rfft(w)`` at every output time, (nt, n // 2 + 1).
     """
     t = np.asarray(t, dtype=np.float64)
     if t[0] != 0 or np.any(np.diff(t) <= 0):
         raise ValueError("output times must start at 0 and increase")
     n = w0.size
     k2 = np.arange(n // 2 + 1, dtype=np.float64) ** 2
-    out = np.empty((t.size, n // 2 + 1), dtype=np.complex128)
-    w = np.asarray(w0, dtype=np.float64).copy()
-    out[0] = np.fft.rfft(w)
-    for i, steps in enumerate(_interval_steps(t, max_dt)):
-        h = (t[i + 1] - t[i]) / steps
+
+    def substeps(h: float):
         prop = np.exp(-nu * k2 * h)
-        for _ in range(steps):
-            w = logistic(w, 0.5 * rho * h)
-            w = np.fft.irfft(np.fft.rfft(w) * prop, n=n)
-            w = logistic(w, 0.5 * rho * h)
-        out[i + 1] = np.fft.rfft(w)
-    return out
+        return (lambda w: logistic(w, 0.5 * rho * h)), (lambda w: np.fft.irfft(np.fft.rfft(w) * prop, n=n))
+
+    w = strang_splitting(np.asarray(w0, dtype=np.float64).copy(), t, max_dt, substeps)
+    return np.fft.rfft(w, axis=-1)
 
 
 def _mode_weights(n: int) -> np.ndarray:
@@ -244,10 +128,10 @@ class ConvectionDiffusionReaction(Problem):
     """
 
     name = "cdr"
-    domain = Domain(("x", "t"), ((0.0, TWO_PI), (0.0, 1.0)), (True, False))
+    domain = Domain(("x", "t"), ((0.0, TWO_PI), (0.0, 1.0)), (True, False), time="t")
     params = (Param("beta", 1.0, 0.0, 40.0, 1.0), Param("nu", 1.0, 0.0, 5.0, 1.0), Param("rho", 1.0, 0.0, 5.0, 1.0))
-    boundary = "periodic"
-    time_dependent = True
+    default_grid = (256, 100)
+    presets = {name: ({"ic": ic}, axes) for name, (ic, axes) in CDR_PRESETS.items()}
     max_dt = 1e-3  # default splitting step
 
     def __init__(self, ic: str = "1+sin"):
@@ -255,6 +139,12 @@ class ConvectionDiffusionReaction(Problem):
             raise ValueError(f"unknown IC {ic!r}; choose from {sorted(CDR_ICS)}")
         self.ic = ic
         self._u0 = CDR_ICS[ic]
+
+    def conditions(self) -> dict[str, Condition]:
+        """The residual in the interior, u = u0 at t = 0, periodic pairs in x (values)."""
+        return {"residual": residual(),
+                "ic": value(initial(), lambda points, mu: np.asarray(self._u0(points[:, 0]), dtype=np.float64)),
+                "bc": periodic_pairs("x")}
 
     @classmethod
     def preset(cls, name: str) -> tuple["ConvectionDiffusionReaction", np.ndarray]:
@@ -290,8 +180,8 @@ class ConvectionDiffusionReaction(Problem):
 
     def _exact_nu0(self, p: dict[str, float], x, t):
         """The nu = 0 solution at matching x and t (numpy or torch, broadcasting)."""
-        lib = _lib(x)
-        return logistic(self._u0(lib.remainder(x - p["beta"] * t, TWO_PI)), p["rho"] * t)
+        m = lib(x)
+        return logistic(self._u0(m.remainder(x - p["beta"] * t, TWO_PI)), p["rho"] * t)
 
     def _comoving_modes(self, p: dict[str, float], t: np.ndarray, n: int, max_dt: float) -> np.ndarray:
         """rfft of the beta = 0 solution w on the n-point grid at times t (which start at 0)."""
@@ -326,6 +216,13 @@ class ConvectionDiffusionReaction(Problem):
             return np.fft.irfft(shifted, n=n, axis=-1)
         phase = np.exp(1j * k[None, :] * x[:, None])  # (nx_out, nk)
         return np.real(shifted @ (phase * _mode_weights(n)[None, :]).T)
+
+    def solution(self, mu: Mu, points: np.ndarray) -> np.ndarray:
+        """The reference at any points (n, 2) = (x, t): exact for nu = 0, else the interpolant of
+        :meth:`reference_fn`."""
+        pts = torch.as_tensor(np.asarray(points, dtype=np.float64))
+        with torch.no_grad():
+            return self.reference_fn(mu)(pts).numpy()
 
     def reference_fn(self, mu: Mu = None, nx: int = 256, n_cheb: int = 64,
                      max_dt: float | None = None) -> Callable[[Tensor], Tensor]:
@@ -390,59 +287,4 @@ def _chebyshev_basis(s: Tensor, m: int) -> Tensor:
     return torch.stack(cols[: m + 1], dim=1)
 
 
-# =========================================================================== 2-D Helmholtz
-
-
-class Helmholtz2D(Problem):
-    """u_xx + u_yy + k^2 u - q(x, y; a1, a2) = 0 on [-1, 1]^2, Dirichlet boundary.
-
-    The standard form (pinn-methods.md §1; McClenny & Braga-Neto, PINA, PINNsFormer; the
-    paper's exact setting is UNVERIFIED): u = sin(a1 pi x) sin(a2 pi y),
-    q = (k^2 - (a1 pi)^2 - (a2 pi)^2) u, k = 1. Hyper-LR-PINN trains on a1 = a2 in
-    [2, 3] in steps of 0.1. The boundary data are the exact solution's values
-    (``boundary_value``): zero only when a1 and a2 are integers (sin(2.5 pi) = 1).
-    ``reference(mu, x, y)`` has shape (len(y), len(x)).
-    """
-
-    name = "helmholtz"
-    domain = Domain(("x", "y"), ((-1.0, 1.0), (-1.0, 1.0)), (False, False))
-    params = (Param("a1", 2.5, 2.0, 3.0, 0.1), Param("a2", 2.5, 2.0, 3.0, 0.1))
-    boundary = "dirichlet"
-    time_dependent = False
-
-    def __init__(self, k: float = 1.0):
-        self.k = float(k)
-
-    @staticmethod
-    def grid(nx: int = 101, ny: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Uniform closed grids of [-1, 1] in x and y (``ny`` defaults to ``nx``)."""
-        return np.linspace(-1.0, 1.0, nx), np.linspace(-1.0, 1.0, ny or nx)
-
-    def exact(self, mu: Mu, x, y):
-        """sin(a1 pi x) sin(a2 pi y), numpy or torch, broadcasting."""
-        p = mu if isinstance(mu, dict) else self.mu(mu)
-        lib = _lib(x)
-        return lib.sin(p["a1"] * math.pi * x) * lib.sin(p["a2"] * math.pi * y)
-
-    def forcing(self, coords: Tensor, mu: Mu = None) -> Tensor:
-        p = self.mu_columns(mu, coords.shape[0])
-        q = self.k**2 - (p["a1"] * math.pi) ** 2 - (p["a2"] * math.pi) ** 2
-        return q * self.exact(p, coords[:, 0], coords[:, 1])
-
-    def boundary_value(self, coords: Tensor, mu: Mu = None) -> Tensor:
-        """Dirichlet data g at boundary points: the exact solution there."""
-        return self.exact(self.mu_columns(mu, coords.shape[0]), coords[:, 0], coords[:, 1])
-
-    def residual(self, u: Tensor, coords: Tensor, mu: Mu = None) -> Tensor:
-        u_flat = u[:, 0] if u.ndim == 2 else u
-        return laplacian(u, coords) + self.k**2 * u_flat - self.forcing(coords, mu)
-
-    def reference(self, mu: Mu = None, x: np.ndarray | None = None, y: np.ndarray | None = None) -> np.ndarray:
-        xd, yd = self.grid()
-        x = xd if x is None else np.asarray(x, dtype=np.float64)
-        y = yd if y is None else np.asarray(y, dtype=np.float64)
-        return self.exact(self.mu(mu), x[None, :], y[:, None])
-
-    def reference_fn(self, mu: Mu = None) -> Callable[[Tensor], Tensor]:
-        p = self.mu(mu)
-        return lambda c: self.exact(p, c[:, 0], c[:, 1])
+__all__ = ["CDR_ICS", "CDR_PRESETS", "ConvectionDiffusionReaction", "logistic", "strang_reaction_diffusion"]
