@@ -74,10 +74,9 @@ def table2_batch():
 
 def one_mu(batch: dict, i: int) -> dict:
     """The batch restricted to its μ row i (the point sets are shared by every μ)."""
-    out = dict(batch)
-    out["mu"] = batch["mu"][i:i + 1]
-    out["u_ic"] = batch["u_ic"][i:i + 1]
-    return out
+    from lemon_pl.pinn.collocation import select_mu
+
+    return select_mu(batch, slice(i, i + 1))
 
 
 def mu_row(batch: dict, mu: list[float]) -> int:
@@ -127,8 +126,11 @@ def pinn_module(batch: dict):
     from lemon_pl.pinn.stages import PINNModule
     from lemon_pl.pinn.networks import PINN
 
+    from lemon_pl.pinn.problems import ConvectionDiffusionReaction
+
     torch.manual_seed(0)
-    return PINNModule(PINN(), mu_values=[MU]), one_mu(batch, mu_row(batch, MU))
+    pde = ConvectionDiffusionReaction("1+sin")  # table2_convection's problem
+    return PINNModule(PINN(), problem=pde, mu_values=[MU]), one_mu(batch, mu_row(batch, MU))
 
 
 # ============================================================================ timing
@@ -177,10 +179,11 @@ def compare_pinn_vs_phase2(args, pde, batch) -> dict:
     print("\n[1] PINN train step vs Hyper-LR-PINN phase-2 train step, one μ (β = 30)", flush=True)
     pinn, one = pinn_module(batch)
     torch.manual_seed(0)
-    phase2 = PINNModule(HyperLRPINN().adapt(MU, rank="full"), mu_values=[MU])
+    phase2 = PINNModule(HyperLRPINN().adapt(MU, rank="full"), problem=pde, mu_values=[MU])
     counts = {"a_trainable": pinn.n_trainable, "b_trainable": phase2.n_trainable}
     print(f"  trainable parameters: PINN {counts['a_trainable']:,}, phase 2 {counts['b_trainable']:,}; points: "
-          f"{len(one['x_f'])} collocation + {len(one['x_ic'])} IC + {len(one['x_bc_a'])} BC pairs", flush=True)
+          f"{len(one['points']['residual'])} collocation + {len(one['points']['ic'])} IC + "
+          f"{len(one['points']['bc'])} BC pairs", flush=True)
     ms_a, ms_b = time_rounds(train_step(pinn, batched_backward, one), train_step(phase2, batched_backward, one),
                              args.rounds, args.steps, args.warmup)
     return summarise("pinn/phase2", "PINN vs phase-2 train step", "PINN", "phase 2", ms_a, ms_b, **counts)
@@ -195,7 +198,7 @@ def compare_batched_phase1(args, pde, batch) -> dict:
     m = batch["mu"].shape[0]
     print(f"\n[2] Hyper-LR-PINN phase 1 over {m} μ: per-μ loop vs one batched loss_terms call", flush=True)
     torch.manual_seed(0)
-    batched = PINNModule(HyperLRPINN(), mu_values=batch["mu"].tolist(), orth_weight_u=ORTH_WEIGHT,
+    batched = PINNModule(HyperLRPINN(), problem=pde, mu_values=batch["mu"].tolist(), orth_weight_u=ORTH_WEIGHT,
                          orth_weight_v=ORTH_WEIGHT)
     loop = copy.deepcopy(batched)
     subs = [one_mu(batch, i) for i in range(m)]
@@ -221,7 +224,7 @@ def compare_derivatives(args, pde, batch) -> dict:
     from lemon_pl.pinn.derivatives import func_derivatives
     from lemon_pl.pinn.networks import PINN
 
-    pts = batch["x_f"]
+    pts = batch["points"]["residual"]
     print(f"\n[3] CDR residual (u_xx) of the PINN on {len(pts)} points, forward + residual + backward: "
           f"torch.func vs autograd, μ = {DERIV_MU}", flush=True)
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from lightning.pytorch import Trainer
 
 from lemon_pl.cli import main
 from lemon_pl.pinn.stages import HyperLRPINNAdapt, MetaPINNModule, PINNModule, TimeMarchingPINN
-from lemon_pl.pinn.collocation import CollocationDataModule
+from lemon_pl.pinn.collocation import CollocationDataModule, select_mu
 from lemon_pl.pinn.networks import PINN, PINNP, HyperLRPINN, NaiveLRPINN
 from tests.conftest import CONFIGS
 
@@ -34,7 +34,7 @@ def trainer(tmp_path, steps: int) -> Trainer:
 
 
 def stage(net, dm, cls=PINNModule, **kw):
-    return cls(net, problem=dm.problem, problem_args=dm.problem_args, mu_values=dm.mu_values, **kw)
+    return cls(net, problem=dm.problem, mu_values=dm.mu_values, **kw)
 
 
 def test_batched_loss_over_mu_equals_the_mean_of_per_mu_losses():
@@ -46,7 +46,7 @@ def test_batched_loss_over_mu_equals_the_mean_of_per_mu_losses():
     grads = torch.autograd.grad(total, list(m.net.parameters()))
     singles = []
     for i in range(3):
-        one = {k: (v[i:i + 1] if k in ("mu", "u_ic") else v) for k, v in batch.items()}
+        one = select_mu(batch, slice(i, i + 1))
         singles.append(m.total_loss(m.loss_terms(m.field(mu=one["mu"]), one)))
     mean = torch.stack(singles).mean()
     torch.testing.assert_close(total, mean, rtol=1e-5, atol=1e-6)
@@ -131,7 +131,7 @@ def test_maml_inner_loop_on_all_tasks_at_once_equals_adapting_each_task_alone():
     fast = adapt(m.net, stacked, list(stacked),
                  lambda p: 3 * m.total_loss(m.loss_terms(m.task_field(p, 3), batch)), 2, 1e-2)
     for i in range(3):
-        one = {k: (v[i:i + 1] if k in ("mu", "u_ic") else v) for k, v in batch.items()}
+        one = select_mu(batch, slice(i, i + 1))
 
         def loss(p, one=one):
             return m.total_loss(m.loss_terms(lambda x, idx: functional_call(m.net, p, (x,)).reshape(-1), one))
@@ -153,7 +153,7 @@ def test_reptile_moves_the_weights_towards_the_mean_adapted_weights():
     # one inner SGD step per task: w' = w - lr g_m, so w - mean(w') = lr * mean(g_m)
     per_task = []
     for i in range(2):
-        one = {k: (v[i:i + 1] if k in ("mu", "u_ic") else v) for k, v in batch.items()}
+        one = select_mu(batch, slice(i, i + 1))
         lt = m.total_loss(PINNModule.loss_terms(m, lambda x, idx: m.net(x).reshape(-1), one))
         per_task.append(torch.autograd.grad(lt, list(m.net.parameters())))
     for g, g0, g1 in zip(grads, *per_task):  # w - (w - lr g) rounds at fp32's resolution of w
