@@ -67,6 +67,11 @@ def test_fit_writes_run_folder_then_test_writes_tables(tiny_root, tmp_path, monk
     for row in table["families"].values():
         assert 0 < row["rel_l2"] < 10 and 0 < row["rel_l2_persistence"] < 10
     assert (test_run / "test_metrics.csv").read_text().startswith("family,rel_l2,")
+    # the one writer's schema (the multi-level report's: tests/multilevel/test_stage.py)
+    from lemon_pl.core.report import EvaluationReport
+
+    assert set(EvaluationReport("test", "family", {}).to_json()) <= set(table)
+    assert table["group"] == "family" and table["metrics"][0] == "rel_l2" and table["mode"] == "zero-shot"
 
 
 def test_resumed_run_equals_uninterrupted_run(tiny_root, tmp_path, monkeypatch):

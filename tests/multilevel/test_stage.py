@@ -162,3 +162,94 @@ def test_test_writes_the_finest_level_error_and_the_budget(root, tmp_path):
     assert metrics["rel_l2"] == pytest.approx(want, rel=1e-4)
     assert metrics["budget_seconds"] == pytest.approx(
         sum(n * c for n, c in zip(metrics["n_samples"], metrics["seconds_per_sample"])))
+
+
+# ---------------------------------------------------------------------- one core (issue 23)
+class PoisonLabels(pl.Callback):
+    """A NaN label in the batch at global step LEMON_POISON_STEP (a NaN loss there)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import os
+
+        if trainer.global_step == int(os.environ["LEMON_POISON_STEP"]):
+            batch["y"][0, 0, 0] = float("nan")
+
+
+def test_a_nan_loss_stops_the_curriculum_and_saves_the_last_good_state(root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LEMON_POISON_STEP", "3")
+    assert _cli(root, tmp_path, "--trainer.callbacks+=tests.multilevel.test_stage.PoisonLabels") == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("lemon-pl: error: non-finite training loss") and "global step 3" in line
+    saved = torch.load(tmp_path / "multilevel_schrodinger" / "version_0" / "checkpoints" / "last.ckpt",
+                       weights_only=False)
+    assert saved["global_step"] == 3  # the state before the poisoned step
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
+
+
+def _one_step(root, tmp_path, optimizer=None):
+    torch.manual_seed(0)
+    dm = MultilevelDataModule(str(root), "schrodinger", LEVELS, [16, 8], [1, 1], steps_per_epoch=1, batch_size=8,
+                              seed=0)
+    net = MLP(nx=dm.nx, hidden=[8])
+    module = MultilevelRegression(net, lr=1e-2, level_epochs=dm.level_epochs, data_stats=dm.data_stats,
+                                  data_summary=dm.data_summary, optimizer=optimizer)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    first = next(iter(dm.train_dataloader()))  # level 1's first batch (no trainer yet: epoch 0)
+    _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(module, datamodule=dm)
+    return dm, module, before, first
+
+
+def test_a_configured_optimizer_is_used_as_configured(root, tmp_path):
+    import functools
+
+    dm, sgd, before, batch = _one_step(root, tmp_path, functools.partial(torch.optim.SGD, lr=0.1))
+    assert isinstance(sgd.trainer.optimizers[0], torch.optim.SGD)
+    assert sgd.trainer.optimizers[0].param_groups[0]["lr"] == 0.1  # not the level schedule's rate
+    # the step by hand: w - 0.1 * grad of the standardised MSE on the first batch of level 1
+    ref = MLP(nx=dm.nx, hidden=[8])
+    ref.load_state_dict(before)
+    s = dm.data_stats
+    t = torch.zeros(1)
+    z = ref((batch["x"] - s["in_mean"]) / s["in_std"], t, t + 1)
+    torch.mean((z - (batch["y"] - s["out_mean"]) / s["out_std"]) ** 2).backward()
+    for k, p in ref.named_parameters():
+        torch.testing.assert_close(sgd.net.state_dict()[k], before[k] - 0.1 * p.grad, rtol=0, atol=1e-7)
+    _, adamw, _, _ = _one_step(root, tmp_path)  # the default: AdamW at the level's rate
+    assert isinstance(adamw.trainer.optimizers[0], torch.optim.AdamW)
+    assert any(not torch.equal(sgd.net.state_dict()[k], v) for k, v in adamw.net.state_dict().items())
+
+
+def test_a_configured_optimizer_in_a_multilevel_config_is_used(root, tmp_path):
+    overlay = tmp_path / "sgd.yaml"
+    overlay.write_text("model:\n  init_args:\n    optimizer:\n      class_path: torch.optim.SGD\n"
+                       "      init_args: {lr: 0.05, momentum: 0.9}\n")
+    assert _cli(root, tmp_path, "--config", str(overlay)) == 0
+    ckpt = torch.load(tmp_path / "multilevel_schrodinger" / "version_0" / "checkpoints" / "last.ckpt",
+                      weights_only=False)
+    group = ckpt["optimizer_states"][0]["param_groups"][0]
+    assert group["momentum"] == 0.9 and group["lr"] == 0.05  # SGD, at its own rate at the end of the run
+
+
+def test_the_multilevel_report_comes_from_the_one_writer(root, tmp_path):
+    """test_metrics.json of a multi-level test has the schema of every stage's report (the operator
+    stages' is checked in tests/test_train.py) and keeps the keys the experiment readers use."""
+    from lemon_pl.core.report import EvaluationReport
+
+    assert _cli(root, tmp_path) == 0
+    ckpt = tmp_path / "multilevel_schrodinger" / "version_0" / "checkpoints" / "last.ckpt"
+    assert main(["test", "--config", str(CONFIGS / "multilevel/schrodinger.yaml"),
+                 "--config", str(CONFIGS / "multilevel/tiny.yaml"), "--data.init_args.root", str(root),
+                 "--data.init_args.levels", "[32,64]", "--data.init_args.n_samples", "[32,16]",
+                 "--data.init_args.epochs", "[2,2]", "--trainer.logger.init_args.save_dir", str(tmp_path / "t"),
+                 "--ckpt_path", str(ckpt)]) == 0
+    run = next((tmp_path / "t").rglob("test_metrics.json")).parent
+    payload = json.loads((run / "test_metrics.json").read_text())
+    schema = set(EvaluationReport("test", "family", {}).to_json())
+    assert schema == {"stage", "group", "seconds", "metrics", "families"} and schema <= set(payload)
+    assert payload["group"] == "family" and payload["metrics"] == ["rel_l2", "rel_l2_median"]
+    assert set(payload["families"]) == {"schrodinger"}
+    assert payload["families"]["schrodinger"]["rel_l2"] == payload["rel_l2"]
+    for key in ("rel_l2_std", "rel_l2_median", "n_test", "budget_seconds", "levels", "n_samples", "family"):
+        assert key in payload, key
+    assert (run / "test_metrics.csv").read_text().startswith("family,rel_l2,rel_l2_median,")
+    assert (run / "figures" / "test_examples.png").exists()
