@@ -38,7 +38,8 @@ SHARED_LAYERS = {1}
 #: edges that are known and being removed by another part of issue 23: (importer, imported) -> why.
 #: Each is checked by an xfail(strict) test, which turns red once the edge is gone (then remove it here).
 KNOWN: dict[tuple[str, str], str] = {
-    ("data", "multilevel"): "issue 23: grid transfer (restrict/interpolate) moves from multilevel/ into data/",
+    ("core", "adaptation"): "issue 23: core.checkpointing.net_state_of merges LoRA adapters with "
+                            "adaptation.lora; the merge belongs in adaptation (or lora's state helpers in core)",
 }
 
 

@@ -18,7 +18,7 @@ from typing import Sequence
 TOOLS: dict[str, tuple[str, str]] = {
     "generate": ("lemon_pl.cli.generate", "generate operator-family datasets (HDF5)"),
     "merge-lora": ("lemon_pl.cli.merge_lora", "fold LoRA adapters into the weights of a fine-tuning checkpoint"),
-    "multilevel": ("lemon_pl.multilevel.plan", "multi-level fine-tuning tools: `multilevel plan` splits a budget"),
+    "multilevel": ("lemon_pl.cli.multilevel", "multi-level fine-tuning tools: `multilevel plan` splits a budget"),
     "experiment": ("lemon_pl.cli.experiment",
                    "run an experiment (scaling, init-comparison, finetune, zero-shot, hyper-lr-pinn, multilevel), write its report"),
 }

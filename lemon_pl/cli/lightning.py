@@ -385,6 +385,64 @@ def build(model: dict, data: dict) -> tuple[LightningModule, LightningDataModule
     return cli.model, cli.datamodule
 
 
+class ComposeError(ValueError):
+    """A config cannot be composed (one line, as ``lemon-pl fit`` would print it after ``error:``)."""
+
+
+def compose(argv: Sequence[str]) -> tuple[dict, dict[str, str]]:
+    """The config ``lemon-pl fit ARGV`` would run with, composed and parsed by the same CLI
+    (``defaults:``, later ``--config`` files and ``--key value`` flags win, old class paths read as
+    today's, every class's defaults filled in) but nothing built: ``(config, sources)``, the config
+    as the plain mapping a run's ``config.yaml`` holds and, for every dotted key a ``--config`` file
+    sets, the last file that sets it (for messages). A config that does not parse is one
+    :class:`ComposeError` line. Every lemon-pl tool that reads stage configs composes them here."""
+    from lemon_pl.core.yamlio import read_yaml
+
+    argv = list(argv)
+    body = argv[1:] if argv and argv[0] in ("fit", "validate", "test", "predict") else argv
+
+    class _Parse(LemonCLI):
+        def _set_seed(self) -> None:  # composing never seeds the caller's random state
+            pass
+
+        def before_instantiate_classes(self) -> None:  # nothing is built: no links, no W&B run
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+        def after_instantiate_classes(self) -> None:
+            pass
+
+    global _PARSER
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore")
+            cli = _Parse(args=body, run=False)
+        config = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False, skip_validation=True))
+    except _user_errors() as err:
+        raise ComposeError(error_line(err, ["fit", *body]).splitlines()[0]) from None
+    finally:
+        _PARSER = None
+    sources: dict[str, str] = {}
+    expanded = compose_defaults(body)
+    for flag, value in zip(expanded, expanded[1:]):
+        if flag in ("--config", "-c") and "\n" not in value and Path(value).is_file():
+            for key in _dotted(read_yaml(value, "config file", mapping=True, empty_ok=False)):
+                sources[key] = value
+    return config, sources
+
+
+def _dotted(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        out.append(key)
+        if isinstance(v, dict):
+            out += _dotted(v, key + ".")
+    return out
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that are a user's error (a bad config, file, value): one line, exit 2."""
     from argparse import ArgumentError

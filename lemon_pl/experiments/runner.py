@@ -10,7 +10,21 @@ every step whose record exists and was made with the same arguments. A step whos
 changed (an edited experiment config or other overlays) runs again, and so does every step
 that needs a step that ran again. A failing step stops the pipeline; completed steps are kept.
 
-Placeholders in argv: ``{ckpt:ID}`` becomes the ``last.ckpt`` of the finished step ``ID``.
+**Typed outputs.** Every step declares what it leaves for later steps, each output a kind and a
+file: a ``fit`` step its checkpoint (``ckpt``: ``checkpoints/last.ckpt``), a ``test`` step its
+metrics (``metrics``: ``test_metrics.json``), every Lightning step its ``log_dir``; a step adds
+its own with ``outputs`` (``{"summary": "{run_dir}/fit_summary.json"}``, an analysis step's
+``{"overlay/allocator_b8": "{exp_dir}/plans/allocator_b8.yaml"}``: kind ``overlay``, name
+``allocator_b8``). Later steps reference them in their argv (or an analysis step's params) as
+``{KIND:ID}`` or ``{KIND:ID/NAME}``: ``{ckpt:pretrain_s0}``, ``{overlay:burgers_plan/allocator_b8}``,
+``{metrics:test_x}``; the reference becomes the file the finished step ``ID`` recorded, and
+makes ``ID`` a need. A reference to an output the step does not declare is refused before
+anything runs (naming both steps); a step that ends without writing a declared output fails.
+
+**Analysis steps.** A step with ``analysis`` set is no command: the runner calls
+``analysis(ctx, params)`` (:class:`Context`: the experiment folder, the overlays, the log and the
+tools the caller passed in, e.g. ``compose``) with every reference in ``params`` resolved; its
+record is written like any step's, and it is re-run when its params change.
 
 Multi-process launches (``srun`` with one task per GPU, ``torchrun``): every process runs the
 pipeline, because each Lightning step needs all ranks. Only global rank 0 runs the other steps
@@ -30,29 +44,85 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-_PLACEHOLDER = re.compile(r"\{(ckpt):([A-Za-z0-9_.\-]+)\}")
+#: ``{KIND:ID}`` or ``{KIND:ID/NAME}``: an output of an earlier step
+_PLACEHOLDER = re.compile(r"\{([a-z_]+):([A-Za-z0-9_.\-]+)(?:/([A-Za-z0-9_.\-]+))?\}")
+#: the outputs every step of a command declares (``{run_dir}``: its log folder); ``validate`` and
+#: ``predict`` declare only their folder
+DEFAULT_OUTPUTS = {"fit": {"ckpt": "{run_dir}/checkpoints/last.ckpt", "log_dir": "{run_dir}"},
+                   "test": {"metrics": "{run_dir}/test_metrics.json", "log_dir": "{run_dir}"},
+                   "validate": {"log_dir": "{run_dir}"}, "predict": {"log_dir": "{run_dir}"}}
+#: replaced by a Lightning step's log folder in its declared outputs
+RUN_DIR = "{run_dir}"
 #: replaced by the experiment's folder in every argument (files one step writes for later steps)
 EXP_DIR = "{exp_dir}"
 
 
 @dataclass
 class Step:
-    """One command of an experiment. ``tags`` (condition, seed, ...) go into the record for reports."""
+    """One command (or analysis) of an experiment. ``tags`` (condition, seed, ...) go into the record
+    for reports; ``outputs`` adds declared outputs to those of its command (:data:`DEFAULT_OUTPUTS`),
+    ``"KIND"`` or ``"KIND/NAME"`` -> file (``{exp_dir}``, ``{run_dir}`` allowed). An analysis step has
+    ``analysis`` (called as ``analysis(ctx, params)``) and, by convention, ``argv = ["analysis", NAME]``."""
 
     id: str
     argv: list[str]
     needs: list[str] = field(default_factory=list)
     tags: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    analysis: Callable[["Context", dict], None] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.id):
             raise ValueError(f"step id {self.id!r} may only hold letters, digits, '_', '.', '-'")
-        found = [m.group(2) for a in self.argv for m in _PLACEHOLDER.finditer(a)]
+        for key in self.outputs:
+            if not re.fullmatch(r"[a-z_]+(/[A-Za-z0-9_.\-]+)?", key):
+                raise ValueError(f"step '{self.id}': output {key!r} must be KIND or KIND/NAME")
+        found = [ref[1] for ref in self.references()]
         self.needs = list(dict.fromkeys([*self.needs, *found]))
 
     @property
     def command(self) -> str:
         return self.argv[0] if self.argv else ""
+
+    def references(self) -> list[tuple[str, str, str]]:
+        """``(output key, step id, placeholder)`` of every ``{KIND:ID[/NAME]}`` in argv and params."""
+        return [(m.group(1) + (f"/{m.group(3)}" if m.group(3) else ""), m.group(2), m.group(0))
+                for text in [*self.argv, *_strings(self.params)] for m in _PLACEHOLDER.finditer(text)]
+
+    def declared(self) -> dict[str, str]:
+        """Every declared output, key -> file template."""
+        base = DEFAULT_OUTPUTS.get(self.command, {}) if self.analysis is None else {}
+        return {**base, **self.outputs}
+
+
+@dataclass
+class Context:
+    """What an analysis step is given: the experiment folder, the ``--config`` overlays of the
+    run, a log, and the tools of the caller (``lemon-pl experiment`` passes ``compose``, the CLI's
+    config composer, and ``main``, its in-process entry point; this package imports no CLI)."""
+
+    exp_dir: Path
+    overlays: list[str]
+    log: Callable[[str], None]
+    tools: dict[str, Callable] = field(default_factory=dict)
+
+    def tool(self, name: str) -> Callable:
+        if name not in self.tools:
+            raise RuntimeError(f"this analysis needs the tool {name!r}, which the caller of run_steps did not pass")
+        return self.tools[name]
+
+
+def _strings(value: Any):
+    """Every string in a JSON-like value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
 
 
 class StepFailed(RuntimeError):
@@ -118,20 +188,42 @@ def with_overlays(argv: Sequence[str], overlays: Sequence[str]) -> list[str]:
     return argv[:at] + extra + argv[at:]
 
 
-def resolve(step: Step, exp_dir: Path) -> list[str]:
-    """Replace ``{ckpt:ID}`` placeholders by the checkpoints recorded for earlier steps, and
-    ``{exp_dir}`` by the experiment's folder."""
+_KIND_WORDS = {"ckpt": "checkpoint", "metrics": "metrics"}
 
+
+def _resolve_text(step: Step, text: str, exp_dir: Path) -> str:
     def sub(m: re.Match) -> str:
+        key = m.group(1) + (f"/{m.group(3)}" if m.group(3) else "")
         rec = load_record(exp_dir, m.group(2))
         if rec is None:
             raise StepFailed(step.id, f"needs step '{m.group(2)}', which has not completed")
-        ckpt = rec.get("outputs", {}).get("ckpt")
-        if not ckpt:
-            raise StepFailed(step.id, f"step '{m.group(2)}' recorded no checkpoint")
-        return ckpt
+        path = rec.get("outputs", {}).get(key)
+        if not path:
+            raise StepFailed(step.id, f"step '{m.group(2)}' recorded no {_KIND_WORDS.get(key, key + ' output')}")
+        return path
 
-    return [_PLACEHOLDER.sub(sub, a).replace(EXP_DIR, str(exp_dir)) for a in step.argv]
+    return _PLACEHOLDER.sub(sub, text).replace(EXP_DIR, str(exp_dir))
+
+
+def _resolve_value(step: Step, value: Any, exp_dir: Path) -> Any:
+    if isinstance(value, str):
+        return _resolve_text(step, value, exp_dir)
+    if isinstance(value, dict):
+        return {k: _resolve_value(step, v, exp_dir) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_resolve_value(step, v, exp_dir) for v in value]
+    return value
+
+
+def resolve(step: Step, exp_dir: Path) -> list[str]:
+    """Replace every ``{KIND:ID[/NAME]}`` by the output recorded for the earlier step ``ID``, and
+    ``{exp_dir}`` by the experiment's folder."""
+    return [_resolve_text(step, a, exp_dir) for a in step.argv]
+
+
+def resolve_params(step: Step, exp_dir: Path) -> dict[str, Any]:
+    """An analysis step's params with every reference and ``{exp_dir}`` resolved."""
+    return _resolve_value(step, step.params, exp_dir)
 
 
 def full_argv(step: Step, exp_dir: Path, overlays: Sequence[str] = ()) -> list[str]:
@@ -143,33 +235,55 @@ def full_argv(step: Step, exp_dir: Path, overlays: Sequence[str] = ()) -> list[s
     return argv
 
 
+def output_paths(step: Step, exp_dir: Path) -> dict[str, str]:
+    """The files of the step's declared outputs (templates filled in)."""
+    folder = str(run_dir(exp_dir, step.id))
+    return {k: v.replace(RUN_DIR, folder).replace(EXP_DIR, str(exp_dir)) for k, v in step.declared().items()}
+
+
 def _outputs(step: Step, exp_dir: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if step.command not in LIGHTNING_COMMANDS:
-        return out
-    folder = run_dir(exp_dir, step.id)
-    out["log_dir"] = str(folder)
-    if step.command == "fit":
-        ckpt = folder / "checkpoints" / "last.ckpt"
-        if ckpt.exists():
-            out["ckpt"] = str(ckpt)
-    for stage in ("test", "validate"):
-        metrics = folder / f"{stage}_metrics.json"
+    """The declared outputs, each checked to exist (:class:`StepFailed` naming the first missing one),
+    and a ``validate`` step's metrics when it wrote them."""
+    out = output_paths(step, exp_dir)
+    for key, path in out.items():
+        if not Path(path).exists():
+            if key == "ckpt":
+                raise StepFailed(step.id, f"no checkpoint at {path}")
+            if key == "metrics" and step.command == "test":
+                raise StepFailed(step.id, f"no test_metrics.json in {run_dir(exp_dir, step.id)}")
+            raise StepFailed(step.id, f"it declares the output {key} at {path}, which it did not write")
+    if step.command == "validate" and "metrics" not in out:
+        metrics = run_dir(exp_dir, step.id) / "validate_metrics.json"
         if metrics.exists():
             out["metrics"] = str(metrics)
     return out
 
 
 def check_graph(steps: Sequence[Step]) -> None:
-    """Ids are unique and every step needs only steps listed before it."""
-    seen: set[str] = set()
+    """Ids are unique, every step needs only steps listed before it, and every reference names an
+    output that its step declares."""
+    seen: dict[str, Step] = {}
     for s in steps:
         if s.id in seen:
             raise ValueError(f"duplicate step id '{s.id}'")
         missing = [n for n in s.needs if n not in seen]
         if missing:
             raise ValueError(f"step '{s.id}' needs {missing}, which are not listed before it")
-        seen.add(s.id)
+        for key, ref, text in s.references():
+            declared = seen[ref].declared()
+            if key not in declared:
+                have = ", ".join(sorted(declared)) or "none"
+                raise ValueError(f"step '{s.id}' references {text}, but step '{ref}' declares no {key} output "
+                                 f"(it declares: {have})")
+        seen[s.id] = s
+
+
+def spec_of(step: Step, overlays: Sequence[str] = ()) -> list[str]:
+    """What a step's record is compared with (a changed spec runs the step again): its argv with the
+    overlays; an analysis step's argv, params and the overlays (which its tools compose)."""
+    if step.analysis is None:
+        return with_overlays(step.argv, overlays)
+    return [*step.argv, json.dumps(step.params, sort_keys=True), *[f"--config={o}" for o in overlays]]
 
 
 def describe(steps: Sequence[Step], exp_dir: Path, overlays: Sequence[str] = ()) -> list[str]:
@@ -178,10 +292,12 @@ def describe(steps: Sequence[Step], exp_dir: Path, overlays: Sequence[str] = ())
 
     lines = []
     for i, s in enumerate(steps, 1):
-        argv = with_overlays(s.argv, overlays)
+        spec = spec_of(s, overlays)
         rec = load_record(exp_dir, s.id)
-        state = "todo" if rec is None else ("stale" if rec.get("spec") not in (None, argv) else "done")
-        lines.append(f"[{i:3d}/{len(steps)}] {state} {s.id}: lemon-pl " + " ".join(shlex.quote(a) for a in argv))
+        state = "todo" if rec is None else ("stale" if rec.get("spec") not in (None, spec) else "done")
+        what = ("lemon-pl " + " ".join(shlex.quote(a) for a in spec) if s.analysis is None
+                else " ".join(s.argv) + " -> " + ", ".join(sorted(s.declared())))
+        lines.append(f"[{i:3d}/{len(steps)}] {state} {s.id}: {what}")
     return lines
 
 
@@ -204,31 +320,34 @@ def lock_experiment(exp_dir: Path):
 
 def run_steps(steps: Sequence[Step], exp_dir: str | Path, overlays: Sequence[str],
               main: Callable[[Sequence[str]], int | None], log: Callable[[str], None] = print,
-              rank: int | None = None, wait_timeout: float | None = None) -> int:
+              rank: int | None = None, wait_timeout: float | None = None,
+              tools: dict[str, Callable] | None = None) -> int:
     """Run the steps in order, skipping completed ones. Returns the number of steps run now.
 
     Each step runs as ``main(argv)`` (:func:`full_argv`: ``overlays`` added after its config
     files, logging into its run folder); it succeeds with exit code 0 or None, and fails with
     another code (returned or raised as ``SystemExit``) or an exception. ``rank`` (default: from the environment) > 0 runs
-    only the Lightning steps and waits for rank 0's records. Raises :class:`StepFailed` on the
+    only the Lightning steps and waits for rank 0's records. Analysis steps (rank 0) are called
+    with a :class:`Context` holding ``tools`` (and ``main``). Raises :class:`StepFailed` on the
     first failing step (earlier records are kept)."""
     exp_dir = Path(exp_dir).absolute()  # recorded checkpoint paths must not depend on the cwd
     rank = global_rank() if rank is None else rank
     check_graph(steps)
     lock = lock_experiment(exp_dir) if rank == 0 else None
     try:
-        return _run(steps, exp_dir, overlays, main, log, rank, wait_timeout)
+        ctx = Context(exp_dir, [str(o) for o in overlays], log, {"main": main, **(tools or {})})
+        return _run(steps, exp_dir, overlays, main, log, rank, wait_timeout, ctx)
     finally:
         if lock is not None:
             lock.close()
 
 
-def _run(steps, exp_dir: Path, overlays, main, log, rank: int, wait_timeout) -> int:
+def _run(steps, exp_dir: Path, overlays, main, log, rank: int, wait_timeout, ctx: Context) -> int:
     ran = 0
     rerun: set[str] = set()
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.id}"
-        spec = with_overlays(step.argv, overlays)
+        spec = spec_of(step, overlays)
         rec = load_record(exp_dir, step.id)
         if rec is not None:
             changed = rec.get("spec") is not None and rec["spec"] != spec
@@ -247,13 +366,18 @@ def _run(steps, exp_dir: Path, overlays, main, log, rank: int, wait_timeout) -> 
             log(f"{head}: waiting for rank 0")
             wait_for_record(exp_dir, step.id, wait_timeout)
             continue
-        argv = full_argv(step, exp_dir, overlays)
-        if step.command in LIGHTNING_COMMANDS and rank == 0:
+        argv = full_argv(step, exp_dir, overlays) if step.analysis is None else list(step.argv)
+        if step.command in LIGHTNING_COMMANDS and rank == 0 and step.analysis is None:
             shutil.rmtree(exp_dir / "runs" / step.id, ignore_errors=True)  # a fresh start after a crash
         log(f"{head}: run")
         t0 = time.perf_counter()
         try:
-            code = main(argv)
+            if step.analysis is not None:
+                params = resolve_params(step, exp_dir)
+                step.analysis(ctx, params)
+                code = 0
+            else:
+                code = main(argv)
         except SystemExit as err:  # argument errors of jsonargparse/argparse
             code = err.code if isinstance(err.code, int) else 1
         except KeyboardInterrupt:
@@ -269,10 +393,6 @@ def _run(steps, exp_dir: Path, overlays, main, log, rank: int, wait_timeout) -> 
             ran += 1
             continue
         outputs = _outputs(step, exp_dir)
-        if step.command == "fit" and "ckpt" not in outputs:
-            raise StepFailed(step.id, f"no checkpoint at {run_dir(exp_dir, step.id) / 'checkpoints/last.ckpt'}")
-        if step.command == "test" and "metrics" not in outputs:
-            raise StepFailed(step.id, f"no test_metrics.json in {run_dir(exp_dir, step.id)}")
         _write_record(exp_dir, step.id, {
             "id": step.id, "index": i, "spec": spec, "argv": argv, "seconds": round(seconds, 3), "outputs": outputs,
             "tags": step.tags, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})

@@ -1,4 +1,11 @@
-"""``lemon-pl multilevel plan``: samples per level for a data-generation budget, as a config overlay.
+"""The multi-level budget plan: samples per level for a data-generation budget, as a config overlay.
+
+Its pieces serve both ``lemon-pl multilevel plan`` (``lemon_pl.cli.multilevel``: the parser, the
+pilot fits through the CLI's in-process entry point) and the ``multilevel`` experiment
+(``lemon_pl.experiments.multilevel``: the pilots as ordinary fit steps, the plan as an analysis
+step whose overlays later steps read). The config is composed by the CLI's one composer
+(``lemon_pl.cli.lightning.compose``, passed in): :func:`settings` only checks the values the plan
+reads. This module imports no CLI and no experiment.
 
     lemon-pl multilevel plan --config configs/multilevel/burgers.yaml --budget 600
     lemon-pl multilevel plan --config configs/multilevel/burgers.yaml --budget 20,60,200 --out-dir plans/
@@ -35,9 +42,9 @@ Everything that can be checked is checked before the first pilot fit, each refus
 sample), ``--pilot`` (3 to 10 distinct whole counts in [1, 1e9], at least 3 distinct within what
 every level file holds), ``--seed``, ``--out`` / ``--out-dir`` / ``--pilot-dir`` (no folder where a
 file goes and no file where a folder goes, a writable nearest existing folder), every config
-file and what it composes through ``defaults:`` (``lemon_pl.core.yamlio``), the values the plan reads
+file and what it composes through ``defaults:`` (the CLI's composer), the values the plan reads
 (levels, epochs, family), the level files and their measured costs, and the pilot fits' own
-config, built but not run (``lemon_pl.cli.lightning.check_lightning_args``). One plan at a time
+config, built but not run (``lemon_pl.cli.lightning.check_lightning_args``, passed in). One plan at a time
 uses a pilot folder (a lock on ``PILOT_DIR/.plan.lock``; a second is refused naming the first's
 pid). No level gets more samples than its file holds (the allocator optimises within those
 counts), so no budget can make the allocators loop or overflow. The overlays and ``plan.json``
@@ -47,16 +54,14 @@ leaves the previous plan as it was.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lemon_pl.cli.args import OneLineArgumentParser
 from lemon_pl.core.errors import one_line
 
 METHODS = ("allocator", "mlmc", "equal", "fine_only", "coarse_only")
@@ -93,43 +98,33 @@ def _int_list(values: Any, key: str, source: str, minimum: int) -> list[int]:
     return out
 
 
-def data_settings(configs: Sequence[str], root: str | None = None) -> dict[str, Any]:
-    """``data.init_args`` of the composed configs (every file's ``defaults`` first, later files
-    win), with the data module's defaults; every file read by :func:`lemon_pl.core.yamlio.config_chain`
-    (one line for a missing, empty or broken file) and the values the plan uses checked (one line
-    naming the file and key)."""
-    import inspect
+#: the data module a plan's config must use
+DATA_CLASS = "lemon_pl.multilevel.data.MultilevelDataModule"
 
-    from lemon_pl.multilevel.data import MultilevelDataModule
-    from lemon_pl.core.yamlio import config_chain
 
-    merged: dict[str, Any] = {k: p.default for k, p in inspect.signature(MultilevelDataModule).parameters.items()}
-    class_path, source = None, {}
-    for c in configs:
-        for path, tree in config_chain(c, "config file"):
-            data = tree.get("data")
-            if data is None:
-                continue
-            if not isinstance(data, dict):
-                raise PlanError(f"{path}: data must be a mapping (class_path, init_args), got {data!r}"[:300])
-            class_path = data.get("class_path", class_path)
-            args = data.get("init_args") or {}
-            if not isinstance(args, dict):
-                raise PlanError(f"{path}: data.init_args must be a mapping, got {args!r}"[:300])
-            merged.update(args)
-            source.update({k: str(path) for k in args})
-    if class_path not in (None, "lemon_pl.multilevel.data.MultilevelDataModule"):
-        raise PlanError(f"{configs[0]}: data.class_path is {class_path}, not the multi-level data module")
-    where = lambda key: source.get(key, "the data module's default")  # noqa: E731
+def settings(config: dict[str, Any], sources: dict[str, str] | None = None, root: str | None = None,
+             first: str = "the config") -> dict[str, Any]:
+    """``data.init_args`` of a composed config (``lemon_pl.cli.lightning.compose``: ``defaults``
+    applied, the data module's defaults filled in), with the values the plan uses checked, each
+    refusal one :class:`PlanError` line naming the file that set the key (``sources``) or the
+    data module's default. ``root`` overrides ``data.init_args.root``."""
+    sources = dict(sources or {})
+    data = config.get("data")
+    if not isinstance(data, dict) or data.get("class_path") != DATA_CLASS:
+        class_path = data.get("class_path") if isinstance(data, dict) else data
+        where = sources.get("data.class_path", sources.get("data", first))
+        raise PlanError(f"{where}: data.class_path is {class_path}, not the multi-level data module")
+    merged: dict[str, Any] = dict(data.get("init_args") or {})
+    where = lambda key: sources.get(f"data.init_args.{key}", "the data module's default")  # noqa: E731
     if root is not None:
         merged["root"] = root
-        source["root"] = "--root"
+        sources["data.init_args.root"] = "--root"
     if not isinstance(merged.get("root"), str) or not merged["root"]:
         raise PlanError(f"{where('root')}: data.init_args.root must be a folder name, got {merged.get('root')!r}")
     if not isinstance(merged.get("family"), str) or not merged["family"]:
         raise PlanError(f"{where('family')}: data.init_args.family must be a family name, got {merged.get('family')!r}")
-    merged["levels"] = _int_list(merged["levels"], "levels", where("levels"), 1)
-    merged["epochs"] = _int_list(merged["epochs"], "epochs", where("epochs"), 0)
+    merged["levels"] = _int_list(merged.get("levels"), "levels", where("levels"), 1)
+    merged["epochs"] = _int_list(merged.get("epochs"), "epochs", where("epochs"), 0)
     if not 2 <= len(merged["levels"]) <= MAX_LEVELS:
         raise PlanError(f"{where('levels')}: data.init_args.levels {merged['levels']}: a plan needs 2 to {MAX_LEVELS} "
                         "levels")
@@ -149,6 +144,21 @@ def data_settings(configs: Sequence[str], root: str | None = None) -> dict[str, 
     except (KeyError, ValueError) as err:
         raise PlanError(f"{where('family')}: data.init_args.family: {one_line(err)}") from None
     return merged
+
+
+def composed_settings(compose: Callable, configs: Sequence[str], root: str | None = None,
+                      extra: Sequence[str] = ()) -> dict[str, Any]:
+    """:func:`settings` of ``configs`` (and ``extra`` arguments) composed by ``compose(argv) ->
+    (config, sources)`` (``lemon_pl.cli.lightning.compose``); its one-line ``ValueError`` is a
+    :class:`PlanError`."""
+    argv = ["fit", *[x for c in configs for x in ("--config", str(c))], *extra]
+    if root is not None:
+        argv += ["--data.init_args.root", str(root)]
+    try:
+        config, sources = compose(argv)
+    except ValueError as err:
+        raise PlanError(one_line(err)) from None
+    return settings(config, sources, root, first=str(configs[0]) if configs else "the config")
 
 
 def level_files(d: dict[str, Any], split: str = "train") -> list[Path]:
@@ -236,8 +246,34 @@ def pilot_counts(sizes: Sequence[int], available: Sequence[int], levels: Sequenc
     return out
 
 
+def pilot_name(level: int, grid: int, count: int, seed: int) -> str:
+    """The run name of level ``level``'s (0-based) pilot on ``count`` samples."""
+    return f"level{level + 1}_n{grid}_N{count}_s{seed}"
+
+
+def chain_counts(counts: Sequence[Sequence[int]]) -> tuple[int, int]:
+    """The curriculum pilot's counts: the coarsest level's largest pilot, the finest level's middle one."""
+    return counts[0][-1], counts[-1][1]
+
+
+def chain_n(chain: tuple[int, int], n_levels: int) -> list[int]:
+    return [chain[0]] + [0] * (n_levels - 2) + [chain[1]]
+
+
+def chain_name(chain: tuple[int, int], seed: int) -> str:
+    return f"chain_N{chain[0]}_N{chain[1]}_s{seed}"
+
+
+def pilot_data_args(d: dict[str, Any], n: Sequence[int]) -> dict[str, list[int]]:
+    """The data arguments of a pilot fit with ``n`` samples per level: those samples, and the
+    config's total epochs shared by the levels that get any (:func:`epochs_for`)."""
+    return {"data.init_args.n_samples": [int(x) for x in n],
+            "data.init_args.epochs": epochs_for(n, sum(d["epochs"]))}
+
+
 def run_pilots(configs: Sequence[str], d: dict[str, Any], sizes: Sequence[int], available: Sequence[int],
-               pilot_dir: Path, seed: int, extra: Sequence[str] = (), log=print) -> dict[int, list[tuple[int, float]]]:
+               pilot_dir: Path, seed: int, extra: Sequence[str] = (), log=print,
+               entry: Callable | None = None) -> dict[int, list[tuple[int, float]]]:
     """Single-level fits: level -> [(N, finest-level validation relative L2), ...]."""
     out: dict[int, list[tuple[int, float]]] = {}
     for l, (grid, counts) in enumerate(zip(d["levels"], pilot_counts(sizes, available, d["levels"]))):
@@ -245,7 +281,7 @@ def run_pilots(configs: Sequence[str], d: dict[str, Any], sizes: Sequence[int], 
         for count in counts:
             n = [0] * len(d["levels"])
             n[l] = count
-            err = pilot_fit(configs, d, n, f"level{l + 1}_n{grid}_N{count}_s{seed}", pilot_dir, seed, extra, log)
+            err = pilot_fit(configs, d, n, pilot_name(l, grid, count, seed), pilot_dir, seed, extra, log, entry)
             out[l].append((count, err))
     return out
 
@@ -256,32 +292,41 @@ def pilot_argv(configs: Sequence[str], d: dict[str, Any], n: Sequence[int], name
     def _value(v: Sequence[int]) -> str:
         return "[" + ",".join(str(int(x)) for x in v) + "]"
 
+    data = pilot_data_args(d, n)
     return ["fit", *[x for c in configs for x in ("--config", c)], "--data.init_args.root", str(d["root"]),
-            "--data.init_args.n_samples", _value(list(n)),
-            "--data.init_args.epochs", _value(epochs_for(n, sum(d["epochs"]))),
+            "--data.init_args.n_samples", _value(data["data.init_args.n_samples"]),
+            "--data.init_args.epochs", _value(data["data.init_args.epochs"]),
             "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
             "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(pilot_dir),
             "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", "0", *extra]
 
 
-def pilot_fit(configs: Sequence[str], d: dict[str, Any], n: Sequence[int], name: str, pilot_dir: Path, seed: int,
-              extra: Sequence[str] = (), log=print) -> float:
-    """One pilot run of the stage with ``n`` samples per level (``epochs_for``); its final
-    validation relative L2 on the finest level. A finished run in ``pilot_dir`` is reused."""
-    from lemon_pl.cli import main as lemon_pl_main
+def pilot_error(summary: Path, run: Path | None = None) -> float:
+    """A pilot run's final validation relative L2 on the finest level, from its ``fit_summary.json``."""
+    try:
+        err = json.loads(Path(summary).read_text())["level_val_rel_l2"]
+        return float(err[max(err, key=int)])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        run = run or Path(summary).parent.parent
+        raise PlanError(f"{summary} is not a readable pilot summary ({one_line(e)}); delete {run} "
+                        "to run that pilot again") from None
 
+
+def pilot_fit(configs: Sequence[str], d: dict[str, Any], n: Sequence[int], name: str, pilot_dir: Path, seed: int,
+              extra: Sequence[str] = (), log=print, entry: Callable | None = None) -> float:
+    """One pilot run of the stage with ``n`` samples per level (``epochs_for``), run as ``entry(argv)``
+    (the CLI's in-process entry point, ``lemon_pl.cli.main``, passed in; the experiment steps run
+    through the same); its final validation relative L2 on the finest level. A finished run in
+    ``pilot_dir`` is reused."""
     summary = pilot_dir / name / "version_0" / "fit_summary.json"
     if not summary.exists():
+        if entry is None:
+            raise PlanError(f"pilot fit {name} has not run and no entry point was given to run it")
         log(f"pilot fit {name}")
-        code = lemon_pl_main(pilot_argv(configs, d, n, name, pilot_dir, seed, extra))
+        code = entry(pilot_argv(configs, d, n, name, pilot_dir, seed, extra))
         if code != 0 or not summary.exists():
             raise PlanError(f"pilot fit {name} failed (exit {code}); see {pilot_dir / name}")
-    try:
-        err = json.loads(summary.read_text())["level_val_rel_l2"]
-        return float(err[max(err, key=int)])
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise PlanError(f"{summary} is not a readable pilot summary ({one_line(e)}); delete {pilot_dir / name} "
-                        "to run that pilot again") from None
+    return pilot_error(summary, pilot_dir / name)
 
 
 def calibrate_scale(models, chain: tuple[int, int], measured: float) -> tuple[float, float]:
@@ -368,28 +413,23 @@ def check_budgets(budgets: Sequence[float], costs: Sequence[float], unit: str = 
     return out
 
 
-def prepare(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[int], pilot_dir: Path,
-            seed: int = 0, root: str | None = None, extra: Sequence[str] = (), unit: str = "s",
-            check_config: bool = True) -> dict[str, Any]:
-    """Every check that can fail, before the first pilot fit: the configs (and their
-    ``defaults``), the level files and their measured costs, the budgets, the pilot counts
-    against the files, the pilot folder, and (``check_config``) the fit the pilots run, built but
-    not run (``check_lightning_args``: config keys, types, the constructors' checks). Returns
-    the data settings ``d``, ``costs``, ``available`` and ``seconds`` (per budget)."""
-    d = data_settings(configs, root)
+def prepare(d: dict[str, Any], budgets: Sequence[float], pilot: Sequence[int], pilot_dir: Path | None,
+            unit: str = "s", check: Callable[[list[list[int]]], str | None] | None = None) -> dict[str, Any]:
+    """Every check that can fail before the first pilot fit, on the composed settings ``d``
+    (:func:`settings`): the level files and their measured costs, the budgets, the pilot counts
+    against the files, the pilot folder, and (``check(counts) -> error line or None``: the pilot fit's
+    config built but not run, ``lemon_pl.cli.lightning.check_lightning_args``) the fit the pilots
+    run. Returns ``d``, ``costs``, ``available``, ``seconds`` (per budget) and ``counts`` (per level)."""
     costs, available = level_costs(d)
     seconds = check_budgets(budgets, costs, unit)
     counts = pilot_counts(pilot, available, d["levels"])
-    check_writable(Path(pilot_dir), "--pilot-dir", folder=True)
-    if check_config:
-        from lemon_pl.cli.lightning import check_lightning_args
-
-        first = [0] * len(d["levels"])
-        first[0] = counts[0][0]
-        problem = check_lightning_args(pilot_argv(configs, d, first, "check", Path(pilot_dir), seed, extra))
+    if pilot_dir is not None:
+        check_writable(Path(pilot_dir), "--pilot-dir", folder=True)
+    if check is not None:
+        problem = check(counts)
         if problem:
             raise PlanError(f"the pilot fits' config would fail: {problem}")
-    return {"d": d, "costs": costs, "available": available, "seconds": seconds}
+    return {"d": d, "costs": costs, "available": available, "seconds": seconds, "counts": counts}
 
 
 def lock_pilots(pilot_dir: Path):
@@ -404,35 +444,23 @@ def lock_pilots(pilot_dir: Path):
                         "--pilot-dir") from None
 
 
-def make_plan(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[int], pilot_dir: Path,
-              seed: int = 0, root: str | None = None, extra: Sequence[str] = (), log=print,
-              unit: str = "s", check_config: bool = True) -> dict[str, Any]:
+def assemble_plan(prep: dict[str, Any], budgets: Sequence[float], pilots: dict[int, list[tuple[int, float]]],
+                  chain: tuple[int, int], chain_err: float, unit: str = "s") -> dict[str, Any]:
     """The plan for every budget (``unit``: ``s`` seconds, or ``fine``: multiples of one finest
-    sample's measured cost, so a config states budgets independent of the machine). Everything
-    is checked first (:func:`prepare`); the pilot folder is locked while the pilots run."""
+    sample's measured cost) from :func:`prepare`'s result and the pilots' measured errors: the
+    fitted error models, the calibrated scale, every method's allocation and its estimate."""
     from lemon_pl.multilevel import allocate as al
 
-    prep = prepare(configs, budgets, pilot, pilot_dir, seed, root, extra, unit, check_config)
     d, costs, available = prep["d"], prep["costs"], prep["available"]
     variances = level_variances(d)
-    lock = lock_pilots(pilot_dir)
-    try:
-        pilots = run_pilots(configs, d, pilot, available, pilot_dir, seed, extra, log)
-        models = [al.fit_level_model([p[0] for p in pilots[l]], [p[1] for p in pilots[l]]) for l in sorted(pilots)]
-        # one curriculum pilot (coarsest level's largest pilot count, then the finest level's middle one)
-        # calibrates how much a fine-tuning level's samples cost in error
-        chain = (pilots[0][-1][0], pilots[len(models) - 1][1][0])
-        n_chain = [chain[0]] + [0] * (len(models) - 2) + [chain[1]]
-        chain_err = pilot_fit(configs, d, n_chain, f"chain_N{chain[0]}_N{chain[1]}_s{seed}", pilot_dir, seed, extra,
-                              log)
-    finally:
-        lock.close()
+    models = [al.fit_level_model([p[0] for p in pilots[l]], [p[1] for p in pilots[l]]) for l in sorted(pilots)]
+    n_chain = chain_n(chain, len(models))
     weight, scale = calibrate_scale(models, chain, chain_err)
     total = sum(d["epochs"])
     result: dict[str, Any] = {
         "family": d["family"], "levels": d["levels"], "seconds_per_sample": costs, "available": available,
         "variances": variances, "total_epochs": total,
-        "pilots": {str(l + 1): pilots[l] for l in pilots},
+        "pilots": {str(l + 1): [list(p) for p in pilots[l]] for l in pilots},
         "models": [{"a": m.a, "alpha": m.alpha, "b": m.b} for m in models], "budget_unit": unit,
         "chain_pilot": {"n_samples": n_chain, "val_rel_l2": chain_err, "weight": weight, "scale": scale},
         "budgets": {}}
@@ -446,6 +474,11 @@ def make_plan(configs: Sequence[str], budgets: Sequence[float], pilot: Sequence[
                              "budget_seconds": budget}
         result["budgets"][f"{label:g}"] = entry
     return result
+
+
+def overlay_names(budgets: Sequence[float], methods: Sequence[str] = METHODS) -> dict[str, str]:
+    """Output name -> file name of every overlay ``write_plan`` writes into ``--out-dir``."""
+    return {f"{m}_b{b:g}": f"{m}_b{b:g}.yaml" for b in budgets for m in methods}
 
 
 def print_plan(plan: dict[str, Any], out=None) -> None:
@@ -532,29 +565,7 @@ def check_writable(path: Path, flag: str, folder: bool) -> None:
         raise PlanError(f"{flag} {path}: the file is not writable")
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineArgumentParser(prog="lemon-pl multilevel", description="Multi-level fine-tuning tools.",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
-    q = sub.add_parser("plan", help="samples per level for a generation budget", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("--config", action="append", required=True, metavar="YAML",
-                   help="the multi-level stage config (and overlays, repeatable)")
-    q.add_argument("--budget", required=True,
-                   help=f"generation budget(s) in measured seconds, comma-separated (each > 0, at most {MAX_BUDGET:g})")
-    q.add_argument("--budget-unit", default="s", choices=("s", "fine"),
-                   help="s: seconds; fine: multiples of the measured cost of one finest-level sample")
-    q.add_argument("--pilot", default="64,256,1024",
-                   help=f"sample counts of the pilot fits of every level (3 to {MAX_PILOTS} distinct whole numbers)")
-    q.add_argument("--pilot-dir", default=None, help="pilot runs (default: runs/multilevel_plan/<family>)")
-    q.add_argument("--root", default=None, help="override data.init_args.root")
-    q.add_argument("--seed", type=int, default=0, help="seed of the pilot fits")
-    q.add_argument("--out", default=None, help="write the allocator's overlay here (one budget)")
-    q.add_argument("--out-dir", default=None, help="write every method's overlay per budget and plan.json here")
-    return p
+# ----------------------------------------------------------------------------- values of the options
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -598,44 +609,9 @@ def parse_pilots(text: str) -> list[int]:
     return values
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from lemon_pl.data.io import DataFileError
-    from lemon_pl.core.errors import CheckpointWriteError
-
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    err = lambda msg: print(f"lemon-pl multilevel: error: {' '.join(str(msg).split())}", file=sys.stderr)  # noqa: E731
-    try:  # everything that can fail before the first pilot fit
-        budgets = parse_budgets(args.budget)
-        pilot = parse_pilots(args.pilot)
-        if not 0 <= args.seed < 2 ** 32:
-            raise PlanError(f"--seed must be between 0 and {2 ** 32 - 1}, got {args.seed}")
-        if args.out and len(budgets) != 1:
-            raise PlanError("--out writes one overlay: give one --budget (or use --out-dir)")
-        out_file = Path(args.out) if args.out else None
-        out_dir = Path(args.out_dir) if args.out_dir else None
-        if out_file is not None:
-            check_writable(out_file, "--out", folder=False)
-        if out_dir is not None:
-            check_writable(out_dir, "--out-dir", folder=True)
-        d = data_settings(args.config, args.root)
-        pilot_dir = Path(args.pilot_dir or Path("runs") / "multilevel_plan" / d["family"])
-        plan = make_plan(args.config, budgets, pilot, pilot_dir, args.seed, args.root,
-                         log=lambda m: print(m, file=sys.stderr, flush=True), unit=args.budget_unit)
-    except (PlanError, ValueError, KeyError, OSError, DataFileError) as e:
-        err(one_line(e))
-        return 2
-    print_plan(plan)
-    try:
-        paths = write_plan(plan, out_file, out_dir)
-    except (CheckpointWriteError, OSError) as e:
-        err(f"{one_line(e)} (the plan above was not saved; free some space or choose another --out/--out-dir)")
-        return 2
-    if paths:
-        print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-__all__ = ["MAX_BUDGET", "MAX_COST", "MAX_LEVELS", "MAX_PILOT", "MAX_PILOTS", "METHODS", "PlanError", "allocations",
-           "check_budgets", "check_writable", "data_settings", "epochs_for", "level_costs", "level_variances",
-           "lock_pilots", "main", "make_plan", "overlay_text", "parse_budgets", "parse_pilots", "pilot_argv",
-           "pilot_counts", "prepare", "print_plan", "run_pilots", "write_plan"]
+__all__ = ["DATA_CLASS", "MAX_BUDGET", "MAX_COST", "MAX_LEVELS", "MAX_PILOT", "MAX_PILOTS", "METHODS", "PlanError",
+           "allocations", "assemble_plan", "chain_counts", "chain_n", "chain_name", "check_budgets",
+           "check_writable", "composed_settings", "epochs_for", "level_costs", "level_variances", "lock_pilots",
+           "overlay_names", "overlay_text", "parse_budgets", "parse_pilots", "pilot_argv", "pilot_counts",
+           "pilot_data_args", "pilot_error", "pilot_fit", "pilot_name", "prepare", "print_plan", "run_pilots",
+           "settings", "write_plan"]

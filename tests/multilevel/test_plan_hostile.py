@@ -204,19 +204,24 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_pilot_fit(case, 
     ("defaults: [missing.yaml]\n", "{f}: its defaults entry missing.yaml does not exist ({d}/missing.yaml)"),
     ("defaults: [broken.yaml]\n", "{d}/broken.yaml: YAML syntax error (line 1, column 9): expected ',' or ']', but "
                                   "got '<stream end>'"),
-    ("data:\n  init_args:\n    levels: [32, x]\n", "{f}: data.init_args.levels must hold integers >= 1, got [32, 'x']"),
+    # the config is composed by `lemon-pl fit`'s composer: its errors are fit's, word for word
+    ("data:\n  init_args:\n    levels: [32, x]\n",
+     "data.init_args.levels in {f}: Expected a <class 'int'>. Got value: x"),
     ("data:\n  init_args:\n    epochs: [1]\n", "{f}: data.init_args.epochs has 1 values for 2 levels [32, 64]"),
     ("data:\n  init_args:\n    levels: [64, 32]\n", "{f}: data.init_args.levels [64, 32] must be distinct grids, "
                                                      "coarse to fine"),
-    ("data:\n  init_args:\n    family: 7\n", "{f}: data.init_args.family must be a family name, got 7"),
-    ("data:\n  class_path: lemon_pl.data.datamodule.OperatorDataModule\n",
-     "{s}: data.class_path is lemon_pl.data.datamodule.OperatorDataModule, not the multi-level data module"),
-    # the pilot fits' own config, built (not run) before the first one
+    ("data:\n  init_args:\n    family: 7\n", "data.init_args.family in {f}: Expected a <class 'str'>. Got value: 7"),
+    ("data:\n  init_args:\n    family: ''\n", "{f}: data.init_args.family must be a family name, got ''"),
+    ("data:\n  class_path: lemon_pl.data.datamodule.OperatorFamilyDataModule\n",
+     "{f}: data.class_path is lemon_pl.data.datamodule.OperatorFamilyDataModule, not the multi-level data module"),
+    ("data:\n  class_path: lemon_pl.data.datamodule.NoSuchModule\n",
+     "data in {f}: lemon_pl.data.datamodule.NoSuchModule: module 'lemon_pl.data.datamodule' has no attribute "
+     "'NoSuchModule'"),
     ("data:\n  init_args:\n    nope: 1\n",
-     "the pilot fits' config would fail: unknown option data.init_args.nope in {f}; did you mean "
-     "data.init_args.native?"),
+     "unknown option data.init_args.nope in {f}; did you mean data.init_args.native?"),
     ("trainer:\n  max_epochs: abc\n",
-     "the pilot fits' config would fail: trainer.max_epochs in {f}: Expected a <class 'int'>, got 'abc'"),
+     "trainer.max_epochs in {f}: Expected a <class 'int'>, got 'abc'"),
+    # the pilot fits' own config, built (not run) before the first one: the constructors' checks
     ("model:\n  init_args:\n    lr: -1\n",
      "the pilot fits' config would fail: model.lr must be positive, got [-1.0, -1.0]"),
 ])
@@ -235,7 +240,7 @@ def test_binary_missing_and_folder_configs_are_one_line(two_levels, root, tmp_pa
     (tmp_path / "dir.yaml").mkdir()
     for name, expected in [("bin.yaml", "{p}: not UTF-8 text (byte 0x89 at line 1); is it a YAML config file?"),
                            ("dir.yaml", "config file {p} is a directory, not a YAML file"),
-                           ("nope.yaml", "config file does not exist: {p}")]:
+                           ("nope.yaml", "config file does not exist: '{p}'")]:
         path = tmp_path / name
         code = main(plan_argv([*two_levels, str(path)], root, tmp_path / "pilots", "--budget", "4"))
         assert one_line(capsys, code) == ERR + expected.format(p=path)
