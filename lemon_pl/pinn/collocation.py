@@ -365,7 +365,7 @@ class CollocationDataModule(pl.LightningDataModule):
     def _targets(self, name: str, cond: Condition, points: np.ndarray, mu: np.ndarray) -> np.ndarray:
         """Targets of a condition at every μ: (M, n) for one component, (M, n, c) for several."""
         comps = self.pde.components(cond.components)
-        vals = np.stack([np.asarray(cond.target(points, self.pde.mu(m)), dtype=np.float64) for m in mu])
+        vals = np.stack([np.asarray(cond.target(self.pde.mu(m), points), dtype=np.float64) for m in mu])
         want = (len(mu), len(points)) if len(comps) == 1 else (len(mu), len(points), len(comps))
         if len(comps) == 1 and vals.ndim == 3 and vals.shape[2] == 1:
             vals = vals[..., 0]

@@ -15,8 +15,10 @@ equal the target), ``flux`` (a function of derivatives - by default the outward 
 derivative of the chosen components, or any ``operator(u, coords, normal, mu)`` such as a
 traction - equals the target), ``periodic`` (the field is equal on both points of a pair).
 
-A target is ``target(points, mu) -> (n,) or (n, c)``: ``points`` a float64 numpy array (n, d)
-with the columns in the order of the domain's axes, ``mu`` the parameters by name (floats).
+A target is ``target(mu, points) -> (n,) or (n, c)`` - the argument order of
+:meth:`Problem.solution`, so ``value(boundary(), self.solution)`` takes the exact solution's values -
+with ``mu`` the parameters by name (floats) and ``points`` a float64 numpy array (n, d), columns in
+the order of the domain's axes.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ KINDS = ("residual", "value", "flux", "periodic")
 #: the point-count argument of the data module that sizes each region by default
 SIZE_KEYS = {"interior": "n_collocation", "initial": "n_ic", "boundary": "n_bc", "edge": "n_bc", "periodic": "n_bc"}
 
-Target = Callable[[np.ndarray, dict], np.ndarray]
+Target = Callable[[dict, np.ndarray], np.ndarray]
 #: a flux operator: (u (N,) or (N, k), coords (N, d) requiring grad, outward normals (N, d), mu (N, P)) -> (N,) or (N, c)
 Flux = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
@@ -97,7 +99,7 @@ class Condition:
         if self.kind not in KINDS:
             raise ValueError(f"unknown condition kind {self.kind!r}; choose from {', '.join(KINDS)}")
         if self.kind in ("value", "flux") and self.target is None:
-            raise ValueError(f"a {self.kind} condition needs a target(points, mu)")
+            raise ValueError(f"a {self.kind} condition needs a target(mu, points)")
         if self.kind == "periodic" and self.region.kind != "periodic":
             raise ValueError("a periodic condition lives on a periodic region")
         if self.region.kind == "periodic" and self.kind != "periodic":

@@ -1,16 +1,18 @@
 """The problem base: fields, parameters, a domain of space axes and an optional time axis, named
 conditions, the PDE residual and a reference that evaluates at any points.
 
-A new problem is one small class (see ``tests/pinn/test_new_problem.py``)::
+A new problem is one small class (``tests/pinn/test_new_problem.py`` trains this one through
+``lemon-pl fit``)::
 
     class Heat1D(Problem):
         name = "heat"
         domain = Domain(("x", "t"), ((0.0, 1.0), (0.0, 1.0)), time="t")
         params = (Param("k", 0.5, 0.1, 1.0, 0.1),)
+        default_grid = (33, 21)
 
         def conditions(self):
-            exact = lambda p, mu: self.solution(mu, p)
-            return {"residual": residual(), "ic": value(initial(), exact), "bc": value(boundary(), exact)}
+            return {"residual": residual(), "ic": value(initial(), self.solution),
+                    "bc": value(boundary(), self.solution)}
 
         def residual(self, u, coords, mu=None):
             g = grad(u, coords)
@@ -18,7 +20,7 @@ A new problem is one small class (see ``tests/pinn/test_new_problem.py``)::
 
         def solution(self, mu, points):
             k = self.mu(mu)["k"]
-            return np.exp(-k * points[:, 1]) * np.cos(points[:, 0]) ...
+            return np.exp(-k * points[:, 1]) * (np.cos(points[:, 0]) + np.sin(points[:, 0]))
 
 It is selected by ``class_path`` in the data config (``data.init_args.problem``), built once by the
 parser, and the same object is linked to the stage. Collocation points are the rows of ``coords``

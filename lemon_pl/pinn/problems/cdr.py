@@ -143,7 +143,7 @@ class ConvectionDiffusionReaction(Problem):
     def conditions(self) -> dict[str, Condition]:
         """The residual in the interior, u = u0 at t = 0, periodic pairs in x (values)."""
         return {"residual": residual(),
-                "ic": value(initial(), lambda points, mu: np.asarray(self._u0(points[:, 0]), dtype=np.float64)),
+                "ic": value(initial(), lambda mu, points: np.asarray(self._u0(points[:, 0]), dtype=np.float64)),
                 "bc": periodic_pairs("x")}
 
     @classmethod

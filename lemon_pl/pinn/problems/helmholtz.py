@@ -40,7 +40,7 @@ class Helmholtz2D(Problem):
     def conditions(self) -> dict[str, Condition]:
         """The residual in the interior and the exact solution's values on the boundary."""
         return {"residual": residual(),
-                "bc": value(boundary(), lambda points, mu: self.boundary_value(torch.as_tensor(points), mu).numpy())}
+                "bc": value(boundary(), lambda mu, points: self.boundary_value(torch.as_tensor(points), mu).numpy())}
 
     @staticmethod
     def grid(nx: int = 101, ny: int | None = None) -> tuple[np.ndarray, np.ndarray]:
