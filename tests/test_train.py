@@ -127,3 +127,17 @@ def test_ddp_two_processes_on_cpu(tiny_root, tmp_path):
     assert (run / "checkpoints" / "last.ckpt").exists() and list((run / "figures").glob("epoch001_*.png"))
     for k in r0["state"]:
         assert torch.equal(r0["state"][k], r1["state"][k]), k
+
+
+def test_a_plateau_schedule_from_the_optim_overlay_runs_on_its_monitored_metric(tiny_root, tmp_path, monkeypatch):
+    """configs/optim/plateau.yaml through the CLI: AdamW as configured, ReduceLROnPlateau stepped per
+    epoch on val/rel_l2 (Lightning refuses a monitored metric that is never logged)."""
+    monkeypatch.chdir(tmp_path)
+    _fit(tiny_root, tmp_path / "runs", "--config", str(CONFIGS / "optim/plateau.yaml"), "--trainer.max_epochs", "2")
+    state = torch.load(tmp_path / "runs/pretrain/version_0/checkpoints/last.ckpt",
+                       map_location="cpu", weights_only=False)
+    sched = state["lr_schedulers"][0]
+    # stepped once per epoch, not per batch (3 a epoch): after epoch 1 (last.ckpt is written at epoch 2's
+    # validation end, before that epoch's step)
+    assert sched["patience"] == 2 and sched["factor"] == 0.5 and sched["last_epoch"] == 1 and state["global_step"] == 6
+    assert state["optimizer_states"][0]["param_groups"][0]["weight_decay"] == 1e-4

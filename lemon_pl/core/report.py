@@ -72,10 +72,10 @@ class EvaluationReport:
         return self.rows.get(OVERALL, {})
 
     def columns(self) -> dict[str, Any]:
-        """The extras that are scalars (and not a metric of the rows): the constant columns of the
-        CSV and the printed table."""
+        """The extras that are scalars (and neither a metric of the rows nor the group, which the
+        rows already show): the constant columns of the CSV and the printed table."""
         return {k: v for k, v in self.extras.items()
-                if (isinstance(v, (str, int, float, bool)) or v is None) and k not in self.metrics}
+                if (isinstance(v, (str, int, float, bool)) or v is None) and k not in (*self.metrics, self.group)}
 
     def logged(self) -> dict[str, float]:
         """Logger names: ``stage/metric`` for ``overall``, ``stage/metric/group`` otherwise (finite only)."""
@@ -98,12 +98,12 @@ class EvaluationReport:
         extra = self.columns()
         header = [self.group, *self.metrics, *extra]
         width0 = max(len(header[0]), *(len(r) for r in self.rows)) if self.rows else len(header[0])
-        widths = [width0] + [12] * (len(header) - 1)
+        widths = [width0] + [max(12, len(h)) for h in header[1:]]
         lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
         for name, row in self.rows.items():
             cells = [name.ljust(widths[0])]
-            cells += [_cell(row.get(m, math.nan)).ljust(12) for m in self.metrics]
-            cells += [_cell(v).ljust(12) for v in extra.values()]
+            values = [row.get(m, math.nan) for m in self.metrics] + list(extra.values())
+            cells += [_cell(v).ljust(w) for v, w in zip(values, widths[1:])]
             lines.append("  ".join(cells))
         text = f"\n{title or f'{self.stage} results ({self.seconds:.1f} s):'}\n" + "\n".join(lines)
         if self.curve and self.metrics:
