@@ -106,10 +106,11 @@ def main(argv: Sequence[str]) -> int:
         print("\n".join(describe(steps, exp_dir, overlays)))
         return 0
     from lemon_pl.cli import main as lemon_pl_main  # each step is one `lemon-pl ...` command, run in-process
+    from lemon_pl.cli.lightning import compose  # analysis steps compose stage configs as `lemon-pl fit` does
 
     try:
         run_steps(steps, exp_dir, overlays, lemon_pl_main,
-                  log=lambda m: print(f"experiment {args.name}: {m}", flush=True))
+                  log=lambda m: print(f"experiment {args.name}: {m}", flush=True), tools={"compose": compose})
     except ExperimentLocked as e:
         err(str(e))
         return 2

@@ -1,5 +1,5 @@
 """What every experiment module shares: the scales, the ``configs/`` folder, the experiment
-config files and :class:`Builder`, which turns their settings into stage steps.
+config files and :class:`Builder`, the one builder of every experiment's steps.
 
 Each ``configs/experiments/<name>.yaml`` has a ``common`` section and one section per scale
 (``tiny`` for tests, ``cpu`` for a 2-core machine within an hour, ``paper`` for the reference
@@ -108,7 +108,13 @@ def require(sc: dict, *keys: str) -> None:
 
 
 class Builder:
-    """Turns the scale settings into stage argvs."""
+    """The one step builder of every experiment: turns the scale settings into steps.
+
+    Every fit/test argv is ``COMMAND --config STAGE`` then ``--config`` for the scale's ``overlays``,
+    the step's own overlays (a model's, a variant's, a plan's ``{overlay:ID/NAME}`` output: last,
+    so it wins), then data arguments, the network's (``net``), the scale's section and the step's
+    arguments, and ``--seed_everything``. ``{KIND:ID}`` references to earlier steps' outputs may
+    stand anywhere (:mod:`lemon_pl.experiments.runner`)."""
 
     def __init__(self, sc: dict) -> None:
         self.sc = sc
@@ -117,32 +123,45 @@ class Builder:
         self.configs = Path(sc["configs"]) if sc.get("configs") else configs_dir()
 
     def config(self, name: str) -> str:
-        """A config file named in the settings: as given if it is absolute or exists, else
-        relative to the ``configs/`` folder."""
+        """A config file named in the settings: as given if it is absolute, exists or is a reference to
+        an earlier step's output (``{overlay:ID/NAME}``), else relative to the ``configs/`` folder."""
+        if str(name).startswith("{"):
+            return str(name)
         p = Path(name)
         return str(p if p.is_absolute() or p.exists() else self.configs / p)
 
-    def generate(self, step_id: str, families: list[str], *extra: str) -> Step:
+    def generate(self, step_id: str, families: list[str], *extra: str, needs: list[str] | None = None) -> Step:
         argv = ["generate", "--root", self.root, "--preset", self.preset, "--families", ",".join(families),
-                "--workers", str(self.sc.get("generate_workers", 1)), "--no-progress", *extra]
-        return Step(step_id, argv)
+                "--workers", str(self.sc.get("generate_workers", 1)), "--no-progress", *[str(a) for a in extra]]
+        return Step(step_id, argv, needs=list(needs or []))
+
+    def argv(self, command: str, config: str, *, overlays: list[str] | tuple[str, ...] = (), data: dict | None = None,
+             net: dict | None = None, section: str | None = None, args: dict | None = None,
+             seed: int | None = None) -> list[str]:
+        """A fit/test argv in the order of the class doc."""
+        argv = [command, "--config", self.config(config)]
+        for o in [*(self.sc.get("overlays") or []), *overlays]:
+            argv += ["--config", self.config(o)]
+        argv += as_args(data)
+        argv += as_args({f"model.init_args.net.init_args.{k}": v for k, v in (net or {}).items()})
+        argv += as_args(self.sc.get(section) if section else None) + as_args(args)
+        if seed is not None:
+            argv += ["--seed_everything", str(seed)]
+        return argv
+
+    def operator_data(self) -> dict:
+        """The data arguments of an operator-learning step: the scale's root and preset."""
+        return {"data.init_args.root": self.root, "data.init_args.preset": self.preset}
 
     def stage(self, command: str, config: str, section: str, args: dict, seed: int | None = None,
               needs: list[str] | None = None, step_id: str = "", tags: dict | None = None,
-              model: dict | None = None) -> Step:
-        """A fit/test step: the stage config, the scale's overlays, then ``model`` (``overlay``
-        and ``net`` of one entry of ``models``) or else the scale's ``net``, then the scale's
-        ``section`` arguments and ``args``."""
-        argv = [command, "--config", self.config(config)]
-        overlays = list(self.sc.get("overlays") or [])
-        if model and model.get("overlay"):
-            overlays.append(model["overlay"])
-        for o in overlays:
-            argv += ["--config", self.config(o)]
-        argv += ["--data.init_args.root", self.root, "--data.init_args.preset", self.preset]
+              model: dict | None = None, overlays: list[str] | tuple[str, ...] = (), data: dict | None = None,
+              outputs: dict[str, str] | None = None) -> Step:
+        """A fit/test step: the stage config, the scale's overlays, ``model``'s overlay (one entry
+        of ``models``) and ``overlays``; ``data`` (default: :meth:`operator_data`); ``model``'s
+        ``net`` or else the scale's ``net``; the scale's ``section`` arguments and ``args``."""
+        more = ([model["overlay"]] if model and model.get("overlay") else []) + list(overlays)
         net = (model.get("net") if model else None) or ({} if model else self.sc.get("net")) or {}
-        argv += as_args({f"model.init_args.net.init_args.{k}": v for k, v in net.items()})
-        argv += as_args(self.sc.get(section)) + as_args(args)
-        if seed is not None:
-            argv += ["--seed_everything", str(seed)]
-        return Step(step_id, argv, needs=list(needs or []), tags=dict(tags or {}))
+        argv = self.argv(command, config, overlays=more, data=self.operator_data() if data is None else data,
+                         net=net, section=section, args=args, seed=seed)
+        return Step(step_id, argv, needs=list(needs or []), tags=dict(tags or {}), outputs=dict(outputs or {}))

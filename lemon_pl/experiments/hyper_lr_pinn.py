@@ -33,7 +33,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lemon_pl.experiments.common import Builder, as_args, require
+from lemon_pl.experiments.common import Builder, require
 from lemon_pl.experiments.runner import Step
 from lemon_pl.pinn.metrics import PINN_METRICS, mu_label
 
@@ -70,7 +70,8 @@ TABLE4_METHODS = ("PINN", "PINN-P", "PINN-S2S", "MAML", "Reptile", "Hyper-LR-PIN
 
 
 class _Steps:
-    """Builds the fit and test steps of the pipeline."""
+    """The fit and test steps of the pipeline, through the one :class:`Builder` (the PINN stage
+    configs live in ``configs/pinn``; the scale's ``data`` section is every step's data arguments)."""
 
     def __init__(self, sc: dict) -> None:
         self.sc, self.b = sc, Builder(sc)
@@ -84,11 +85,8 @@ class _Steps:
         return int(self.steps[kind])
 
     def argv(self, command: str, config: str, args: dict, seed: int, extra_configs: tuple[str, ...] = ()) -> list[str]:
-        argv = [command, "--config", self.b.config(f"pinn/{config}")]
-        for o in [*(self.sc.get("overlays") or []), *extra_configs]:
-            argv += ["--config", self.b.config(o)]
         data = {f"data.init_args.{k}": v for k, v in (self.sc.get("data") or {}).items()}
-        return argv + as_args(data) + as_args(args) + ["--seed_everything", str(seed)]
+        return self.b.argv(command, f"pinn/{config}", overlays=extra_configs, data=data, args=args, seed=seed)
 
     def fit(self, sid: str, config: str, kind: str, args: dict, seed: int, needs: list[str] | None = None,
             extra_configs: tuple[str, ...] = ()) -> str:

@@ -8,11 +8,17 @@ the rough elliptic map, inviscid Burgers from the data engine):
 
 1. generate every level's training samples (``--levels``; measured seconds per sample recorded in
    the files) and the validation/test splits;
-2. ``lemon-pl multilevel plan``: pilot fits per level, the error model, and for every budget (in
-   finest samples' measured cost, ``budgets``) one overlay per method: ``fine_only``,
-   ``coarse_only``, ``equal`` (equal budget split over the levels), ``mlmc`` (``N_l ∝ sqrt(V_l /
-   c_l)``) and ``allocator`` (the estimated-error optimum);
-3. for every budget, method (``methods``) and seed: ``fit`` (the level curriculum; the same total
+2. the budget plan of ``lemon-pl multilevel plan`` as ordinary steps (the same pieces,
+   ``lemon_pl.multilevel.plan``): an analysis step ``<problem>_pilots`` checks the config, level
+   files and budgets and writes one overlay per pilot fit; the pilot fits ``<problem>_pilot_L<l>_N<n>``
+   (every level alone on every ``pilot`` count) and ``<problem>_pilot_chain`` (the curriculum pilot)
+   are ordinary fit steps; the analysis step ``<problem>_plan`` reads their ``{summary:ID}``
+   outputs and writes, for every budget (in finest samples' measured cost, ``budgets``), one overlay
+   per method: ``fine_only``, ``coarse_only``, ``equal`` (equal budget split over the levels),
+   ``mlmc`` (``N_l ∝ sqrt(V_l / c_l)``) and ``allocator`` (the estimated-error optimum), and
+   ``plan.json``;
+3. for every budget, method (``methods``) and seed: ``fit`` with the plan's overlay
+   ``{overlay:<problem>_plan/<method>_b<budget>}`` (the level curriculum; the same total
    optimiser steps for every method) and ``test`` on the finest level's test split.
 
 The report gives test relative L2 (mean ± std over seeds) per problem, budget and method, the
@@ -31,10 +37,11 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lemon_pl.experiments.common import Builder, require
-from lemon_pl.experiments.runner import EXP_DIR, Step
+from lemon_pl.experiments.runner import EXP_DIR, Context, Step
 
 if TYPE_CHECKING:
     from lemon_pl.experiments.report import Report
@@ -52,28 +59,24 @@ def _csv(values) -> str:
     return ",".join(str(v) for v in values)
 
 
+#: the seed of the pilot fits (``lemon-pl multilevel plan``'s default ``--seed``)
+PILOT_SEED = 0
+
+
 def steps(sc: dict) -> list[Step]:
     require(sc, "problems", "budgets", "methods", "seeds", "pilot")
     b = Builder(sc)
     out: list[Step] = []
-    overlays = [b.config(o) for o in (sc.get("overlays") or [])]
     budgets = [float(v) for v in sc["budgets"]]
+    pilot = sorted(int(v) for v in sc["pilot"])
     for name, p in sc["problems"].items():
-        config = b.config(p["config"])
-        levels = _csv(p["levels"])
-        gen = ["generate", "--root", b.root, "--preset", b.preset, "--families", p["family"], "--levels", levels,
-               "--workers", str(sc.get("generate_workers", 1)), "--no-progress", *[str(a) for a in p.get("generate", [])]]
+        levels = [int(g) for g in p["levels"]]
         count_flag = "--n-operators" if p.get("count", "n_samples") == "n_operators" else "--n-samples"
-        out.append(Step(f"{name}_generate_train", [*gen, "--splits", "train", count_flag, _csv(p["train"])]))
-        out.append(Step(f"{name}_generate_eval", [*gen, "--splits", "val,test"]))
-        plan_dir = f"{EXP_DIR}/plans/{name}"
-        plan = Step(f"{name}_plan", ["multilevel", "plan", "--config", config,
-                                     *[x for o in overlays for x in ("--config", o)], "--root", b.root,
-                                     "--budget", _csv(f"{v:g}" for v in budgets), "--budget-unit", "fine",
-                                     "--pilot", _csv(sc["pilot"]), "--pilot-dir", f"{EXP_DIR}/pilots/{name}",
-                                     "--out-dir", plan_dir],
-                    needs=[f"{name}_generate_train", f"{name}_generate_eval"])
-        out.append(plan)
+        gen = ["--levels", _csv(levels), *[str(a) for a in p.get("generate", [])]]
+        out.append(b.generate(f"{name}_generate_train", [p["family"]], *gen, "--splits", "train", count_flag,
+                              _csv(p["train"])))
+        out.append(b.generate(f"{name}_generate_eval", [p["family"]], *gen, "--splits", "val,test"))
+        plan_id = _plan_steps(b, sc, name, p, levels, budgets, pilot, out)
         rows = [("", {}, budgets, sc["methods"])]
         for label, v in (sc.get("variants") or {}).items():
             if name in v.get("problems", [name]):
@@ -81,38 +84,119 @@ def steps(sc: dict) -> list[Step]:
         for label, v, row_budgets, methods in rows:
             for budget in row_budgets:
                 for method in methods:
-                    out += _fit_and_test(b, sc, name, p, plan.id, plan_dir, budget, method, label, v)
+                    out += _fit_and_test(b, sc, name, p, plan_id, budget, method, label, v)
     return out
 
 
-def _fit_and_test(b: Builder, sc: dict, name: str, p: dict, plan_id: str, plan_dir: str, budget: float,
+def _plan_steps(b: Builder, sc: dict, name: str, p: dict, levels: list[int], budgets: list[float],
+                pilot: list[int], out: list[Step]) -> str:
+    """The plan of one problem as ordinary steps: an analysis that checks the config, the level files
+    and the budgets and writes one overlay per pilot fit; the pilot fits (every level alone on every
+    ``pilot`` count, then the curriculum pilot); the plan analysis, whose overlays
+    (``{overlay:<name>_plan/<method>_b<budget>}``) the fits read. Returns the plan step's id."""
+    from lemon_pl.multilevel import plan as pl
+
+    configs = [b.config(p["config"]), *(b.config(o) for o in (sc.get("overlays") or []))]
+    common = {"configs": configs, "root": b.root, "levels": levels, "pilot": pilot, "budgets": budgets, "unit": "fine"}
+    prep_id = f"{name}_pilots"
+    counts = [pilot] * len(levels)
+    chain = pl.chain_counts(counts)
+    runs = {f"L{l + 1}_N{n}": [n if j == l else 0 for j in range(len(levels))]
+            for l in range(len(levels)) for n in pilot}
+    runs["chain"] = pl.chain_n(chain, len(levels))
+    out.append(Step(prep_id, ["analysis", "multilevel-pilots"], needs=[f"{name}_generate_train", f"{name}_generate_eval"],
+                    analysis=write_pilot_overlays,
+                    params={**common, "runs": runs, "out_dir": f"{EXP_DIR}/pilots/{name}"},
+                    outputs={f"overlay/{k}": f"{EXP_DIR}/pilots/{name}/{k}.yaml" for k in runs}))
+    summaries: dict[str, str] = {}
+    for key in runs:
+        sid = f"{name}_pilot_{key}"
+        out.append(b.stage("fit", p["config"], "", {"data.init_args.seed": PILOT_SEED,
+                                                    "trainer.enable_progress_bar": False},
+                           seed=PILOT_SEED, step_id=sid, overlays=[f"{{overlay:{prep_id}/{key}}}"],
+                           data={"data.init_args.root": b.root}, outputs={"summary": "{run_dir}/fit_summary.json"}))
+        summaries[key] = f"{{summary:{sid}}}"
+    plan_id = f"{name}_plan"
+    pilots = {str(l + 1): [[n, summaries[f"L{l + 1}_N{n}"]] for n in pilot] for l in range(len(levels))}
+    plan_dir = f"{EXP_DIR}/plans/{name}"
+    outputs = {f"overlay/{k}": f"{plan_dir}/{f}" for k, f in pl.overlay_names(budgets).items()}
+    out.append(Step(plan_id, ["analysis", "multilevel-plan"], analysis=plan_analysis,
+                    params={**common, "pilots": pilots, "chain": {"counts": list(chain), "summary": summaries["chain"]},
+                            "out_dir": plan_dir},
+                    outputs={**outputs, "plan": f"{plan_dir}/plan.json"}))
+    return plan_id
+
+
+def _prepare(ctx: Context, params: dict) -> dict:
+    """The composed settings (the CLI's composer, passed to the runner) and every check of the plan."""
+    from lemon_pl.multilevel import plan as pl
+
+    d = pl.composed_settings(ctx.tool("compose"), [*params["configs"], *ctx.overlays], params["root"])
+    if d["levels"] != list(params["levels"]):
+        raise pl.PlanError(f"{params['configs'][0]}: data.init_args.levels {d['levels']} are not the levels the "
+                           f"experiment generates {params['levels']}")
+    prep = pl.prepare(d, params["budgets"], params["pilot"], None, params["unit"])
+    if prep["counts"] != [list(params["pilot"])] * len(d["levels"]):
+        short = next(l for l, c in enumerate(prep["counts"]) if c != list(params["pilot"]))
+        raise pl.PlanError(f"level {short + 1} holds {prep['available'][short]} training samples, fewer than the "
+                           f"pilot counts {params['pilot']}; generate more or lower 'pilot'")
+    return prep
+
+
+def write_pilot_overlays(ctx: Context, params: dict) -> None:
+    """Analysis step: everything the plan will need is checked (config, level files, budgets, pilot
+    counts), then one overlay per pilot fit (its samples per level, the config's total epochs shared
+    by them: ``plan.pilot_data_args``) is written."""
+    from lemon_pl.core.checkpointing import atomic_write_many
+    from lemon_pl.multilevel import plan as pl
+
+    prep = _prepare(ctx, params)
+    files = {}
+    for key, n in params["runs"].items():
+        data = pl.pilot_data_args(prep["d"], n)
+        files[Path(params["out_dir"]) / f"{key}.yaml"] = pl.overlay_text(
+            data["data.init_args.n_samples"], data["data.init_args.epochs"], [f"pilot fit {key} of the plan"])
+    atomic_write_many(files)
+
+
+def plan_analysis(ctx: Context, params: dict) -> None:
+    """Analysis step: the plan from the pilot fits' summaries (``{summary:ID}`` outputs), printed and
+    written (every method's overlay per budget and ``plan.json``) into ``out_dir``."""
+    import io
+
+    from lemon_pl.multilevel import plan as pl
+
+    prep = _prepare(ctx, params)
+    pilots = {int(l) - 1: [(int(n), pl.pilot_error(Path(path))) for n, path in runs]
+              for l, runs in params["pilots"].items()}
+    chain = tuple(int(c) for c in params["chain"]["counts"])
+    plan = pl.assemble_plan(prep, params["budgets"], pilots, chain, pl.pilot_error(Path(params["chain"]["summary"])),
+                            params["unit"])
+    text = io.StringIO()
+    pl.print_plan(plan, text)
+    for line in text.getvalue().splitlines():
+        ctx.log(line)
+    pl.write_plan(plan, None, Path(params["out_dir"]))
+
+
+def _fit_and_test(b: Builder, sc: dict, name: str, p: dict, plan_id: str, budget: float,
                   method: str, label: str, variant: dict) -> list[Step]:
+    """Per seed: the fit of the level curriculum with the plan's overlay for ``method`` at ``budget``
+    (after a variant's overlays: the plan wins), and its test on the finest level's test split."""
     out = []
     tag = f"{method} [{label}]" if label else method
+    overlays = [*(variant.get("overlays") or []), f"{{overlay:{plan_id}/{method}_b{budget:g}}}"]
+    data = {"data.init_args.root": b.root}  # the multi-level data module has no preset
     for seed in sc["seeds"]:
         fid = f"{name}_{method}_b{budget:g}" + (f"_{label}" if label else "") + f"_s{seed}"
-        args = {"data.init_args.root": b.root, "data.init_args.seed": seed, "trainer.enable_progress_bar": False,
-                **(variant.get("args") or {})}
-        overlays = [*(b.config(o) for o in variant.get("overlays") or []), f"{plan_dir}/{method}_b{budget:g}.yaml"]
-        fit = b.stage("fit", p["config"], "fit", args, seed=seed, needs=[plan_id], step_id=fid)
-        _insert_overlay(fit, overlays)
+        args = {"data.init_args.seed": seed, "trainer.enable_progress_bar": False, **(variant.get("args") or {})}
+        fit = b.stage("fit", p["config"], "fit", args, seed=seed, step_id=fid, overlays=overlays, data=data)
         tags = {"condition": f"{name} B={budget:g} {tag}", "problem": name, "method": tag, "budget": budget,
                 "seed": seed, "fit": fid, "family": p["family"]}
         test = b.stage("test", p["config"], "test", {**args, "ckpt_path": f"{{ckpt:{fid}}}"}, seed=seed,
-                       step_id=f"{fid}_test", tags=tags)
-        _insert_overlay(test, overlays)
+                       step_id=f"{fid}_test", tags=tags, overlays=overlays, data=data)
         out += [fit, test]
     return out
-
-
-def _insert_overlay(step: Step, overlays: list[str]) -> None:
-    """A variant's overlays and the plan's overlay (last: it wins) after the stage config and the
-    scale's overlays; drop the Builder's operator-data argument (this data module has no ``preset``)."""
-    argv = step.argv
-    i = argv.index("--data.init_args.preset")
-    del argv[i:i + 2]
-    last = max(j for j, a in enumerate(argv) if a == "--config")
-    argv[last + 2:last + 2] = [x for o in overlays for x in ("--config", o)]
 
 
 # ----------------------------------------------------------------------------- report

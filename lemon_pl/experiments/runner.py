@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 #: ``{KIND:ID}`` or ``{KIND:ID/NAME}``: an output of an earlier step
-_PLACEHOLDER = re.compile(r"\{([a-z_]+):([A-Za-z0-9_.\-]+)(?:/([A-Za-z0-9_.\-]+))?\}")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+):([A-Za-z0-9_.\-]+)(?:/([A-Za-z0-9_.+\-]+))?\}")
 #: the outputs every step of a command declares (``{run_dir}``: its log folder); ``validate`` and
 #: ``predict`` declare only their folder
 DEFAULT_OUTPUTS = {"fit": {"ckpt": "{run_dir}/checkpoints/last.ckpt", "log_dir": "{run_dir}"},
@@ -76,7 +76,7 @@ class Step:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.id):
             raise ValueError(f"step id {self.id!r} may only hold letters, digits, '_', '.', '-'")
         for key in self.outputs:
-            if not re.fullmatch(r"[a-z_]+(/[A-Za-z0-9_.\-]+)?", key):
+            if not re.fullmatch(r"[a-z_]+(/[A-Za-z0-9_.+\-]+)?", key):
                 raise ValueError(f"step '{self.id}': output {key!r} must be KIND or KIND/NAME")
         found = [ref[1] for ref in self.references()]
         self.needs = list(dict.fromkeys([*self.needs, *found]))

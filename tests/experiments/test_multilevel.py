@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -23,19 +24,31 @@ def test_steps_generate_plan_then_fit_and_test_every_method_budget_and_seed(scal
     n_fit = len(sc["budgets"]) * len(sc["methods"]) * len(sc["seeds"])
     n_variant = sum(len(v.get("problems", sc["problems"])) * len(v.get("budgets", sc["budgets"]))
                     * len(v.get("methods", sc["methods"])) * len(sc["seeds"]) for v in (sc.get("variants") or {}).values())
-    assert len(steps) == len(sc["problems"]) * (3 + 2 * n_fit) + 2 * n_variant
+    n_pilots = {p: len(v["levels"]) * len(sc["pilot"]) + 1 for p, v in sc["problems"].items()}  # + the chain
+    # per problem: 2 generate steps, the pilots' analysis, the pilot fits, the plan's analysis, fits and tests
+    assert len(steps) == sum(4 + n_pilots[p] + 2 * n_fit for p in sc["problems"]) + 2 * n_variant
     for s in steps:
         if "fno_native" in s.id and s.command == "fit":  # a variant: its overlay, then the plan's
             configs = [s.argv[i + 1] for i, a in enumerate(s.argv) if a == "--config"]
             assert configs[-2].endswith("multilevel/fno_native.yaml")
+    by_id = {s.id: s for s in steps}
     for p in sc["problems"]:
-        plan = ids.index(f"{p}_plan")
-        assert ids.index(f"{p}_generate_train") < plan and ids.index(f"{p}_generate_eval") < plan
-    fits = [s for s in steps if s.command == "fit"]
+        pilots, plan = by_id[f"{p}_pilots"], by_id[f"{p}_plan"]
+        assert pilots.analysis is not None and plan.analysis is not None  # analysis steps, no command
+        assert pilots.needs == [f"{p}_generate_train", f"{p}_generate_eval"]
+        fits = [s for s in steps if s.id.startswith(f"{p}_pilot_")]
+        assert len(fits) == n_pilots[p] and plan.needs == [s.id for s in fits]
+        for s in fits:  # ordinary fit steps: the pilot's overlay (samples and epochs), their summary declared
+            assert s.command == "fit" and s.needs == [pilots.id] and "summary" in s.declared()
+            assert any(a == f"{{overlay:{pilots.id}/{s.id[len(p) + 7:]}}}" for a in s.argv)
+        assert set(plan.declared()) == {"plan"} | {f"overlay/{m}_b{b:g}" for m in
+                                                   ("allocator", "mlmc", "equal", "fine_only", "coarse_only")
+                                                   for b in sc["budgets"]}
+    fits = [s for s in steps if s.command == "fit" and "_pilot_" not in s.id]
     for s in fits:
         assert "--data.init_args.preset" not in s.argv  # the multi-level data module has no preset
         configs = [s.argv[i + 1] for i, a in enumerate(s.argv) if a == "--config"]
-        assert configs[-1].startswith("{exp_dir}/plans/") and configs[-1].endswith(".yaml")  # the plan wins
+        assert re.fullmatch(r"\{overlay:\w+_plan/\w+_b[0-9.e+]+\}", configs[-1])  # the plan's overlay wins
         assert s.needs and s.needs[0].endswith("_plan")
     tests = [s for s in steps if s.command == "test"]
     assert all(t.tags["condition"].startswith(t.tags["problem"]) for t in tests)

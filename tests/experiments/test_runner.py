@@ -121,6 +121,71 @@ def test_ckpt_placeholder_resolves_to_last_ckpt(tmp_path):
         run_steps([Step("x", ["fit", "{ckpt:later}"]), Step("later", ["fit"])], tmp_path / "o", (), fake)
 
 
+def test_typed_outputs_and_analysis_steps(tmp_path):
+    """An analysis step gets its params with references resolved and the caller's tools; its declared
+    overlay is what a later step's {overlay:ID/NAME} becomes; {metrics:ID} is a test's metrics file."""
+    seen = {}
+
+    def analyse(ctx, params):
+        seen.update(params=params, compose=ctx.tool("compose"), exp_dir=ctx.exp_dir, overlays=ctx.overlays)
+        out = Path(params["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "a.yaml").write_text("data: {}\n")
+
+    steps = [Step("pre", ["fit", "--config", "x.yaml"]),
+             Step("ev", ["test", "--ckpt_path", "{ckpt:pre}"], tags={"condition": "c", "seed": 0}),
+             Step("plan", ["analysis", "demo"], analysis=analyse,
+                  params={"ckpt": "{ckpt:pre}", "metrics": ["{metrics:ev}"], "out": "{exp_dir}/plans"},
+                  outputs={"overlay/a": "{exp_dir}/plans/a.yaml"}),
+             Step("ft", ["fit", "--config", "y.yaml", "--config", "{overlay:plan/a}"])]
+    assert steps[2].needs == ["pre", "ev"] and steps[3].needs == ["plan"]
+    fake = FakeCLI()
+    compose = object()
+    assert run_steps(steps, tmp_path, ["o.yaml"], fake, log=lambda m: None, tools={"compose": compose}) == 4
+    assert seen == {"params": {"ckpt": str(run_dir(tmp_path, "pre") / "checkpoints" / "last.ckpt"),
+                               "metrics": [str(run_dir(tmp_path, "ev") / "test_metrics.json")],
+                               "out": str(tmp_path / "plans")},
+                    "compose": compose, "exp_dir": tmp_path, "overlays": ["o.yaml"]}
+    assert [c[0] for c in fake.calls] == ["fit", "test", "fit"]  # the analysis is no command
+    ft = fake.calls[2]
+    assert ft[:7] == ["fit", "--config", "y.yaml", "--config", str(tmp_path / "plans" / "a.yaml"), "--config", "o.yaml"]
+    rec = json.loads(record_path(tmp_path, "plan").read_text())
+    assert rec["outputs"] == {"overlay/a": str(tmp_path / "plans" / "a.yaml")}
+    # same params: skipped; changed params: the analysis and what reads its overlay run again
+    assert run_steps(steps, tmp_path, ["o.yaml"], FakeCLI(), log=lambda m: None, tools={"compose": compose}) == 0
+    steps[2] = Step("plan", ["analysis", "demo"], analysis=analyse, params={**steps[2].params, "budget": 2},
+                    outputs=steps[2].outputs)
+    again = FakeCLI()
+    assert run_steps(steps, tmp_path, ["o.yaml"], again, log=lambda m: None, tools={"compose": compose}) == 2
+    assert [c[0] for c in again.calls] == ["fit"]
+
+
+def test_a_reference_to_an_undeclared_output_is_refused_before_anything_runs(tmp_path):
+    fake = FakeCLI()
+    steps = [Step("gen", ["noop", "gen"]), Step("ev", ["test", "--config", "{overlay:gen}"])]
+    with pytest.raises(ValueError, match=r"step 'ev' references \{overlay:gen\}, but step 'gen' declares no "
+                                         r"overlay output \(it declares: none\)"):
+        run_steps(steps, tmp_path, (), fake, log=lambda m: None)
+    steps = [Step("pre", ["fit"]), Step("x", ["fit", "--model.init_args.init_from", "{metrics:pre}"])]
+    with pytest.raises(ValueError, match=r"step 'pre' declares no metrics output \(it declares: ckpt, log_dir\)"):
+        run_steps(steps, tmp_path, (), fake, log=lambda m: None)
+    assert fake.calls == [] and not (tmp_path / "steps").exists()
+    with pytest.raises(ValueError, match="output 'bad key' must be KIND or KIND/NAME"):
+        Step("s", ["noop"], outputs={"bad key": "x"})
+
+
+def test_a_step_that_does_not_write_a_declared_output_fails(tmp_path):
+    steps = [Step("plan", ["analysis", "demo"], analysis=lambda ctx, params: None,
+                  outputs={"overlay/a": "{exp_dir}/a.yaml"})]
+    with pytest.raises(StepFailed, match=r"step 'plan' failed: it declares the output overlay/a at .*a\.yaml, "
+                                         "which it did not write"):
+        run_steps(steps, tmp_path, (), FakeCLI(), log=lambda m: None)
+    assert not record_path(tmp_path, "plan").exists()
+    with pytest.raises(StepFailed, match="step 'fit' failed: it declares the output summary"):
+        run_steps([Step("fit", ["fit"], outputs={"summary": "{run_dir}/fit_summary.json"})], tmp_path, (), FakeCLI(),
+                  log=lambda m: None)
+
+
 def test_multi_process_launch_rank0_generates_and_records(tmp_path):
     """Under srun/torchrun every rank runs the pipeline: rank 0 alone runs non-Lightning steps and
     writes the records; rank 1 joins every Lightning step and waits for rank 0's records."""

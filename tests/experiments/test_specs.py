@@ -17,7 +17,7 @@ def kinds(steps):
     seen = {}
     for s in steps:
         configs = tuple(a for i, a in enumerate(s.argv) if i and s.argv[i - 1] == "--config"
-                        and not a.startswith("{exp_dir}"))  # per-step plan overlays: one shape
+                        and not a.startswith("{"))  # per-step overlays an earlier step writes: one shape
         seen.setdefault((s.command, configs), s)
     return list(seen.values())
 
@@ -41,12 +41,12 @@ def test_experiment_builds_and_its_steps_parse(name, scale):
     tests = [s for s in steps if s.command == "test"]
     assert tests and all({"condition", "seed"} <= set(s.tags) for s in tests)
     for step in kinds(steps):
-        if step.command not in ("fit", "test"):  # generate, multilevel plan: tools, not stage configs
+        if step.command not in ("fit", "test"):  # generate, analyses (the multi-level plan): no stage configs
             continue
         argv = list(step.argv)
-        while any(a.startswith("{exp_dir}") for a in argv):  # a file an earlier step writes (a plan overlay)
-            i = next(i for i, a in enumerate(argv) if a.startswith("{exp_dir}"))
-            del argv[i - 1:i + 1]
+        while any(a.startswith("{") and "--config" == argv[i - 1] for i, a in enumerate(argv)):
+            i = next(i for i, a in enumerate(argv) if a.startswith("{") and argv[i - 1] == "--config")
+            del argv[i - 1:i + 1]  # an overlay an earlier step writes (a pilot's, the plan's)
         buf = io.StringIO()
         with redirect_stdout(buf), pytest.raises(SystemExit) as exit_:
             main([*argv, "--print_config"])
