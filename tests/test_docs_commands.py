@@ -13,7 +13,9 @@ run there in document order, so that a command finds what earlier ones wrote (``
 ``fit``, ``fit`` before ``test``, ``merge-lora`` and ``predict``). A command is run by ``bash -c``
 exactly as the document writes it, followed by the flags of its row in ``CASES`` below: the only
 scaling applied, visible here (``--preset tiny``, ``--trainer.max_epochs 1``, a placeholder ``...``
-replaced by a later flag of the same name, which wins). ``given`` rows create the input files a
+replaced by a later flag of the same name, which wins; an experiment's multi-hour pipeline is
+listed at the tiny scale with ``--dry-run``: its steps built and every config they read parsed, as
+its tiny end-to-end runs are the slow tests of ``tests/experiments``). ``given`` rows create the input files a
 command names but no earlier command writes (``ic.npy``, ``eqs.txt``). A command that appears again
 later in the same document runs once, at its first place. ``cwd="repo"`` runs a command from the
 checkout itself (the test suite's own commands, the linter's config).
@@ -109,6 +111,12 @@ ONE_EPOCH = "--trainer.max_epochs 1 --trainer.limit_train_batches 2 --trainer.li
 QUICKSTART_CKPT = "--ckpt_path runs/quickstart/version_0/checkpoints/best.ckpt"
 META_CKPT = "--ckpt_path runs/meta/version_0/checkpoints/best.ckpt"
 PINN_STEPS = "--trainer.max_steps 2 --trainer.check_val_every_n_epoch 1"
+#: the tiny preset has K = 12 trajectories per operator: smaller support and query sets
+SMALL_TASKS = ("--model.init_args.support_size 4 --model.init_args.query_size 6 "
+               "--model.init_args.eval_support_size 4 --model.init_args.eval_query_size 8")
+#: an experiment's pipeline at the tiny scale, listed (every step built, every config it reads parsed);
+#: the tiny pipelines run end to end in tests/experiments (slow tier), not twice
+EXPERIMENT = "--scale tiny --dry-run"
 
 #: an initial condition, a support file (a logistic reaction-diffusion operator's trajectories from the
 #: data the Data section generates) and an equations file, for the predict examples
@@ -139,20 +147,20 @@ CASES: dict[str, dict[str, Run]] = {
             Run(f"{TINY} --trainer.limit_test_batches 2"),
         "lemon-pl fit --config configs/pretrain.yaml --config configs/model/prose_paper.yaml":
             Run(f"{TINY} --trainer.max_epochs 1 --trainer.limit_train_batches 1 --trainer.limit_val_batches 1 "
-                "--data.init_args.batch_size 2 --data.init_args.eval_batch_size 2"),
+                "--data.init_args.batch_size 2 --data.init_args.eval_batch_size 2 --data.init_args.train_families heat"),
         "lemon-pl fit --config configs/pretrain.yaml --print_config": Run(slow=False),
         # Meta-learning, fine-tuning and evaluation
-        "lemon-pl fit --config configs/meta.yaml": Run(f"{TINY} {ONE_EPOCH}"),
-        "lemon-pl fit --config configs/meta.yaml --model.inner_lr learned_symbolic": Run(f"{TINY} {ONE_EPOCH}"),
+        "lemon-pl fit --config configs/meta.yaml": Run(f"{TINY} {ONE_EPOCH} {SMALL_TASKS}"),
+        "lemon-pl fit --config configs/meta.yaml --model.inner_lr learned_symbolic": Run(f"{TINY} {ONE_EPOCH} {SMALL_TASKS}"),
         "lemon-pl fit --config configs/meta.yaml --model.inner_lr learned --model.first_order false":
-            Run(f"{TINY} {ONE_EPOCH}"),
+            Run(f"{TINY} {ONE_EPOCH} {SMALL_TASKS}"),
         "lemon-pl fit --config configs/finetune.yaml --model.init_from runs/pretrain/version_0/checkpoints/best.ckpt "
         "--model.mode lora --model.lora_rank 16 --data.train_families [kdv] --data.num_train_samples 20":
             Run(f"{TINY} --trainer.max_steps 2 --trainer.check_val_every_n_epoch 1 --trainer.limit_val_batches 1"),
         "lemon-pl test --config configs/fewshot.yaml --ckpt_path runs/meta/version_0/checkpoints/best.ckpt "
-        "--data.eval_families [Sine_Gordon,kdv]": Run(f"{TINY} --trainer.limit_test_batches 1"),
+        "--data.eval_families [Sine_Gordon,kdv]": Run(f"{TINY} --trainer.limit_test_batches 1 {SMALL_TASKS}"),
         "lemon-pl test --config configs/fewshot.yaml --ckpt_path ... --model.eval_steps 0":
-            Run(f"{META_CKPT} {TINY} --trainer.limit_test_batches 1"),
+            Run(f"{META_CKPT} {TINY} --trainer.limit_test_batches 1 {SMALL_TASKS}"),
         "lemon-pl merge-lora --ckpt runs/finetune/version_0/checkpoints/last.ckpt --out merged.ckpt": Run(),
         # Predict
         'lemon-pl predict --ckpt_path runs/quickstart/version_0/checkpoints/best.ckpt --equation "u_t + 0.5*u_x = 0" '
@@ -174,9 +182,9 @@ CASES: dict[str, dict[str, Run]] = {
         "lemon-pl fit --config configs/pinn/pinn.yaml --data.mu [30,0,0]": Run(PINN_STEPS),
         "lemon-pl fit --config configs/pinn/pinn.yaml --config configs/optim/lbfgs.yaml --trainer.max_steps 500":
             Run(PINN_STEPS),
-        "lemon-pl experiment hyper-lr-pinn --scale cpu": Run("--scale tiny"),
+        "lemon-pl experiment hyper-lr-pinn --scale cpu": Run(EXPERIMENT),
         "lemon-pl experiment hyper-lr-pinn --scale cpu --out results/deviations --experiment-config "
-        "configs/experiments/hyper_lr_pinn_deviations.yaml": Run("--scale tiny"),
+        "configs/experiments/hyper_lr_pinn_deviations.yaml": Run(EXPERIMENT),
         # Multi-level fine-tuning
         "lemon-pl generate --preset default --families schrodinger,rough_elliptic --levels 32,64,128,256 "
         "--root data/multilevel": Run("--preset tiny"),
@@ -189,12 +197,12 @@ CASES: dict[str, dict[str, Run]] = {
         "lemon-pl test --config configs/multilevel/schrodinger.yaml --config plan.yaml --ckpt_path "
         "runs/multilevel_schrodinger/version_0/checkpoints/last.ckpt":
             Run("--config configs/multilevel/tiny.yaml --trainer.limit_test_batches 1"),
-        "lemon-pl experiment multilevel --scale cpu": Run("--scale tiny"),
+        "lemon-pl experiment multilevel --scale cpu": Run(EXPERIMENT),
         # Experiments
-        "lemon-pl experiment scaling --scale cpu": Run("--scale tiny"),
-        "lemon-pl experiment init-comparison --scale cpu": Run("--scale tiny"),
-        "lemon-pl experiment finetune --scale cpu": Run("--scale tiny"),
-        "lemon-pl experiment zero-shot --scale cpu": Run("--scale tiny"),
+        "lemon-pl experiment scaling --scale cpu": Run(EXPERIMENT),
+        "lemon-pl experiment init-comparison --scale cpu": Run(EXPERIMENT),
+        "lemon-pl experiment finetune --scale cpu": Run(EXPERIMENT),
+        "lemon-pl experiment zero-shot --scale cpu": Run(EXPERIMENT),
         "lemon-pl experiment finetune --scale cpu --dry-run": Run(slow=False),
         # Benchmarks: one family, one round, one step
         "python benchmarks/generate_throughput.py":

@@ -10,6 +10,8 @@ from tests.conftest import REPO
 
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
+#: end to end (a kernel, data, training, an experiment): the slow tier
+pytestmark = pytest.mark.slow
 
 
 def execute(name: str) -> str:

@@ -123,10 +123,15 @@ def per_epoch(config):
 
 
 @pytest.fixture(scope="module")
-def killed_runs(tiny_root, tmp_path_factory):
-    """The killed run of every case, started at once (each spends most of its time importing)."""
+def killed_runs(tiny_root, tmp_path_factory, request):
+    """The killed run of every selected case (the default tier selects only ``sample``), started at
+    once (each spends most of its time importing)."""
     runs = {}
+    selected = {item.callspec.params["case"] for item in request.session.items
+                if item.originalname == "test_sigkill_then_resume_from_mid_epoch_checkpoint_equals_uninterrupted"}
     for case, (config, extra, _) in CASES.items():
+        if case not in selected:
+            continue
         work = tmp_path_factory.mktemp(f"resume-{case}")
         epoch, batch = kill_step(case)
         cmd = args(tiny_root, work / "run", work / "run/steps", config, *extra,
