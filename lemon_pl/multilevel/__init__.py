@@ -4,11 +4,13 @@ A network that approximates a solution map is trained first on labels solved on 
 (cheap, so many of them), then fine-tuned on successively finer grids ("levels"), with the samples
 per level chosen for a data-generation budget. Modules, one job each:
 
-* ``problems``: the Schrödinger ground-state and rough elliptic maps, solvers at any resolution;
+* ``problems``: the Schrödinger ground-state and rough elliptic maps, solvers at any resolution
+  (their grid transfer is the data engine's, ``lemon_pl.data.transfer``);
 * ``families``: those problems as *map families* of ``lemon-pl generate``, and the level view of
   every family (its grid kind, restriction, interpolation, input transform);
-* ``transfer``: restriction of inputs and interpolation of labels between levels;
-* ``generate``: the map families' files per level (atomic, resumable, locked, costs measured);
+* ``transfer``: a re-export of ``lemon_pl.data.transfer`` for the modules that still name it;
+* ``generate``: the map families' files per level, written through the data engine's store
+  (``lemon_pl.data.store``: atomic, resumable, locked), costs measured;
 * ``data``: ``MultilevelDataModule``, the level schedule and the finest level's validation/test;
 * ``allocate``: error models, the curriculum error estimator and the allocators (numpy/scipy);
 * ``plan``: ``lemon-pl multilevel plan`` (pilot fits, calibration, overlays);
