@@ -174,7 +174,9 @@ def test_defaults_compose_before_the_file_and_are_not_saved(tmp_path):
     argv = compose_defaults(["fit", "--config", str(CONFIGS / "meta.yaml"), "--config", "x.yaml"])
     i = argv.index(str(CONFIGS / "meta.yaml"))
     assert argv[:3] == ["fit", "--model", "lemon_pl.operators.MetaModule"]
-    assert argv[4].endswith("model/prose.yaml") and argv[6].endswith("callbacks/default.yaml") and i == 8
+    # meta.yaml's defaults: configs/operators/base.yaml, whose own defaults come first
+    assert argv[4].endswith("model/prose.yaml") and argv[6].endswith("callbacks/default.yaml")
+    assert argv[8].endswith("operators/base.yaml") and i == 10
     assert argv[-2:] == ["--config", "x.yaml"]
     loop = tmp_path / "a.yaml"
     loop.write_text("defaults: [a.yaml]\n")
