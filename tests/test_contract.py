@@ -91,7 +91,7 @@ SCALE = {
         "--data.init_args.root", str(data["operators"]), "--data.init_args.preset", "tiny",
         "--data.init_args.generate", "false", "--data.init_args.train_families", "[heat,kdv]",
         "--data.init_args.eval_families", "[heat,kdv]", "--data.init_args.batch_size", "8",
-        "--data.init_args.eval_batch_size", "16", *SMALL_PROSE,
+        "--data.init_args.eval_batch_size", "16", "--model.init_args.log_figures", "false", *SMALL_PROSE,
         *(SMALL_META + ["--model.init_args.eval_steps", "1"] if model.endswith("MetaModule") else [])],
     "lemon_pl.pinn.collocation.CollocationDataModule": lambda data, model: [
         "--data.init_args.n_grid", "[32,20]", "--data.init_args.n_collocation", "64", "--data.init_args.n_ic", "16",

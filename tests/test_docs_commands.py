@@ -148,7 +148,7 @@ CASES: dict[str, dict[str, Run]] = {
         "lemon-pl fit --config configs/pretrain.yaml --config configs/model/prose_paper.yaml":
             Run(f"{TINY} --trainer.max_epochs 1 --trainer.limit_train_batches 1 --trainer.limit_val_batches 1 "
                 "--data.init_args.batch_size 2 --data.init_args.eval_batch_size 2 --data.init_args.train_families heat"),
-        "lemon-pl fit --config configs/pretrain.yaml --print_config": Run(slow=False),
+        "lemon-pl fit --config configs/pretrain.yaml --print_config": Run(),
         # Meta-learning, fine-tuning and evaluation
         "lemon-pl fit --config configs/meta.yaml": Run(f"{TINY} {ONE_EPOCH} {SMALL_TASKS}"),
         "lemon-pl fit --config configs/meta.yaml --model.inner_lr learned_symbolic": Run(f"{TINY} {ONE_EPOCH} {SMALL_TASKS}"),
@@ -203,7 +203,7 @@ CASES: dict[str, dict[str, Run]] = {
         "lemon-pl experiment init-comparison --scale cpu": Run(EXPERIMENT),
         "lemon-pl experiment finetune --scale cpu": Run(EXPERIMENT),
         "lemon-pl experiment zero-shot --scale cpu": Run(EXPERIMENT),
-        "lemon-pl experiment finetune --scale cpu --dry-run": Run(slow=False),
+        "lemon-pl experiment finetune --scale cpu --dry-run": Run(),
         # Benchmarks: one family, one round, one step
         "python benchmarks/generate_throughput.py":
             Run("--families heat --no-preset --operators 1 --k 2 --repeats 1"),
