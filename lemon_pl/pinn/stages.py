@@ -91,9 +91,9 @@ class PINNModule(Stage):
         if not isinstance(problem, Problem):
             raise ValueError("model.init_args.problem: the stage takes the problem object linked from the data "
                              f"(data.init_args.problem), got {problem!r}")
-        self.save_hyperparameters(ignore=IGNORED)
-        self.hparams["problem"] = problem.config()  # recorded in hparams.yaml and checkpoints
         self.pde = problem
+        self.save_hyperparameters(ignore=IGNORED)
+        self.record_problem()
         self.conditions: dict[str, Condition] = dict(problem.conditions())
         unknown = set(weights or {}) - set(self.conditions)
         if unknown:
@@ -113,6 +113,12 @@ class PINNModule(Stage):
         self.predictions: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ set-up
+    def record_problem(self) -> None:
+        """The problem's ``{class_path, init_args}`` as the hyperparameter ``problem`` (checkpoints,
+        hparams.yaml): called after each ``save_hyperparameters``, which leaves the object out."""
+        self.hparams["problem"] = self.pde.config()
+        self._hparams_initial = copy.deepcopy(self._hparams)
+
     def load_net(self, path: str) -> None:
         from lemon_pl.core.checkpointing import load_into, load_net_state
 
@@ -388,6 +394,7 @@ class HyperLRPINNAdapt(PINNModule):
         self._phase2 = (rank, float(threshold))
         super().__init__(net, **kwargs)
         self.save_hyperparameters(ignore=IGNORED)
+        self.record_problem()
 
     def check_network(self) -> None:
         if getattr(self.net, "adaptable", False):
@@ -422,6 +429,7 @@ class MetaPINNModule(PINNModule):
         check_range("inner_lr", inner_lr, low=0.0)
         super().__init__(net, **kwargs)
         self.save_hyperparameters(ignore=IGNORED)
+        self.record_problem()
 
     def check_network(self) -> None:
         pass  # tasks differ by μ only through the loss: a network without a μ input is the point
@@ -493,6 +501,7 @@ class TimeMarchingPINN(PINNModule):
                 raise ValueError(f"model.init_args.segments: time-marching moves the points of condition {name!r} "
                                  "into each segment, but its targets belong to the points as sampled; use PINNModule")
         self.save_hyperparameters(ignore=IGNORED)
+        self.record_problem()
         # one network per segment; ``net`` holds them all (parameter counts, checkpoints)
         self.net = nn.ModuleList(copy.deepcopy(self.net) for _ in range(segments))
         self.register_buffer("segment", torch.zeros((), dtype=torch.long))
