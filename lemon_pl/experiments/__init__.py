@@ -4,9 +4,13 @@ and their finished test runs into a report (``lemon-pl experiment NAME --scale t
 
 Modules:
 
-    runner           the resumable step engine (:class:`Step`, :func:`run_steps`); it runs each
-                     step through the entry point it is given and imports no CLI
+    runner           the resumable step engine (:class:`Step`, :func:`run_steps`): steps declare
+                     typed outputs (``ckpt``, ``metrics``, ``summary``, ``overlay/NAME``, ...)
+                     that later steps reference as ``{KIND:ID[/NAME]}``; analysis steps are
+                     Python functions given a context; it runs each command step through the
+                     entry point it is given and imports no CLI (the CLI passes its composer)
     common           the scales, the configs/ folder, experiment config files, :class:`Builder`
+                     (the one step builder of every experiment)
     report           tables, curves and generic plots; ``write_report`` calls the experiment's hook
     scaling          error after fine-tuning vs the number of pretraining families
     zero_shot        the pretrained network tested without adaptation
@@ -14,6 +18,9 @@ Modules:
     finetune         full vs decoder vs LoRA fine-tuning at several N, with their costs
     hyper_lr_pinn    Hyper-LR-PINN beside PINN, PINN-P, S2S, Naive-LR-PINN, curriculum, MAML and
                      Reptile (the paper's Tables 2 and 4, many-query, cost, Helmholtz)
+    multilevel       multi-level fine-tuning vs single levels at equal generation budgets; the
+                     budget plan as steps (pilot fits, then the plan analysis whose overlays the
+                     fits read)
 
 An experiment is one module of this package with ``NAME`` (its CLI name), ``steps(sc) ->
 list[Step]`` (``sc``: the merged settings of one scale of ``configs/experiments/<NAME>.yaml``,
