@@ -385,12 +385,6 @@ def _capped(n: np.ndarray, available: Sequence[int], costs: Sequence[float] = ()
     return capped, notes
 
 
-def write_overlay(path: Path, n: Sequence[int], epochs: Sequence[int], header: list[str]) -> None:
-    from lemon_pl.core.checkpointing import atomic_write
-
-    atomic_write(path, overlay_text(n, epochs, header))
-
-
 def overlay_text(n: Sequence[int], epochs: Sequence[int], header: list[str]) -> str:
     """A plan's config overlay: ``data.init_args.n_samples`` and ``epochs`` under a comment header."""
     body = "\n".join(f"# {h}" for h in header)
