@@ -378,3 +378,23 @@ def test_documented_command(doc, command, run, doc_folders):
                           timeout=run.timeout)
     assert proc.returncode == 0, (f"`{line}` (in {cwd}) exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}"
                                   f"\n--- stderr\n{proc.stderr[-5000:]}")
+
+
+def test_ci_installs_once_and_runs_what_readme_names(tmp_path):
+    """README's fresh-machine commands are `.ci/run`'s modes: one install step, then README's quickstart
+    command or README's test commands (with durations and a per-test time limit)."""
+    ci = (REPO / ".ci" / "run").read_text()
+    readme = {c for _, c in documented_commands(REPO / "README.md")}
+    assert {"bash .ci/run quickstart", "bash .ci/run tests"} <= readme
+    assert ci.count("\ninstall\n") == 1 and 'python -m pip install -q -e ".[dev]"' in ci
+    quickstart = ci.split("quickstart)\n", 1)[1].split(";;", 1)[0]
+    tests = ci.split("tests)\n", 1)[1].split(";;", 1)[0]
+    assert "lemon-pl fit --config configs/quickstart.yaml" in quickstart and "lemon-pl fit --config configs/quickstart.yaml" in readme
+    for command in ("python -m pytest -q", 'python -m pytest -q -m "slow or ddp"'):
+        assert command in readme
+        flags = command.split("python -m pytest -q", 1)[1]
+        assert any(line.strip().startswith("python -m pytest -q") and flags in line and "--durations=25" in line
+                   for line in tests.splitlines()), command
+    assert subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")]).returncode == 0
+    bad = subprocess.run(["bash", str(REPO / ".ci" / "run"), "nonsense"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "usage" in bad.stderr
