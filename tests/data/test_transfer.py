@@ -72,3 +72,38 @@ def test_linear_interpolation_is_exact_for_linear_fields():
 def test_unknown_combinations_are_refused(grid, how):
     with pytest.raises(ValueError, match="unknown"):
         restrict(np.ones(16), 8, grid, how)
+
+
+def test_the_map_problems_move_their_fields_with_these_functions():
+    from lemon_pl.data.transfer import (interpolate_dirichlet_cells, interpolate_periodic_nodes,
+                                        restrict_dirichlet_cells, restrict_periodic_nodes)
+    from lemon_pl.multilevel.problems import RoughElliptic, SchrodingerGroundState
+
+    assert RoughElliptic.restrict is restrict_dirichlet_cells and RoughElliptic.interpolate is interpolate_dirichlet_cells
+    assert (SchrodingerGroundState.restrict is restrict_periodic_nodes
+            and SchrodingerGroundState.interpolate is interpolate_periodic_nodes)
+
+
+@pytest.mark.parametrize("n, m", [(16, 64), (15, 45), (32, 64)])
+def test_node_interpolation_then_restriction_gives_the_coarse_values_back(n, m):
+    """The trigonometric interpolant passes through the coarse points (``sample``) and holds exactly their
+    modes (``fourier``, the Nyquist coefficient split and folded back), so both restrictions invert it."""
+    from lemon_pl.data.transfer import interpolate_periodic_nodes, restrict_periodic_nodes
+
+    u = np.random.default_rng(n).normal(size=(3, n))
+    fine = interpolate_periodic_nodes(u, m)
+    np.testing.assert_allclose(restrict_periodic_nodes(fine, n, "sample"), u, atol=1e-12)
+    np.testing.assert_allclose(restrict_periodic_nodes(fine, n, "fourier"), u, atol=1e-12)
+
+
+@pytest.mark.parametrize("how", ["harmonic", "arithmetic", "sample"])
+def test_cell_constant_interpolation_then_any_restriction_is_the_identity(how):
+    """A coarse cell's value copied to its fine cells (``constant``) is what every cell restriction of
+    those fine cells gives back; the harmonic mean of a cell that is not constant is 1 / mean(1 / a)."""
+    from lemon_pl.data.transfer import interpolate_dirichlet_cells, restrict_dirichlet_cells
+
+    a = np.exp(np.random.default_rng(1).normal(size=(2, 16)))
+    np.testing.assert_allclose(restrict_dirichlet_cells(interpolate_dirichlet_cells(a, 64, "constant"), 16, how), a,
+                               rtol=1e-14)
+    fine = np.array([1.0, 2.0, 4.0, 4.0])
+    assert restrict_dirichlet_cells(fine, 1, "harmonic")[0] == pytest.approx(1 / np.mean(1 / fine), rel=1e-15)
