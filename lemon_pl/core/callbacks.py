@@ -80,9 +80,7 @@ class PredictionFigures(Callback):
     @staticmethod
     def log_figures(trainer, examples: dict[str, dict], log_dir: str | None) -> list[Path]:
         """One figure per family: to W&B as images, otherwise PNG files in ``log_dir/figures``."""
-        import matplotlib.pyplot as plt
-
-        from lemon_pl.core.figures import prediction_figure
+        from lemon_pl.core.figures import prediction_figure, pyplot, save_figure
 
         epoch = trainer.current_epoch
         figs = {fam: prediction_figure(s["true"].numpy(), s["pred"].numpy(), f"{fam}, epoch {epoch}")
@@ -95,11 +93,9 @@ class PredictionFigures(Callback):
             folder = Path(log_dir or ".") / "figures"
             folder.mkdir(parents=True, exist_ok=True)
             for fam, fig in figs.items():  # atomically: a full disk is one line, never a truncated PNG
-                path = folder / f"epoch{epoch:03d}_{fam}.png"
-                atomic_write(path, lambda fh, fig=fig: fig.savefig(fh, format="png", dpi=80))
-                written.append(path)
+                written.append(save_figure(fig, folder / f"epoch{epoch:03d}_{fam}.png"))
         for fig in figs.values():
-            plt.close(fig)
+            pyplot().close(fig)
         return written
 
     @staticmethod

@@ -1,16 +1,43 @@
-"""Figures: truth / prediction / error as space-time images (logged by ``lemon_pl.core.callbacks``)."""
+"""Figures, defined once: the headless pyplot, the atomic PNG writer, and the shared plots.
+
+* :func:`pyplot`: matplotlib's pyplot on the Agg backend (no display needed, as on a cluster);
+* :func:`save_figure`: a figure written as PNG atomically (complete or untouched), then closed;
+* :func:`prediction_figure`: truth / prediction / error as space-time images (operator stages);
+* :func:`space_time_figure`: a prediction at physical times, beside a reference (``predict``).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def prediction_figure(true: np.ndarray, pred: np.ndarray, title: str = "", extent=(0.0, 2.0, 0.0, 2.0)):
-    """Figure with three panels (truth, prediction, |error|), time upwards and x to the right."""
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (an already chosen backend is kept)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 80, **savefig: Any) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically (``lemon_pl.core.checkpointing.atomic_write``)
+    and close it; returns the path. ``savefig`` keywords (e.g. ``bbox_inches="tight"``) pass on."""
+    from lemon_pl.core.checkpointing import atomic_write
+
+    try:
+        return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, **savefig))
+    finally:
+        pyplot().close(fig)
+
+
+def prediction_figure(true: np.ndarray, pred: np.ndarray, title: str = "", extent=(0.0, 2.0, 0.0, 2.0)):
+    """Figure with three panels (truth, prediction, |error|), time upwards and x to the right."""
+    plt = pyplot()
 
     err = np.abs(pred - true)
     vmin, vmax = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
@@ -35,10 +62,7 @@ def space_time_figure(x: np.ndarray, t: np.ndarray, pred: np.ndarray, ref: np.nd
     """Space-time figure of a prediction ``pred`` (nt, nx) at physical times ``t`` (any spacing)
     and points ``x``: one panel, or prediction / reference / |error| when ``ref`` is given
     (``rel_l2``, if given, goes into the title)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [(pred, "prediction")] if ref is None else [(pred, "prediction"), (ref, ref_name),
                                                          (np.abs(pred - ref), "|error|")]

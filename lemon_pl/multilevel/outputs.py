@@ -19,7 +19,6 @@ from pathlib import Path
 
 from lightning.pytorch import Callback
 
-from lemon_pl.core.checkpointing import atomic_write
 from lemon_pl.multilevel.stage import MultilevelRegression
 
 
@@ -38,15 +37,11 @@ class LevelCheckpoints(Callback):
 
 
 def _figure(path: Path, draw) -> None:
-    import matplotlib
+    from lemon_pl.core.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = draw(plt)
+    fig = draw(pyplot())
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 class MultilevelOutputs(Callback):

@@ -164,9 +164,7 @@ class PredictionSet:
         return sorted(chosen + rest[:max(0, limit - len(chosen))])
 
     def figure_png(self, i: int, title: str | None = None) -> bytes:
-        import matplotlib.pyplot as plt
-
-        from lemon_pl.core.figures import space_time_figure
+        from lemon_pl.core.figures import pyplot, space_time_figure
 
         ref = self.u_ref[i] if np.isfinite(self.u_ref[i]).all() else None
         rel = float(self.rel_l2()[i]) if ref is not None else None
@@ -175,7 +173,7 @@ class PredictionSet:
         fig = space_time_figure(self.x, self.t[i], self.u[i], ref, text, ref_name=ref_name, rel_l2=rel)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
+        pyplot().close(fig)
         return buf.getvalue()
 
 
