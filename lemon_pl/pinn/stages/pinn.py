@@ -1,35 +1,5 @@
-"""The physics-informed stages: networks trained from the equations themselves.
-
-Every stage trains a network of :mod:`lemon_pl.pinn.networks` on the point sets of a
-:class:`lemon_pl.pinn.collocation.CollocationDataModule` (all μ of the run in one batch) with
-the PINN loss: the weighted sum, over the problem's named conditions (:mod:`lemon_pl.pinn.conditions`)
-in their declared order, of each condition's mean square (PDE residual, values, fluxes, periodic
-pairs; the weights are the problem's, 1 each for CDR as in the release, overridable by name with
-``weights: {ic: 10}``), plus the network's regulariser (the low-rank networks' orthogonality
-penalty). Residual and flux conditions each get a forward pass with gradients to their points;
-the value and periodic conditions share one forward pass over their points concatenated.
-The problem object is the data module's, linked (``problem``); the stages call network hooks
-(``penalty``, ``adapt``, ``matching``, ``reports``) and name no network class.
-
-* :class:`PINNModule`: one network over the run's μ set: a plain PINN or Naive-LR-PINN on
-  one μ, PINN-P across μ, Hyper-LR-PINN phase 1 (bases, biases, first/last layers and the
-  hypernetwork jointly over every training μ, with the orthogonality penalty); ``init_from``
-  warm-starts from another run (the curriculum: lower β first).
-* :class:`HyperLRPINNAdapt`: phase 2. The phase-1 network (``init_from``) at the target μ
-  becomes a Naive-LR-PINN (the network's ``adapt`` hook) whose s starts at the hypernetwork's output; exactly s, W⁰,
-  b⁰, W^{L+1}, b^{L+1} train (full rank, or ``adaptive``: only the entries the ReLU kept).
-* :class:`MetaPINNModule`: MAML or Reptile initialisation of a network over μ tasks, the inner
-  loop of :func:`lemon_pl.adaptation.maml.adapt` run on every task at once (the task weights
-  stacked, the network evaluated with ``torch.func.vmap``).
-* :class:`TimeMarchingPINN`: PINN-S2S, one PINN per time segment, trained in order, each
-  segment's initial condition the previous segment's prediction.
-
-Optimiser: unset, Adam at ``lr`` (2.5e-4, the release) with no schedule; any other
-(``torch.optim.LBFGS`` with strong Wolfe line search, for instance) is chosen in the config.
-Residuals and their derivatives are taken in fp32 with autocast off, also under bf16-mixed.
-Validation and test need gradients: the stage turns Lightning's inference mode off for its
-evaluation loops (the configs also set ``trainer.inference_mode: false``).
-"""
+"""The physics-informed base stage: one network over the run's μ set, the loss a weighted sum over the
+problem's named conditions, per-μ evaluation and the test report (see :mod:`lemon_pl.pinn.stages`)."""
 
 from __future__ import annotations
 
@@ -55,7 +25,7 @@ EVAL_CHUNK = 1 << 15
 IGNORED = [*NOT_HPARAMS, "problem"]
 
 
-def _no_autocast(device: torch.device):
+def no_autocast(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
 
 
@@ -184,7 +154,7 @@ class PINNModule(Stage):
         m = mu.shape[0]
         points, targets = batch["points"], batch.get("targets", {})
         terms: dict[str, Tensor] = {}
-        with _no_autocast(mu.device):
+        with no_autocast(mu.device):
             for name, cond in self.conditions.items():
                 if name not in points or not cond.needs_derivatives:
                     continue
@@ -264,7 +234,7 @@ class PINNModule(Stage):
         x_all, idx_all = self.tile(points, m)
         us, rs = [], []
         u_fn = self.field(mu=mu)
-        with torch.enable_grad(), _no_autocast(mu.device):
+        with torch.enable_grad(), no_autocast(mu.device):
             for lo in range(0, x_all.shape[0], EVAL_CHUNK):
                 x = x_all[lo:lo + EVAL_CHUNK].detach().requires_grad_(residual)
                 idx = idx_all[lo:lo + EVAL_CHUNK]
@@ -367,206 +337,3 @@ class PINNModule(Stage):
 
     def table_extra_columns(self) -> dict[str, Any]:
         return {"trainable_params": self.n_trainable}
-
-
-class HyperLRPINNAdapt(PINNModule):
-    """Hyper-LR-PINN phase 2 at one target μ (the data's only μ value).
-
-    ``net`` is the phase-1 architecture (``configs/model/hyper_lr_pinn.yaml``) and ``init_from``
-    the phase-1 checkpoint. The stage trains the network that the ``adapt`` hook
-    (:meth:`lemon_pl.pinn.networks.HyperLRPINN.adapt`) makes of it at the target μ: s initialised to s(μ), W⁰, b⁰,
-    W^{L+1}, b^{L+1} copied; the bases (and the paper layout's hidden biases) frozen; the
-    hypernetwork dropped. ``rank``: ``full`` keeps every entry of s, ``adaptive`` only those
-    with |s| > ``threshold`` (0: the entries the ReLU kept). Loading a phase-2 checkpoint
-    (``--ckpt_path``) rebuilds its ranks from the checkpoint (the ``matching`` hook).
-    """
-
-    def __init__(self, net: nn.Module, rank: str = "full", threshold: float = 0.0, **kwargs: Any):
-        if not getattr(net, "adaptable", False):
-            raise ValueError(f"model.init_args.net: phase 2 adapts a HyperLRPINN (a network with `adapt`), got "
-                             f"{type(net).__name__}")
-        if rank not in ("full", "adaptive"):
-            raise ValueError(f"model.init_args.rank must be 'full' or 'adaptive', got {rank!r}")
-        mu_values = kwargs.get("mu_values") or []
-        if len(mu_values) != 1:
-            raise ValueError(f"phase 2 adapts to one target μ: set data.init_args.mu to one value "
-                             f"(the data hold {len(mu_values)})")
-        self._phase2 = (rank, float(threshold))
-        super().__init__(net, **kwargs)
-        self.save_hyperparameters(ignore=IGNORED)
-        self.record_problem()
-
-    def check_network(self) -> None:
-        if getattr(self.net, "adaptable", False):
-            rank, threshold = self._phase2
-            self.net = self.net.adapt(self.mu_values[0], rank, threshold)
-        super().check_network()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A phase-2 checkpoint may hold adaptive ranks: rebuild the layers to their shapes."""
-        super().on_load_checkpoint(checkpoint)
-        self.net = self.net.matching(checkpoint.get("state_dict") or {}, "net.")
-
-
-class MetaPINNModule(PINNModule):
-    """MAML or Reptile initialisation of a network over μ tasks (one task per μ of the data).
-
-    Each optimiser step adapts a copy of the weights to every task at once: ``inner_steps`` SGD
-    steps at ``inner_lr`` on the task's PINN loss (:func:`lemon_pl.adaptation.maml.adapt` on
-    the task weights stacked along a leading dimension; the network runs on all tasks with
-    ``torch.func.vmap``). MAML then minimises the mean PINN loss of the adapted weights
-    (first order by default; ``first_order: false`` differentiates through the inner steps);
-    Reptile moves the weights towards the mean of the adapted ones (the outer gradient is
-    w − mean_m w_m', stepped by the configured optimiser).
-    """
-
-    def __init__(self, net: nn.Module, algorithm: str = "maml", inner_steps: int = 5, inner_lr: float = 1e-3,
-                 first_order: bool = True, **kwargs: Any):
-        if algorithm not in ("maml", "reptile"):
-            raise ValueError(f"model.init_args.algorithm must be 'maml' or 'reptile', got {algorithm!r}")
-        if inner_steps < 1:
-            raise ValueError(f"model.init_args.inner_steps must be >= 1, got {inner_steps}")
-        check_range("inner_lr", inner_lr, low=0.0)
-        super().__init__(net, **kwargs)
-        self.save_hyperparameters(ignore=IGNORED)
-        self.record_problem()
-
-    def check_network(self) -> None:
-        pass  # tasks differ by μ only through the loss: a network without a μ input is the point
-
-    def solves_one_mu(self) -> bool:
-        return False  # an initialisation for every μ
-
-    def task_field(self, params: dict[str, Tensor], m: int) -> Field:
-        """The network with task weights ``params`` (leading dimension m) on μ-major points."""
-        from torch.func import functional_call, vmap
-
-        net = self.net
-
-        def one(p: dict[str, Tensor], x: Tensor) -> Tensor:
-            return functional_call(net, p, (x,))
-
-        def u(coords: Tensor, index: Tensor) -> Tensor:
-            out = vmap(one)(params, coords.view(m, -1, coords.shape[-1]))
-            return out.reshape(-1) if self.n_fields == 1 else out.reshape(-1, out.shape[-1])
-
-        return u
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        from lemon_pl.adaptation.maml import adapt
-
-        hp, m = self.hparams, batch["mu"].shape[0]
-        params = dict(self.net.named_parameters())
-        stacked = {k: v.unsqueeze(0).expand(m, *v.shape) for k, v in params.items()}
-
-        def inner_loss(p: dict[str, Tensor]) -> Tensor:  # the sum of the tasks' losses: per-task gradients
-            return m * self.total_loss(self.loss_terms(self.task_field(p, m), batch))
-
-        first = hp.first_order or hp.algorithm == "reptile"
-        fast = adapt(self.net, stacked, list(stacked), inner_loss, hp.inner_steps, hp.inner_lr, first_order=first)
-        if hp.algorithm == "maml":
-            terms = self.loss_terms(self.task_field(fast, m), batch)
-            loss = self.total_loss(terms)
-        else:
-            target = {k: v.detach().mean(0) for k, v in fast.items()}
-            loss = 0.5 * sum((params[k] - target[k]).square().sum() for k in params)
-            terms = self.loss_terms(self.task_field({k: v.detach() for k, v in fast.items()}, m), batch)  # logged only
-        self.ensure_finite(loss, batch, batch_idx)
-        self.log_terms(loss, terms)
-        return loss
-
-    def field(self, net: nn.Module | None = None, mu: Tensor | None = None) -> Field:
-        """Evaluation: the meta-learned initialisation itself, for every μ (no adaptation)."""
-        net = self.net if net is None else net
-        return lambda coords, index: self.flat(net(coords))
-
-
-class TimeMarchingPINN(PINNModule):
-    """PINN-S2S: ``segments`` copies of ``net``, network k owning t ∈ [k/K, (k+1)/K] (of the
-    problem's time interval), trained in order for an equal share of the run's steps; each
-    starts from the previous one's weights, and its initial condition is the previous one's
-    prediction at the segment's start. One μ per run."""
-
-    def __init__(self, net: nn.Module, segments: int = 5, **kwargs: Any):
-        if segments < 1:
-            raise ValueError(f"model.init_args.segments must be >= 1, got {segments}")
-        super().__init__(net, **kwargs)
-        if not self.pde.time_dependent:
-            raise ValueError(f"model.init_args.segments: {self.pde.name} is steady; time-marching needs time")
-        if self.n_fields != 1:
-            raise ValueError(f"model.init_args.segments: time-marching trains one field; {self.pde.name} has "
-                             f"{self.pde.fields}")
-        for name, cond in self.conditions.items():
-            if cond.target is not None and cond.region.kind != "initial":
-                raise ValueError(f"model.init_args.segments: time-marching moves the points of condition {name!r} "
-                                 "into each segment, but its targets belong to the points as sampled; use PINNModule")
-        self.save_hyperparameters(ignore=IGNORED)
-        self.record_problem()
-        # one network per segment; ``net`` holds them all (parameter counts, checkpoints)
-        self.net = nn.ModuleList(copy.deepcopy(self.net) for _ in range(segments))
-        self.register_buffer("segment", torch.zeros((), dtype=torch.long))
-        self.t_axis = self.pde.domain.time_index
-        self.t0, self.t1 = self.pde.domain.bounds[self.t_axis]
-
-    @property
-    def nets(self) -> nn.ModuleList:
-        return self.net
-
-    def _segment_of_step(self) -> int:
-        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else \
-            int(self.trainer.estimated_stepping_batches)
-        k = len(self.nets)
-        return min(k - 1, self.global_step * k // max(total, 1))
-
-    def _map_t(self, pts: Tensor, k: int) -> Tensor:
-        """Points of [t0, t1] mapped into segment k."""
-        out = pts.clone()
-        width = (self.t1 - self.t0) / len(self.nets)
-        out[:, self.t_axis] = self.t0 + k * width + (pts[:, self.t_axis] - self.t0) / len(self.nets)
-        return out
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        k = self._segment_of_step()
-        if k != int(self.segment):
-            self.nets[k].load_state_dict(self.nets[int(self.segment)].state_dict())  # warm start
-            self.segment.fill_(k)
-        seg = {**batch, "points": dict(batch["points"]), "pairs": dict(batch.get("pairs", {})),
-               "targets": dict(batch.get("targets", {}))}
-        for name, cond in self.conditions.items():
-            if name not in batch["points"]:
-                continue
-            if cond.region.kind != "initial":
-                seg["points"][name] = self._map_t(batch["points"][name], k)
-                if name in seg["pairs"]:
-                    seg["pairs"][name] = self._map_t(batch["pairs"][name], k)
-            elif k > 0:
-                start = batch["points"][name].clone()
-                start[:, self.t_axis] = self.t0 + k * (self.t1 - self.t0) / len(self.nets)
-                seg["points"][name] = start
-                with torch.no_grad():
-                    prev = self.components(self.rows(self.flat(self.nets[k - 1](start)), 1), cond)
-                seg["targets"][name] = prev.expand_as(batch["targets"][name])
-        net = self.nets[k]
-        terms = self.loss_terms(lambda x, i: self.flat(net(x)), seg)
-        loss = self.total_loss(terms)
-        self.ensure_finite(loss, batch, batch_idx)
-        self.log_terms(loss, terms)
-        self.log("train/segment", float(k))
-        return loss
-
-    def field(self, net: nn.Module | None = None, mu: Tensor | None = None) -> Field:
-        """The piecewise solution: each point evaluated by its segment's network."""
-        k = len(self.nets)
-
-        def u(coords: Tensor, index: Tensor) -> Tensor:
-            t = coords[:, self.t_axis]
-            seg = ((t - self.t0) / (self.t1 - self.t0) * k).floor().clamp(0, k - 1).long()
-            outs = torch.stack([n(coords).reshape(-1) for n in self.nets], 1)  # (n, K)
-            return outs.gather(1, seg[:, None]).reshape(-1)
-
-        return u
-
-    def check_network(self) -> None:
-        if getattr(self.net, "uses_mu", False):
-            raise ValueError("model.init_args.net: time-marching trains a plain PINN on one μ")
-        super().check_network()

@@ -1,58 +1,5 @@
-"""Networks of the physics-informed subsystem: maps from collocation coordinates (and PDE
-parameters μ) to the solution u.
-
-Every network here is a plain ``nn.Module`` with one calling convention::
-
-    forward(coords (N, in_dim), mu=None, mu_index=None) -> u (N, out_dim)
-
-``coords`` stacks the coordinates of N collocation points (columns ``(x, t)`` for the 1-D
-convection-diffusion-reaction problem), so derivatives are taken with ``torch.autograd.grad``
-with respect to ``coords``.  ``mu`` gives the PDE parameters, either one vector ``(mu_dim,)`` for
-all points or one row per point ``(N, mu_dim)``; with ``mu_index`` (N,) ``mu`` is instead a table
-of M rows and point n uses row ``mu_index[n]``.  Networks that do not read μ (``uses_mu`` is
-False) ignore both.
-
-* :class:`PINN`: the vanilla MLP, 2 -> 50 -> (4 x 50 -> 50) -> 1, tanh, linear output
-  (10,401 parameters).
-* :class:`PINNP`: the same MLP with μ concatenated to the coordinates (10,551 with mu_dim = 3).
-* :class:`LowRankLinear`: y = U diag(s) Vᵀ x + b with trainable U (out x r), s (r), V (in x r).
-* :class:`NaiveLRPINN`: dense first layer, L low-rank hidden layers with their own s, dense last
-  layer.  It is also the phase-2 network that :meth:`HyperLRPINN.adapt` returns.
-* :class:`HyperLRPINN`: the same trunk whose diagonals s come from a hypernetwork of μ, with
-  shared bases U, V.
-* :func:`orthogonality_penalty`: Σ_l w_U ‖U_lᵀU_l − I‖ + w_V ‖V_lᵀV_l − I‖ (Frobenius, squared
-  or not) over the low-rank layers of a module.
-
-Hooks (:class:`PINNNetwork`, the base of every network here): the stages name no network class,
-they call these.
-
-* ``uses_mu``: whether the network reads μ (else a run trains one μ);
-* ``penalty(settings)``: the regulariser added to the loss (the low-rank networks' orthogonality
-  penalty, from the stage's ``orth_weight_u``, ``orth_weight_v``, ``orth_squared``), or None;
-  ``penalties`` names the settings a network understands;
-* ``adapt(mu, **settings)``: the network to train at one target μ (Hyper-LR-PINN's phase 2), on
-  networks with ``adaptable = True``;
-* ``matching(state, prefix)``: the network shaped like a checkpoint's state (adaptive ranks);
-* ``param_groups()``: the optimiser's parameter groups (default: one group of the trainable ones);
-* ``reports(mu)``: arrays describing the network over a sweep of μ (Hyper-LR-PINN: its diagonals
-  s(μ), the rank figures), with ``reports_mu = True``.
-
-Layouts of the low-rank networks (``layout``):
-
-* ``"paper"``: hidden layers σ(U diag(s) Vᵀ h + b) with a bias b, and an activated output
-  u = σ(W h + b).  With tanh this bounds |u| < 1.
-* ``"release"``: bias-free hidden layers σ(U diag(s) Vᵀ h) and a linear output u = W h + b.
-
-Sizes at the defaults (in_dim 2, width 50, three rank-50 layers, mu_dim 3, hypernetwork of
-three tanh layers of width 50): HyperLRPINN release 28,151 = first 150 + last 51 + bases 15,000
-+ embedding 5,300 + heads 7,650; paper 28,301 (+150 hidden biases).  The phase-2 network trains
-exactly s, W⁰, b⁰, W^{L+1}, b^{L+1}: 150 + 150 + 51 = 351 at full rank, fewer at adaptive rank.
-
-State-dict keys are stable so stages can freeze by name: ``hyper.*`` (``hyper.scaler.shift``,
-``hyper.scaler.scale``, ``hyper.embed.N.*``, ``hyper.heads.N.*``), ``first.*``,
-``layers.N.U`` / ``layers.N.s`` / ``layers.N.V`` / ``layers.N.bias``, ``last.*`` (the MLPs:
-``first.*``, ``hidden.N.*``, ``last.*``, ``scaler.*``).
-"""
+"""The low-rank networks: LowRankLinear, Naive-LR-PINN, the hypernetwork, Hyper-LR-PINN (with its
+phase-2 ``adapt`` hook) and the orthogonality penalty of their bases."""
 
 from __future__ import annotations
 
@@ -62,33 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "LAYOUTS",
-    "PINNNetwork",
-    "PINN",
-    "PINNP",
-    "MuScaler",
-    "LowRankLinear",
-    "NaiveLRPINN",
-    "Hypernetwork",
-    "HyperLRPINN",
-    "orthogonality_penalty",
-]
+from lemon_pl.pinn.networks.base import MuScaler, PINNNetwork, equal_blocks, make_activation, mu_groups
 
 #: the low-rank layouts: the paper's equations or the released code
 LAYOUTS = ("paper", "release")
-
-
-class _Sine(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.sin(x)
-
-
-def _activation(name: str) -> nn.Module:
-    table = {"tanh": nn.Tanh, "sin": _Sine, "silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
-    if name.lower() not in table:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")
-    return table[name.lower()]()
 
 
 def _check_layout(layout: str) -> str:
@@ -97,149 +21,11 @@ def _check_layout(layout: str) -> str:
     return layout
 
 
-def _mu_per_point(mu: Optional[Tensor], coords: Tensor, mu_index: Optional[Tensor]) -> Tensor:
-    """μ as one row per point, shaped like ``coords`` but for the last dimension."""
-    if mu is None:
-        raise ValueError("this network reads the PDE parameters: pass mu")
-    if mu_index is not None:
-        return mu[mu_index]
-    if mu.dim() == 1:
-        return mu.expand(*coords.shape[:-1], -1)
-    n = coords.shape[0]
-    if mu.dim() != 2 or mu.shape[0] != n:
-        raise ValueError(f"mu must be (mu_dim,) or (N, mu_dim) with N = {n} points, got {tuple(mu.shape)}")
-    return mu
-
-
-def _mu_groups(mu: Optional[Tensor], n: int, mu_index: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
-    """The μ rows to evaluate once each, and the row of every point (None: rows line up with
-    the points, or a single row serves all of them)."""
-    if mu is None:
-        raise ValueError("this network reads the PDE parameters: pass mu")
-    if mu_index is not None:
-        return mu, mu_index
-    if mu.dim() == 1:
-        return mu[None], None
-    if mu.dim() != 2 or mu.shape[0] != n:
-        raise ValueError(f"mu must be (mu_dim,) or (N, mu_dim) with N = {n} points, got {tuple(mu.shape)}")
-    if mu.requires_grad:  # torch.unique would cut the graph to mu: evaluate per point instead
-        return mu, None
-    rows, index = torch.unique(mu, dim=0, return_inverse=True)
-    return rows, index
-
-
-def _blocks(index: Tensor, m: int) -> bool:
-    """Whether ``index`` is 0..0 1..1 ... (m-1)..(m-1) in equal blocks."""
-    n = index.numel()
-    if n % m or n == m:
-        return False
-    expected = torch.arange(m, device=index.device)[:, None]
-    return bool((index.view(m, -1) == expected).all())
-
-
-class PINNNetwork(nn.Module):
-    """The hooks every physics-informed network offers its stage (see the module doc)."""
-
-    uses_mu: ClassVar[bool] = False
-    adaptable: ClassVar[bool] = False
-    reports_mu: ClassVar[bool] = False
-    penalties: ClassVar[tuple[str, ...]] = ()
-
-    def penalty(self, settings: dict[str, float]) -> Optional[Tensor]:
-        """The regulariser for the stage's penalty ``settings`` (None: nothing to add)."""
-        return None
-
-    def adapt(self, mu: Union[Tensor, Sequence[float]], **settings) -> nn.Module:
-        raise ValueError(f"{type(self).__name__} has no adaptation to a target μ")
-
-    def matching(self, state: dict[str, Tensor], prefix: str = "") -> nn.Module:
-        """This network, or a new one shaped like the checkpoint ``state`` (keys under ``prefix``)."""
-        return self
-
-    def param_groups(self) -> list[dict]:
-        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
-
-    def reports(self, mu: Tensor) -> dict[str, Tensor]:
-        """Arrays describing the network at each row of ``mu`` (M, mu_dim) (nothing by default)."""
-        return {}
-
-
 def _orthogonality(net: nn.Module, settings: dict[str, float]) -> Optional[Tensor]:
     wu, wv = settings.get("orth_weight_u", 0.0), settings.get("orth_weight_v", 0.0)
     if not (wu or wv):
         return None
     return orthogonality_penalty(net, wu, wv, bool(settings.get("orth_squared", False)))
-
-
-class MuScaler(nn.Module):
-    """Affine map of μ to [-1, 1] per component, given the box [low, high] of the training μ,
-    or the identity (no box; what the release feeds the hypernetwork).  A component with
-    low == high is only shifted.  Kept as buffers, so a checkpoint carries its normalisation."""
-
-    def __init__(self, mu_dim: int, low: Optional[Sequence[float]] = None,
-                 high: Optional[Sequence[float]] = None) -> None:
-        super().__init__()
-        shift, scale = torch.zeros(mu_dim), torch.ones(mu_dim)
-        if (low is None) != (high is None):
-            raise ValueError("give both mu_low and mu_high, or neither")
-        if low is not None:
-            lo, hi = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
-            if lo.shape != (mu_dim,) or hi.shape != (mu_dim,):
-                raise ValueError(f"mu_low and mu_high need {mu_dim} entries each")
-            if bool((hi < lo).any()):
-                raise ValueError("mu_high must be >= mu_low in every component")
-            shift = (lo + hi) / 2
-            half = (hi - lo) / 2
-            scale = torch.where(half > 0, half, torch.ones_like(half))
-        self.register_buffer("shift", shift)
-        self.register_buffer("scale", scale)
-
-    def forward(self, mu: Tensor) -> Tensor:
-        return (mu - self.shift) / self.scale
-
-
-class PINN(PINNNetwork):
-    """The vanilla PINN: an MLP ``in_dim -> width -> (hidden_layers x width -> width) -> out_dim``
-    with the activation after every layer but the last.  Defaults give the 10,401-parameter
-    network (2 -> 50, four 50 -> 50, 50 -> 1, tanh)."""
-
-    uses_mu: ClassVar[bool] = False
-
-    def __init__(self, in_dim: int = 2, out_dim: int = 1, width: int = 50, hidden_layers: int = 4,
-                 activation: str = "tanh") -> None:
-        super().__init__()
-        self.in_dim, self.out_dim = in_dim, out_dim
-        self.first = nn.Linear(in_dim, width)
-        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(hidden_layers))
-        self.last = nn.Linear(width, out_dim)
-        self.act = _activation(activation)
-
-    def trunk(self, inputs: Tensor) -> Tensor:
-        h = self.act(self.first(inputs))
-        for layer in self.hidden:
-            h = self.act(layer(h))
-        return self.last(h)
-
-    def forward(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None) -> Tensor:
-        return self.trunk(coords)
-
-
-class PINNP(PINN):
-    """PINN-P: the PINN MLP on ``[coords, μ]``, trained across μ.  ``mu_low``/``mu_high``
-    optionally map μ to [-1, 1] first (:class:`MuScaler`)."""
-
-    uses_mu: ClassVar[bool] = True
-
-    def __init__(self, in_dim: int = 2, out_dim: int = 1, mu_dim: int = 3, width: int = 50,
-                 hidden_layers: int = 4, activation: str = "tanh",
-                 mu_low: Optional[Sequence[float]] = None, mu_high: Optional[Sequence[float]] = None) -> None:
-        super().__init__(in_dim + mu_dim, out_dim, width, hidden_layers, activation)
-        self.in_dim, self.mu_dim = in_dim, mu_dim
-        self.scaler = MuScaler(mu_dim, mu_low, mu_high)
-
-    def forward(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None) -> Tensor:
-        mu = self.scaler(_mu_per_point(mu, coords, mu_index))
-        return self.trunk(torch.cat([coords, mu.to(coords.dtype)], dim=-1))
 
 
 class LowRankLinear(nn.Module):
@@ -332,7 +118,7 @@ class NaiveLRPINN(PINNNetwork):
         self.layers = nn.ModuleList(
             LowRankLinear(width, width, r, bias=layout == "paper", init=basis_init) for r in ranks)
         self.last = nn.Linear(width, out_dim)
-        self.act = _activation(activation)
+        self.act = make_activation(activation)
 
     penalties: ClassVar[tuple[str, ...]] = ("orth_weight_u", "orth_weight_v", "orth_squared")
 
@@ -423,7 +209,7 @@ class HyperLRPINN(PINNNetwork):
             LowRankLinear(width, width, rank, bias=layout == "paper", diagonal=False, init=basis_init)
             for _ in range(lowrank_layers))
         self.last = nn.Linear(width, out_dim)
-        self.act = _activation(activation)
+        self.act = make_activation(activation)
 
     def diagonals(self, mu: Tensor) -> Tensor:
         """s^l(μ) for a batch of μ, (M, mu_dim) or (mu_dim,) -> (M, lowrank_layers, rank)."""
@@ -443,10 +229,10 @@ class HyperLRPINN(PINNNetwork):
             return (self.diagonals(mu).abs() > threshold).sum(dim=-1)
 
     def forward(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None) -> Tensor:
-        rows, index = _mu_groups(mu, coords.shape[0], mu_index)
+        rows, index = mu_groups(mu, coords.shape[0], mu_index)
         s = self.diagonals(rows)  # (M, L, rank)
         m = rows.shape[0]
-        if index is not None and m > 1 and _blocks(index, m):
+        if index is not None and m > 1 and equal_blocks(index, m):
             # the points come in M equal blocks, block k at μ row k (how the stages lay them out):
             # every low-rank layer is one batched product with the blocks' dense weights
             h = self.act(self.first(coords.view(m, -1, coords.shape[-1])))
@@ -517,3 +303,6 @@ def orthogonality_penalty(layers: Union[nn.Module, Iterable[LowRankLinear]], wei
             term = gap.square().sum() if squared else torch.linalg.matrix_norm(gap)
             total = weight * term if total is None else total + weight * term
     return total
+
+
+__all__ = ["LAYOUTS", "Hypernetwork", "HyperLRPINN", "LowRankLinear", "NaiveLRPINN", "orthogonality_penalty"]
