@@ -23,7 +23,7 @@ the order of the domain's axes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -93,7 +93,6 @@ class Condition:
     components: Optional[Sequence[Union[str, int]]] = None
     operator: Optional[Flux] = None
     weight: float = 1.0
-    meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

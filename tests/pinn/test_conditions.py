@@ -254,3 +254,22 @@ def test_the_problem_is_one_object_from_the_data_to_the_stage_and_its_config_is_
                                     "init_args": {"ic": "gauss"}}
     with pytest.raises(ValueError, match="model.init_args.problem"):
         PINNModule(PINN(), problem="cdr", mu_values=[[1, 0, 0]])
+
+
+def test_the_lhs_sampler_of_the_data_module_draws_off_grid_points_on_each_region_seeded():
+    kw = dict(mu=[[1, 0, 0]], n_grid=[16, 9], n_collocation=40, n_ic=12, n_bc=10, n_test=10, sampler="lhs")
+    b = CollocationDataModule(**kw).build()
+    x_f, x_ic, a, pair = b["points"]["residual"], b["points"]["ic"], b["points"]["bc"], b["pairs"]["bc"]
+    assert x_f.shape == (40, 2) and x_ic.shape == (12, 2) and a.shape == pair.shape == (10, 2)
+    for axis, n in ((0, 40), (1, 40)):  # one point per stratum of each axis of the interior box
+        lo, hi = ((0, 2 * math.pi), (0, 1))[axis]
+        assert sorted(np.floor((x_f[:, axis] - lo) / (hi - lo) * n).astype(int)) == list(range(n))
+    assert (x_ic[:, 1] == 0).all() and (a[:, 0] == 0).all() and np.allclose(pair[:, 0], 2 * math.pi)
+    np.testing.assert_allclose(b["targets"]["ic"][0], 1 + np.sin(x_ic[:, 0]))
+    again = CollocationDataModule(**kw).build()
+    np.testing.assert_array_equal(again["points"]["residual"], x_f)
+    with pytest.raises(ValueError, match="data.init_args.sampler"):
+        CollocationDataModule(**{**kw, "sampler": "sobol"})
+    with pytest.raises(ValueError, match="data.init_args.points: unknown conditions"):
+        CollocationDataModule(**{**kw, "points": {"edge": 3}})
+    assert CollocationDataModule(**{**kw, "points": {"ic": 5}}).build()["points"]["ic"].shape == (5, 2)
