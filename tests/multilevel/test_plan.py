@@ -122,3 +122,39 @@ def test_plan_errors_are_one_line(root, tmp_path, capsys, extra, needle):
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("lemon-pl multilevel: error:") and needle in err[-1]
+
+
+def test_the_pilot_fits_run_through_the_entry_point_given(root, tmp_path):
+    """The planner imports no CLI: its pilot fits are `lemon-pl fit` argvs run by the entry point it is
+    given (lemon-pl passes its in-process main, the experiment steps' entry). A stand-in entry writes
+    each pilot's summary: e(N) = b + a N^-1/2 per level, so the fitted models come back."""
+    from lemon_pl.cli.multilevel import make_plan
+    from lemon_pl.multilevel.plan import pilot_argv
+
+    calls = []
+
+    def entry(argv):
+        calls.append(list(argv))
+        name = argv[argv.index("--trainer.logger.init_args.name") + 1]
+        n = json.loads(argv[argv.index("--data.init_args.n_samples") + 1])
+        level = max(range(len(n)), key=lambda l: (n[l] > 0, l))
+        err = (0.05, 0.01)[level] + 0.5 * n[level] ** -0.5
+        folder = tmp_path / "pilots" / name / "version_0"
+        folder.mkdir(parents=True)
+        (folder / "fit_summary.json").write_text(json.dumps({"level_val_rel_l2": {"2": err}}))
+        return 0
+
+    configs = _two_levels(tmp_path, root)
+    plan = make_plan(configs, [8.0], [4, 8, 16], tmp_path / "pilots", root=str(root), unit="fine", entry=entry,
+                     log=lambda m: None)
+    names = [c[c.index("--trainer.logger.init_args.name") + 1] for c in calls]
+    assert names == [f"level{l}_n{g}_N{n}_s0" for l, g in ((1, 32), (2, 64)) for n in (4, 8, 16)] + ["chain_N16_N8_s0"]
+    d = {"root": str(root), "epochs": [1, 1], "levels": [32, 64]}
+    assert calls[0] == pilot_argv(configs, d, [4, 0], names[0], tmp_path / "pilots", 0)
+    assert calls[0][calls[0].index("--data.init_args.epochs") + 1] == "[2,0]"  # the config's 2 epochs, one level
+    assert plan["models"][1]["b"] == pytest.approx(0.01, abs=1e-3) and plan["models"][1]["alpha"] == pytest.approx(0.5, abs=0.02)
+    # a second plan reuses every finished pilot: the entry is not called again
+    calls.clear()
+    assert make_plan(configs, [8.0], [4, 8, 16], tmp_path / "pilots", root=str(root), unit="fine", entry=entry,
+                     log=lambda m: None)["budgets"] == plan["budgets"]
+    assert calls == []
