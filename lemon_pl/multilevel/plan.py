@@ -1,12 +1,5 @@
 """The multi-level budget plan: samples per level for a data-generation budget, as a config overlay.
 
-Its pieces serve both ``lemon-pl multilevel plan`` (``lemon_pl.cli.multilevel``: the parser, the
-pilot fits through the CLI's in-process entry point) and the ``multilevel`` experiment
-(``lemon_pl.experiments.multilevel``: the pilots as ordinary fit steps, the plan as an analysis
-step whose overlays later steps read). The config is composed by the CLI's one composer
-(``lemon_pl.cli.lightning.compose``, passed in): :func:`settings` only checks the values the plan
-reads. This module imports no CLI and no experiment.
-
     lemon-pl multilevel plan --config configs/multilevel/burgers.yaml --budget 600
     lemon-pl multilevel plan --config configs/multilevel/burgers.yaml --budget 20,60,200 --out-dir plans/
 
@@ -50,6 +43,13 @@ pid). No level gets more samples than its file holds (the allocator optimises wi
 counts), so no budget can make the allocators loop or overflow. The overlays and ``plan.json``
 are written all or nothing (``checkpointing.atomic_write_many``): a full disk is one line and
 leaves the previous plan as it was.
+
+Its pieces serve both ``lemon-pl multilevel plan`` (``lemon_pl.cli.multilevel``: the parser, the
+pilot fits through the CLI's in-process entry point) and the ``multilevel`` experiment
+(``lemon_pl.experiments.multilevel``: the pilots as ordinary fit steps, the plan as an analysis
+step whose overlays later steps read). The config is composed by the CLI's one composer
+(``lemon_pl.cli.lightning.compose``, passed in): :func:`settings` only checks the values the plan
+reads. This module imports no CLI and no experiment.
 """
 
 from __future__ import annotations
