@@ -7,7 +7,7 @@ same fine labels and forgetting shows in the validation curve.
 
 What a network sees (default, every network): the input on the finest grid (levels share their
 inputs: generation draws them on the finest grid) and the level's labels brought to that grid by
-``interpolation`` (``lemon_pl.multilevel.transfer``; default spectral for periodic grids, linear
+``interpolation`` (``lemon_pl.data.transfer``; default spectral for periodic grids, linear
 otherwise). With ``native: true`` (resolution-agnostic networks such as the FNO) level ``l``
 trains on its own grid instead: the restricted input the solver used and the labels as solved.
 
@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from lemon_pl.core.phases import PhaseSchedule
 from lemon_pl.data.io import DataFileError, open_for_reading
 from lemon_pl.multilevel.families import level_view
-from lemon_pl.multilevel.transfer import INTERPOLATIONS, interpolate
+from lemon_pl.data.transfer import INTERPOLATIONS, interpolate
 
 
 class _Pairs(Dataset):
