@@ -14,7 +14,7 @@ run there in document order, so that a command finds what earlier ones wrote (``
 exactly as the document writes it, followed by the flags of its row in ``CASES`` below: the only
 scaling applied, visible here (``--preset tiny``, ``--trainer.max_epochs 1``, a placeholder ``...``
 replaced by a later flag of the same name, which wins; an experiment's multi-hour pipeline is
-listed at the tiny scale with ``--dry-run``: its steps built and every config they read parsed, as
+listed at the tiny scale with ``--dry-run`` (its settings read and its steps built and listed), as
 its tiny end-to-end runs are the slow tests of ``tests/experiments``). ``given`` rows create the input files a
 command names but no earlier command writes (``ic.npy``, ``eqs.txt``). A command that appears again
 later in the same document runs once, at its first place. ``cwd="repo"`` runs a command from the
@@ -114,7 +114,7 @@ PINN_STEPS = "--trainer.max_steps 2 --trainer.check_val_every_n_epoch 1"
 #: the tiny preset has K = 12 trajectories per operator: smaller support and query sets
 SMALL_TASKS = ("--model.init_args.support_size 4 --model.init_args.query_size 6 "
                "--model.init_args.eval_support_size 4 --model.init_args.eval_query_size 8")
-#: an experiment's pipeline at the tiny scale, listed (every step built, every config it reads parsed);
+#: an experiment's pipeline at the tiny scale, listed (its settings read, every step built);
 #: the tiny pipelines run end to end in tests/experiments (slow tier), not twice
 EXPERIMENT = "--scale tiny --dry-run"
 
@@ -182,9 +182,9 @@ CASES: dict[str, dict[str, Run]] = {
         "lemon-pl fit --config configs/pinn/pinn.yaml --data.mu [30,0,0]": Run(PINN_STEPS),
         "lemon-pl fit --config configs/pinn/pinn.yaml --config configs/optim/lbfgs.yaml --trainer.max_steps 500":
             Run(PINN_STEPS),
-        "lemon-pl experiment hyper-lr-pinn --scale cpu": Run(EXPERIMENT),
+        "lemon-pl experiment hyper-lr-pinn --scale cpu": Run(EXPERIMENT, slow=False),
         "lemon-pl experiment hyper-lr-pinn --scale cpu --out results/deviations --experiment-config "
-        "configs/experiments/hyper_lr_pinn_deviations.yaml": Run(EXPERIMENT),
+        "configs/experiments/hyper_lr_pinn_deviations.yaml": Run(EXPERIMENT, slow=False),
         # Multi-level fine-tuning
         "lemon-pl generate --preset default --families schrodinger,rough_elliptic --levels 32,64,128,256 "
         "--root data/multilevel": Run("--preset tiny"),
@@ -197,18 +197,18 @@ CASES: dict[str, dict[str, Run]] = {
         "lemon-pl test --config configs/multilevel/schrodinger.yaml --config plan.yaml --ckpt_path "
         "runs/multilevel_schrodinger/version_0/checkpoints/last.ckpt":
             Run("--config configs/multilevel/tiny.yaml --trainer.limit_test_batches 1"),
-        "lemon-pl experiment multilevel --scale cpu": Run(EXPERIMENT),
+        "lemon-pl experiment multilevel --scale cpu": Run(EXPERIMENT, slow=False),
         # Experiments
-        "lemon-pl experiment scaling --scale cpu": Run(EXPERIMENT),
-        "lemon-pl experiment init-comparison --scale cpu": Run(EXPERIMENT),
-        "lemon-pl experiment finetune --scale cpu": Run(EXPERIMENT),
-        "lemon-pl experiment zero-shot --scale cpu": Run(EXPERIMENT),
-        "lemon-pl experiment finetune --scale cpu --dry-run": Run(),
+        "lemon-pl experiment scaling --scale cpu": Run(EXPERIMENT, slow=False),
+        "lemon-pl experiment init-comparison --scale cpu": Run(EXPERIMENT, slow=False),
+        "lemon-pl experiment finetune --scale cpu": Run(EXPERIMENT, slow=False),
+        "lemon-pl experiment zero-shot --scale cpu": Run(EXPERIMENT, slow=False),
+        "lemon-pl experiment finetune --scale cpu --dry-run": Run(slow=False),
         # Benchmarks: one family, one round, one step
         "python benchmarks/generate_throughput.py":
-            Run("--families heat --no-preset --operators 1 --k 2 --repeats 1"),
+            Run("--families heat --no-preset --operators 1 --k 2 --repeats 1", slow=False),
         "python benchmarks/generate_throughput.py --levels 32,64,128,256":
-            Run("--level-families schrodinger --batch 2 --repeats 1"),
+            Run("--level-families schrodinger --batch 2 --repeats 1", slow=False),
         "python benchmarks/generate_throughput.py --solvers --compiled":
             Run("--solver-families heat --rounds 1 --solver-batch 50 --numpy-operators 1"),
         "python benchmarks/generate_throughput.py --solvers --compiled --procs 2 --threads 1":
