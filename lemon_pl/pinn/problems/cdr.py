@@ -136,7 +136,7 @@ class ConvectionDiffusionReaction(Problem):
 
     def __init__(self, ic: str = "1+sin"):
         if ic not in CDR_ICS:
-            raise ValueError(f"unknown IC {ic!r}; choose from {sorted(CDR_ICS)}")
+            raise ValueError(f"data.init_args.problem.init_args.ic: unknown IC {ic!r}; choose from {sorted(CDR_ICS)}")
         self.ic = ic
         self._u0 = CDR_ICS[ic]
 
