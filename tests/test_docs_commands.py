@@ -184,7 +184,7 @@ CASES: dict[str, dict[str, Run]] = {
             Run(PINN_STEPS),
         "lemon-pl experiment hyper-lr-pinn --scale cpu": Run(EXPERIMENT, slow=False),
         "lemon-pl experiment hyper-lr-pinn --scale cpu --out results/deviations --experiment-config "
-        "configs/experiments/hyper_lr_pinn_deviations.yaml": Run(EXPERIMENT, slow=False),
+        "configs/experiments/hyper_lr_pinn_deviations.yaml": Run("--dry-run", slow=False),  # it has a cpu scale only
         # Multi-level fine-tuning
         "lemon-pl generate --preset default --families schrodinger,rough_elliptic --levels 32,64,128,256 "
         "--root data/multilevel": Run("--preset tiny"),
