@@ -37,10 +37,7 @@ SHARED_LAYERS = {1}
 
 #: edges that are known and being removed by another part of issue 23: (importer, imported) -> why.
 #: Each is checked by an xfail(strict) test, which turns red once the edge is gone (then remove it here).
-KNOWN: dict[tuple[str, str], str] = {
-    ("core", "adaptation"): "issue 23: core.checkpointing.net_state_of merges LoRA adapters with "
-                            "adaptation.lora; the merge belongs in adaptation (or lora's state helpers in core)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def package_of(module: str) -> str:
@@ -160,13 +157,6 @@ def test_no_module_imports_another_packages_private_names():
 def test_no_cycle_between_packages():
     assert cycles(package_graph(FOUND, skip=set(KNOWN))) == []
 
-
-@pytest.mark.parametrize("edge", [pytest.param(e, marks=pytest.mark.xfail(strict=True, reason=why), id=f"{e[0]}->{e[1]}")
-                                  for e, why in sorted(KNOWN.items())])
-def test_known_edge_is_gone(edge):
-    """Expected to fail while the edge exists; red (XPASS, strict) once it is removed: then delete it
-    from KNOWN, and the rule above covers it."""
-    assert edge not in violations(FOUND)[0]
 
 
 # ----------------------------------------------------------------------------- the checker itself

@@ -6,8 +6,9 @@ its own parameter names under ``.base`` (``decoder.0.ff.fc1.base.weight``), adap
 ``.lora_a`` / ``.lora_b``. Unlike the reference, adapters also wrap the attention q/k/v/output
 projections (our attention uses plain Linears) and use the usual alpha/rank scaling.
 
-Merging (``W + (alpha / r) B A``) is :func:`merged_weight`, used by the layer, by
-:func:`merge_lora` (modules) and by :func:`merge_state` (state dicts of checkpoints).
+Merging (``W + (alpha / r) B A``) is ``lemon_pl.core.adapters.merged_weight``, used by the layer,
+by :func:`merge_lora` (modules) and by ``merge_state`` (state dicts of checkpoints; in ``core``
+because loading any checkpoint may merge adapters).
 """
 
 from __future__ import annotations
@@ -18,12 +19,7 @@ import re
 import torch
 from torch import nn
 
-ADAPTER_SUFFIXES = ("lora_a", "lora_b")
-
-
-def merged_weight(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> torch.Tensor:
-    """The weight of the plain Linear equivalent to a base ``weight`` with adapters ``A``, ``B``."""
-    return weight + scaling * (lora_b @ lora_a)
+from lemon_pl.core.adapters import ADAPTER_SUFFIXES, is_adapter, lora_state_dict, merge_state, merged_weight
 
 
 class LoRALinear(nn.Module):
@@ -91,18 +87,9 @@ def inject_lora(net: nn.Module, rank: int, alpha: float, include: str = ".*", ex
     return wrapped
 
 
-def is_adapter(key: str) -> bool:
-    return key.endswith(ADAPTER_SUFFIXES)
-
-
 def mark_only_lora_trainable(net: nn.Module) -> None:
     for name, p in net.named_parameters():
         p.requires_grad_(is_adapter(name))
-
-
-def lora_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The adapter tensors of a state dict."""
-    return {k: v for k, v in state.items() if is_adapter(k)}
 
 
 def merge_lora(net: nn.Module) -> int:
@@ -115,13 +102,3 @@ def merge_lora(net: nn.Module) -> int:
                 n += 1
     return n
 
-
-def merge_state(base: dict[str, torch.Tensor], adapters: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
-    """Plain network weights from base weights (keys of the unwrapped network, or of a wrapped one
-    with ``.base.``) and adapter tensors (``<layer>.lora_a`` / ``.lora_b``)."""
-    out = {k.replace(".base.", "."): v for k, v in base.items() if not is_adapter(k)}
-    for key, a in adapters.items():
-        if key.endswith(".lora_a"):
-            layer = key[: -len(".lora_a")]
-            out[layer + ".weight"] = merged_weight(out[layer + ".weight"], a, adapters[layer + ".lora_b"], scaling)
-    return out

@@ -370,7 +370,7 @@ def load_net_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def net_state_of(ckpt: dict[str, Any], path: str | os.PathLike,
                  _seen: frozenset[Path] = frozenset()) -> dict[str, torch.Tensor]:
     """:func:`load_net_state` of a checkpoint already loaded from ``path``."""
-    from lemon_pl.adaptation.lora import is_adapter, lora_state_dict, merge_state
+    from lemon_pl.core.adapters import is_adapter, lora_state_dict, merge_state
     from lemon_pl.core.errors import CheckpointMismatchError
 
     path = Path(path)

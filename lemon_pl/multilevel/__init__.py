@@ -8,14 +8,16 @@ per level chosen for a data-generation budget. Modules, one job each:
   (their grid transfer is the data engine's, ``lemon_pl.data.transfer``);
 * ``families``: those problems as *map families* of ``lemon-pl generate``, and the level view of
   every family (its grid kind, restriction, interpolation, input transform);
-* ``transfer``: a re-export of ``lemon_pl.data.transfer`` for the modules that still name it;
 * ``generate``: the map families' files per level, written through the data engine's store
   (``lemon_pl.data.store``: atomic, resumable, locked), costs measured;
 * ``data``: ``MultilevelDataModule``, the level schedule and the finest level's validation/test;
 * ``allocate``: error models, the curriculum error estimator and the allocators (numpy/scipy);
-* ``plan``: ``lemon-pl multilevel plan`` (pilot fits, calibration, overlays);
-* ``outputs``: level checkpoints, the level curve, test tables and figures.
+* ``plan``: the budget plan's pieces (settings of the composed config, costs, variances, pilot runs,
+  calibration, allocations, overlays), used by ``lemon-pl multilevel plan`` (``lemon_pl/cli/multilevel.py``)
+  and the multilevel experiment's steps;
+* ``stage``: ``MultilevelRegression``, the level curriculum as a ``Stage``;
+* ``outputs``: level checkpoints, the level curve and the test figures (the test table is the
+  stage's report, written by ``lemon_pl.core.callbacks.MetricTables``).
 
-The stage is ``lemon_pl.multilevel.stage.MultilevelRegression``; the experiment is
-``lemon_pl.experiments.multilevel``.
+The experiment is ``lemon_pl.experiments.multilevel``.
 """

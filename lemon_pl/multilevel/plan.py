@@ -193,7 +193,7 @@ def level_variances(d: dict[str, Any], n: int = 256) -> list[float]:
     labels), on the same inputs, on the finest grid, relative to the mean squared finest label."""
     from lemon_pl.multilevel.data import read_level
     from lemon_pl.multilevel.families import level_view
-    from lemon_pl.multilevel.transfer import interpolate
+    from lemon_pl.data.transfer import interpolate
 
     view = level_view(d["family"])
     how = d.get("interpolation") or view.interpolation

@@ -9,7 +9,9 @@ One job per module:
 * ``support``: support trajectories for few-shot prediction (``--adapt FILE``);
 * ``model``: a stage rebuilt from its run and checkpoint; batches, prediction, adaptation;
 * ``run``: requests x initial conditions -> predictions, reference solutions, the report;
-* ``outputs``: ``prediction.npz``, figures;
-* ``cli``: the command line; ``lightning``: ``lemon-pl predict --config`` (Lightning's predict over a
+* ``outputs``: ``prediction.npz``, figures; ``limits``: the bounds of what a request may ask;
+* ``lightning``: ``lemon-pl predict --config`` (Lightning's predict over a
   data split, writing the same files).
+
+Its command line (argument parser and order of work) is ``lemon_pl/cli/predict.py``.
 """
