@@ -35,8 +35,7 @@ LAYERS = {"core": 0, "data": 1, "models": 1, "adaptation": 1, "operators": 2, "p
 #: layers whose packages may import each other (acyclic)
 SHARED_LAYERS = {1}
 
-#: edges that are known and being removed by another part of issue 23: (importer, imported) -> why.
-#: Each is checked by an xfail(strict) test, which turns red once the edge is gone (then remove it here).
+#: edges allowed for now, (importer, imported) -> why: none. An entry needs an issue that removes it.
 KNOWN: dict[tuple[str, str], str] = {}
 
 
