@@ -79,6 +79,10 @@ class PINNNetwork(nn.Module):
         """This network, or a new one shaped like the checkpoint ``state`` (keys under ``prefix``)."""
         return self
 
+    def adaptation_parameters(self) -> dict[str, nn.Parameter]:
+        """The tensors an inner adaptation loop (MAML, Reptile) adapts, by name: the trainable ones."""
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
     def param_groups(self) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 

@@ -57,7 +57,7 @@ class MetaPINNModule(PINNModule):
         from lemon_pl.adaptation.maml import adapt
 
         hp, m = self.hparams, batch["mu"].shape[0]
-        params = dict(self.net.named_parameters())
+        params = self.net.adaptation_parameters()
         stacked = {k: v.unsqueeze(0).expand(m, *v.shape) for k, v in params.items()}
 
         def inner_loss(p: dict[str, Tensor]) -> Tensor:  # the sum of the tasks' losses: per-task gradients
