@@ -119,7 +119,8 @@ def summary(rows: list[dict[str, Any]], costs: dict[str, dict[str, float]]) -> l
 
 def plot_error_vs_n(rows: list[dict[str, Any]], costs: dict[str, dict[str, float]], path: Path) -> None:
     """Left: error vs N per variant. Right: error at the largest N vs trainable parameters."""
-    from lemon_pl.experiments.report import OVERALL, pyplot
+    from lemon_pl.core.figures import pyplot, save_figure
+    from lemon_pl.experiments.report import OVERALL
 
     plt = pyplot()
     over = [r for r in rows if r["family"] == OVERALL]
@@ -143,5 +144,4 @@ def plot_error_vs_n(rows: list[dict[str, Any]], costs: dict[str, dict[str, float
     ax2.set_title(f"N = {nmax}", fontsize=9)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -383,7 +383,7 @@ def _many_query_lines(rows: list[dict[str, Any]], results: list[dict[str, Any]])
 
 
 def _plot_table2(rep: Report) -> None:
-    from lemon_pl.experiments.report import pyplot
+    from lemon_pl.core.figures import pyplot, save_figure
 
     t2 = [r for r in rep.rows if r["condition"].startswith("Table 2: ") and r["family"] != "overall"]
     if not t2:
@@ -408,14 +408,13 @@ def _plot_table2(rep: Report) -> None:
     ax.set_ylabel("relative L2 (test points)")
     ax.set_title("Table 2: convection, phase 1 on β ∈ {30..40}")
     ax.legend(fontsize=8)
-    fig.savefig(rep.add("hyper_lr_pinn.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, rep.add("hyper_lr_pinn.png"), dpi=110)
 
 
 def _plot_many_query(rep: Report) -> None:
     import numpy as np
 
-    from lemon_pl.experiments.report import pyplot
+    from lemon_pl.core.figures import pyplot, save_figure
 
     pts = [(r["tags"]["x"], r["tags"]["seed"], r["families"][r["tags"]["family"]]["rel_l2"]) for r in rep.results
            if r["tags"].get("section") in ("many-query",) or (r["tags"].get("section") == "Table 2"
@@ -451,14 +450,13 @@ def _plot_many_query(rep: Report) -> None:
     axes[1].set_xlabel("β")
     axes[1].set_ylabel("learned rank (non-zero s)")
     axes[1].legend(fontsize=6, ncol=2)
-    fig.savefig(rep.add("many_query.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, rep.add("many_query.png"), dpi=110)
 
 
 def _plot_examples(rep: Report) -> None:
     import numpy as np
 
-    from lemon_pl.experiments.report import pyplot
+    from lemon_pl.core.figures import pyplot, save_figure
 
     t2 = [r for r in rep.results if r["tags"].get("section") == "Table 2" and r.get("log_dir")
           and (Path(r["log_dir"]) / "predictions.npz").exists()]
@@ -480,5 +478,4 @@ def _plot_examples(rep: Report) -> None:
     axes[0].pcolormesh(x, t, ref, shading="auto")
     axes[0].set_title(f"reference, β = {b:g}", fontsize=8)
     axes[0].set_ylabel("t")
-    fig.savefig(rep.add("examples.png"), dpi=100)
-    plt.close(fig)
+    save_figure(fig, rep.add("examples.png"), dpi=100)

@@ -302,7 +302,7 @@ def _allocation_lines(rep, plans, problems, budgets, methods) -> list[str]:
 
 
 def _plot(rep, plans, problems, methods, budgets) -> None:
-    from lemon_pl.experiments.report import pyplot
+    from lemon_pl.core.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, len(problems), figsize=(4.2 * len(problems), 3.6), squeeze=False,
@@ -328,5 +328,4 @@ def _plot(rep, plans, problems, methods, budgets) -> None:
         ax.set_title(p)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7)
-    fig.savefig(rep.add("error_vs_budget.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, rep.add("error_vs_budget.png"), dpi=110)

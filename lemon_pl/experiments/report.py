@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from lemon_pl.core.metrics import OVERALL, REPORTED, mean_std
+from lemon_pl.core.figures import pyplot, save_figure
 
 
 def load_results(exp_dir: str | Path) -> list[dict[str, Any]]:
@@ -122,15 +123,6 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, title: str, summary: 
     path.write_text("\n".join(lines) + "\n")
 
 
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_bars(rows: list[dict[str, Any]], path: Path, ylabel: str) -> None:
     """Grouped bars: one group per family, one bar per condition that has it (mean ± std)."""
     plt = pyplot()
@@ -148,8 +140,7 @@ def plot_bars(rows: list[dict[str, Any]], path: Path, ylabel: str) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 # ------------------------------------------------------------------ adaptation curves
@@ -218,8 +209,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
                 ax.set_xlabel("adaptation steps")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_model_bars(rows: list[dict[str, Any]], path: Path, ylabel: str) -> None:
@@ -247,8 +237,7 @@ def plot_model_bars(rows: list[dict[str, Any]], path: Path, ylabel: str) -> None
     axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 # ------------------------------------------------------------------ example predictions
@@ -296,8 +285,7 @@ def plot_examples(results: list[dict[str, Any]], path: Path, family: str | None 
         ax.axis("off")
     fig.suptitle(f"{family}: first test trajectory (time upwards, x to the right)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
 
 

@@ -64,7 +64,8 @@ def report(rep: Report) -> None:
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Error vs number of pretraining families, one line per target family and overall; the
     scratch baseline (overall) as a horizontal band of ± std."""
-    from lemon_pl.experiments.report import OVERALL, pyplot
+    from lemon_pl.core.figures import pyplot, save_figure
+    from lemon_pl.experiments.report import OVERALL
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -87,5 +88,4 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
