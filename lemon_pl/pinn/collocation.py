@@ -25,14 +25,14 @@ partners), ``normals`` (boundary outward normals) and ``targets`` (M, n) or (M, 
 per parameter, inclusive, or ``[value]``; Cartesian product; a parameter left out is 0), or
 ``preset`` (the problem's ``presets``, e.g. :data:`lemon_pl.pinn.problems.CDR_PRESETS`). Linked
 into the stage and its network (``model_links``): ``in_dim``, ``out_dim``, ``mu_dim``, ``problem``
-(the object), ``mu_values``.
+(the object), ``mu_values`` and ``evaluation_grid`` (a function giving the grid and its references).
 """
 
 from __future__ import annotations
 
 import importlib
 import itertools
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -209,7 +209,7 @@ class CollocationDataModule(pl.LightningDataModule):
     per axis; point counts up to 1e7; the references of all μ on the grid at most 8 GiB.
     """
 
-    model_links = ("in_dim", "out_dim", "mu_dim", "problem", "mu_values")
+    model_links = ("in_dim", "out_dim", "mu_dim", "problem", "mu_values", "evaluation_grid")
 
     def __init__(self, problem: Optional[Problem] = None, problem_args: dict[str, Any] | None = None,
                  mu: list[float] | list[list[float]] | None = None, mu_ranges: dict[str, list[float]] | None = None,
@@ -305,6 +305,11 @@ class CollocationDataModule(pl.LightningDataModule):
     @property
     def param_names(self) -> tuple[str, ...]:
         return self.pde.param_names
+
+    @property
+    def evaluation_grid(self) -> Callable[[], dict[str, Any]]:
+        """The grid of predictions files and figures, as a function (built when first called)."""
+        return self.grid
 
     # ------------------------------------------------------------------ point sets
     def axes(self) -> list[np.ndarray]:

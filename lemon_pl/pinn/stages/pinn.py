@@ -22,7 +22,7 @@ Field = Callable[[Tensor, Tensor], Tensor]
 #: points per chunk when a whole grid is evaluated (bounds the memory of second derivatives)
 EVAL_CHUNK = 1 << 15
 #: constructor arguments kept out of the hyperparameters (objects; the problem's config is recorded instead)
-IGNORED = [*NOT_HPARAMS, "problem"]
+IGNORED = [*NOT_HPARAMS, "problem", "evaluation_grid"]
 
 
 def no_autocast(device: torch.device):
@@ -35,7 +35,9 @@ class PINNModule(Stage):
     Args:
         net: a network of ``lemon_pl.pinn.networks`` (``PINN``, ``PINNP``, ``NaiveLRPINN``,
             ``HyperLRPINN``), chosen by class_path.
-        problem, mu_values: linked from the data module (the problem object, built once there).
+        problem, mu_values, evaluation_grid: linked from the data module (the problem object, built
+            once there; a function giving the evaluation grid and its references, for
+            ``predictions.npz`` and the figures of a test).
         lr: Adam's learning rate when no ``optimizer`` is configured.
         weights: loss weights by condition name, over the problem's own (``{ic: 10, bc: 1}``).
         orth_weight_u, orth_weight_v, orth_squared: the orthogonality penalty
@@ -53,7 +55,8 @@ class PINNModule(Stage):
                  lr: float = 2.5e-4, weights: dict[str, float] | None = None, orth_weight_u: float = 0.0,
                  orth_weight_v: float = 0.0, orth_squared: bool = False, init_from: str | None = None,
                  mae_target: float = 0.05, rank_sweep: list[float] | None = None, max_figures: int = 6,
-                 optimizer: OptimizerCallable | None = None, lr_scheduler: LRSchedulerCallable | None = None):
+                 evaluation_grid: Any = None, optimizer: OptimizerCallable | None = None,
+                 lr_scheduler: LRSchedulerCallable | None = None):
         super().__init__(optimizer, lr_scheduler)
         check_range("lr", lr, low=0.0)
         for name, v in (("orth_weight_u", orth_weight_u), ("orth_weight_v", orth_weight_v)):
@@ -62,6 +65,7 @@ class PINNModule(Stage):
             raise ValueError("model.init_args.problem: the stage takes the problem object linked from the data "
                              f"(data.init_args.problem), got {problem!r}")
         self.pde = problem
+        self.evaluation_grid = evaluation_grid
         self.save_hyperparameters(ignore=IGNORED)
         self.record_problem()
         self.conditions: dict[str, Condition] = dict(problem.conditions())
@@ -277,11 +281,10 @@ class PINNModule(Stage):
         self.publish_report(report, log=False)  # logged above, as the mean over μ of each metric
 
     def grid_predictions(self, mu: Tensor) -> dict[str, Any] | None:
-        """Predictions, references and residuals on the data module's whole grid, for files and figures."""
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "grid"):
+        """Predictions, references and residuals on the linked evaluation grid, for files and figures."""
+        if self.evaluation_grid is None:
             return None
-        g = dm.grid()
+        g = self.evaluation_grid()
         axes = [torch.as_tensor(a, dtype=torch.float32, device=mu.device) for a in g["axes"]]
         mesh = torch.stack(torch.meshgrid(*axes[::-1], indexing="ij")[::-1], -1).reshape(-1, len(axes))
         pred, res = self.predict_points(mesh, mu)
