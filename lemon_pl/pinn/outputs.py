@@ -1,13 +1,15 @@
 """What a physics-informed test run leaves in its run folder, and its figures.
 
-:class:`PINNOutputs` (listed in ``configs/callbacks/pinn.yaml``) runs after ``lemon-pl test``
-of a stage of :mod:`lemon_pl.pinn.stages` and writes into the run folder:
+After ``lemon-pl test`` of a stage of :mod:`lemon_pl.pinn.stages` the run folder holds:
 
 * the per-μ table, the stage's test :class:`lemon_pl.core.report.EvaluationReport`
-  (``pl_module.reports["test"]``), printed and written by its one writer as ``test_metrics.csv``
-  / ``test_metrics.json`` (relative L2, MAE, max error, explained variance, residual RMS;
-  ``families`` maps each μ's label, e.g. ``beta=30,nu=0,rho=0``, to its metrics, as the
-  experiment reports expect);
+  (``pl_module.reports["test"]``), printed and written by the one writer
+  (``lemon_pl.core.callbacks.MetricTables``) as ``test_metrics.csv`` / ``test_metrics.json``
+  (relative L2, MAE, max error, explained variance, residual RMS; ``families`` maps each μ's
+  label, e.g. ``beta=30,nu=0,rho=0``, to its metrics, as the experiment reports expect);
+
+and :class:`PINNOutputs` (listed in ``configs/callbacks/pinn.yaml`` after ``MetricTables``) writes:
+
 * ``predictions.npz``: the grid axes by name (``x``, ``t`` or ``x``, ``y``, ...), ``mu`` (M, P),
   ``param_names``, ``u_pred``, ``u_ref`` and ``residual`` (M, n_t, n_x: the last axis first);
 * ``figures/``: reference / prediction / error / residual maps per μ
@@ -26,6 +28,7 @@ import numpy as np
 from lightning.pytorch import Callback
 
 from lemon_pl.core.checkpointing import atomic_write
+from lemon_pl.core.figures import pyplot, save_figure
 from lemon_pl.pinn.metrics import mu_label
 
 
@@ -39,18 +42,9 @@ def write_predictions(pred: dict[str, Any], folder: Path) -> Path:
     return atomic_write(folder / "predictions.npz", lambda fh: np.savez_compressed(fh, **arrays))
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def field_figure(pred: dict[str, Any], i: int, title: str):
     """Reference, prediction, |error| and |residual| of the i-th μ on the grid."""
-    plt = _plt()
+    plt = pyplot()
     names, (a0, a1) = pred["names"], pred["axes"]
     ref, u = pred["u_ref"][i], pred["u_pred"][i]
     panels = [("reference", ref, "viridis"), ("prediction", u, "viridis"),
@@ -70,7 +64,7 @@ def field_figure(pred: dict[str, Any], i: int, title: str):
 
 def rank_figure(pred: dict[str, Any], train: np.ndarray | None = None):
     """Non-zero entries of s per layer (the learned rank) over the μ sweep."""
-    plt = _plt()
+    plt = pyplot()
     s, param = pred["sweep_s"], pred["sweep_param"]
     col = list(pred["param_names"]).index(param)
     x = pred["sweep_mu"][:, col]
@@ -89,7 +83,7 @@ def rank_figure(pred: dict[str, Any], train: np.ndarray | None = None):
 
 def s_heatmap(pred: dict[str, Any]):
     """Sorted |s| of every layer as a heat map over the μ sweep."""
-    plt = _plt()
+    plt = pyplot()
     s, param = pred["sweep_s"], pred["sweep_param"]
     col = list(pred["param_names"]).index(param)
     x = pred["sweep_mu"][:, col]
@@ -105,7 +99,7 @@ def s_heatmap(pred: dict[str, Any]):
 
 
 def write_figures(pred: dict[str, Any], folder: Path, max_fields: int, train: np.ndarray | None = None) -> list[Path]:
-    plt = _plt()
+    plt = pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     figs = []
@@ -117,7 +111,7 @@ def write_figures(pred: dict[str, Any], folder: Path, max_fields: int, train: np
         figs += [("ranks_vs_mu.png", rank_figure(pred, train)), ("s_heatmap.png", s_heatmap(pred))]
     try:
         for name, fig in figs:  # complete or not there; a full disk is one line (CheckpointWriteError)
-            written.append(atomic_write(folder / name, lambda fh, fig=fig: fig.savefig(fh, format="png", dpi=80)))
+            written.append(save_figure(fig, folder / name))
     finally:
         for _, fig in figs:
             plt.close(fig)
@@ -125,18 +119,15 @@ def write_figures(pred: dict[str, Any], folder: Path, max_fields: int, train: np
 
 
 class PINNOutputs(Callback):
-    """After ``lemon-pl test``: the stage's test report (printed, CSV, JSON), ``predictions.npz``
-    and the figures of the module doc, in the run folder (global rank 0)."""
+    """After ``lemon-pl test``: ``predictions.npz`` and the figures of the module doc, in the run
+    folder (global rank 0). The test table is the stage's report, written by
+    ``lemon_pl.core.callbacks.MetricTables``."""
 
     def on_test_end(self, trainer, pl_module) -> None:
         log_dir = trainer.log_dir  # collective under DDP
-        report = (getattr(pl_module, "reports", None) or {}).get("test")
-        if report is None or not trainer.is_global_zero:
+        if not trainer.is_global_zero:
             return
         folder = Path(log_dir or ".")
-        report.log_wandb(trainer)
-        report.write(folder)
-        print(report.format(f"test results ({report.seconds:.1f} s)"))
         pred = getattr(pl_module, "predictions", None)
         if pred is not None:
             write_predictions(pred, folder)

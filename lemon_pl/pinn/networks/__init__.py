@@ -35,7 +35,7 @@ they call these.
   networks with ``adaptable = True``;
 * ``matching(state, prefix)``: the network shaped like a checkpoint's state (adaptive ranks);
 * ``adaptation_parameters()``: the tensors an inner loop adapts (MAML, Reptile), by name;
-* ``param_groups()``: the optimiser's parameter groups (default: one group of the trainable ones);
+* ``parameter_groups()``: the optimiser's parameter groups (default: one group of the trainable ones);
 * ``reports(mu)``: arrays describing the network over a sweep of μ (Hyper-LR-PINN: its diagonals
   s(μ), the rank figures), with ``reports_mu = True``.
 

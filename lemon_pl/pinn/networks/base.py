@@ -83,7 +83,7 @@ class PINNNetwork(nn.Module):
         """The tensors an inner adaptation loop (MAML, Reptile) adapts, by name: the trainable ones."""
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
-    def param_groups(self) -> list[dict]:
+    def parameter_groups(self) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def reports(self, mu: Tensor) -> dict[str, Tensor]:

@@ -38,7 +38,7 @@ class PINNModule(Stage):
         problem, mu_values, evaluation_grid: linked from the data module (the problem object, built
             once there; a function giving the evaluation grid and its references, for
             ``predictions.npz`` and the figures of a test).
-        lr: Adam's learning rate when no ``optimizer`` is configured.
+        lr: Adam's learning rate when no ``optimizer`` is configured (``lr_scheduler`` unset: constant).
         weights: loss weights by condition name, over the problem's own (``{ic: 10, bc: 1}``).
         orth_weight_u, orth_weight_v, orth_squared: the orthogonality penalty
             Σ_l w_U ‖U_lᵀU_l − I‖_F^p + w_V ‖V_lᵀV_l − I‖_F^p of the low-rank bases (p = 2 when
@@ -56,8 +56,8 @@ class PINNModule(Stage):
                  orth_weight_v: float = 0.0, orth_squared: bool = False, init_from: str | None = None,
                  mae_target: float = 0.05, rank_sweep: list[float] | None = None, max_figures: int = 6,
                  evaluation_grid: Any = None, optimizer: OptimizerCallable | None = None,
-                 lr_scheduler: LRSchedulerCallable | None = None):
-        super().__init__(optimizer, lr_scheduler)
+                 lr_scheduler: LRSchedulerCallable | None = None, monitor: str | None = None):
+        super().__init__(optimizer, lr_scheduler, monitor)
         check_range("lr", lr, low=0.0)
         for name, v in (("orth_weight_u", orth_weight_u), ("orth_weight_v", orth_weight_v)):
             check_range(name, v, low=0.0, closed=True)
@@ -80,7 +80,7 @@ class PINNModule(Stage):
         self.mu_values = [list(map(float, m)) for m in (mu_values or [self.pde.defaults().values()])]
         self.net = net
         if init_from:
-            self.load_net(init_from)
+            self.load_init(init_from)
         self.check_network()
         self.val_curve: list[dict[str, float]] = []
         self.steps_to_target: int | None = None
@@ -92,11 +92,6 @@ class PINNModule(Stage):
         hparams.yaml): called after each ``save_hyperparameters``, which leaves the object out."""
         self.hparams["problem"] = self.pde.config()
         self._hparams_initial = copy.deepcopy(self._hparams)
-
-    def load_net(self, path: str) -> None:
-        from lemon_pl.core.checkpointing import load_into, load_net_state
-
-        load_into(self.net, load_net_state(path), path)
 
     def check_network(self) -> None:
         if not getattr(self.net, "uses_mu", False) and len(self.mu_values) > 1:
@@ -115,18 +110,13 @@ class PINNModule(Stage):
             if loop is not None and hasattr(loop, "inference_mode"):
                 loop.inference_mode = False
 
-    def configure_optimizers(self):
-        params = self.trainable_parameters()
-        if not params:
-            raise ValueError("the stage has no trainable parameters")
-        opt = torch.optim.Adam(params, lr=self.hparams.lr) if self.optimizer_factory is None \
-            else self.optimizer_factory(params)
-        if self.lr_scheduler_factory is None:
-            return opt
-        from lemon_pl.core.optim import build_optimizers
+    def default_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        """Adam at ``lr`` (each group may carry its own ``lr``), the PINN papers' optimiser."""
+        return torch.optim.Adam(groups, lr=self.hparams.lr)
 
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        return build_optimizers(params, self.hparams, total, lambda _: opt, self.lr_scheduler_factory)
+    def default_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        """A constant rate unless the config sets a schedule."""
+        return None
 
     # ------------------------------------------------------------------ fields and losses
     def flat(self, out: Tensor) -> Tensor:
