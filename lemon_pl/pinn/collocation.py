@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lemon_pl.data.params import grid_values
 from lemon_pl.pinn.conditions import SIZE_KEYS, Condition
 from lemon_pl.pinn.problems import ConvectionDiffusionReaction, Problem
 from lemon_pl.pinn.sampling import METHODS, Sample, choose, grid_sample, interior_nodes, lhs_sample
@@ -110,7 +111,7 @@ def mu_table(problem: Problem, mu: Any = None, mu_ranges: dict[str, Any] | None 
                 raise ValueError(f"data.init_args.mu_ranges.{n}: [low, high, step] needs step > 0 and high >= low")
             count = (high - low) / step + 1
             _check_mu_rows(count, f"mu_ranges.{n}")
-            axes.append(np.round(low + step * np.arange(int(round((high - low) / step)) + 1), 10))
+            axes.append(grid_values(low, high, step, decimals=10))
         else:
             axes.append(np.asarray(spec, dtype=np.float64))
     _check_mu_rows(float(np.prod([float(len(a)) for a in axes])), "mu_ranges")

@@ -91,7 +91,7 @@ class Shear(Problem):
 
     name = "shear"
     domain = Domain(("x", "y"), ((0.0, 1.0), (0.0, 1.0)))
-    params = (Param("a", 1.0, 0.5, 2.0, 0.5),)
+    params = (Param("a", low=0.5, high=2.0, step=0.5, default=1.0),)
     fields = ("u", "v")
     default_grid = (9, 9)
 

@@ -24,7 +24,7 @@ class Heat1D(Problem):
 
     name = "heat"
     domain = Domain(("x", "t"), ((0.0, 1.0), (0.0, 1.0)), time="t")
-    params = (Param("k", 0.5, 0.1, 1.0, 0.1),)
+    params = (Param("k", low=0.1, high=1.0, step=0.1, default=0.5),)
     default_grid = (33, 21)
 
     def conditions(self):

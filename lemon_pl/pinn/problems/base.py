@@ -7,7 +7,7 @@ A new problem is one small class (``tests/pinn/test_new_problem.py`` trains this
     class Heat1D(Problem):
         name = "heat"
         domain = Domain(("x", "t"), ((0.0, 1.0), (0.0, 1.0)), time="t")
-        params = (Param("k", 0.5, 0.1, 1.0, 0.1),)
+        params = (Param("k", low=0.1, high=1.0, step=0.1, default=0.5),)
         default_grid = (33, 21)
 
         def conditions(self):
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lemon_pl.data.params import Param, ParamSpace
 from lemon_pl.pinn.conditions import Condition
 
 Mu = Union[Mapping[str, Union[float, Tensor]], Sequence[float], Tensor, None]
@@ -47,22 +48,6 @@ Mu = Union[Mapping[str, Union[float, Tensor]], Sequence[float], Tensor, None]
 def lib(x):
     """numpy or torch, whichever ``x`` belongs to (problems' formulas serve both)."""
     return torch if isinstance(x, Tensor) else np
-
-
-@dataclass(frozen=True)
-class Param:
-    """One PDE parameter: its default and the range and spacing of the values studied."""
-
-    name: str
-    default: float
-    low: float
-    high: float
-    step: float  # spacing of the studied values; 1.0 = integers
-
-    def values(self) -> np.ndarray:
-        """The studied values low, low + step, ..., high."""
-        n = int(round((self.high - self.low) / self.step)) + 1
-        return np.round(self.low + self.step * np.arange(n), 12)
 
 
 @dataclass(frozen=True)
@@ -172,8 +157,13 @@ class Problem(ABC):
         return out
 
     # ------------------------------------------------------------------ parameters
+    @property
+    def space(self) -> ParamSpace:
+        """The parameters as the shared vocabulary (``lemon_pl.data.params.ParamSpace``), presets included."""
+        return ParamSpace(tuple(self.params), {name: axes for name, (_, axes) in self.presets.items()})
+
     def defaults(self) -> dict[str, float]:
-        return {p.name: p.default for p in self.params}
+        return self.space.defaults()
 
     def mu(self, mu: Mu = None) -> dict[str, float]:
         """One parameter value as floats by name (``None``: the defaults)."""
@@ -202,12 +192,8 @@ class Problem(ABC):
 
     def preset_mu(self, name: str) -> tuple[dict[str, Any], np.ndarray]:
         """The constructor arguments and the μ values (M, P) of the named preset."""
-        import itertools
-
-        if name not in self.presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(self.presets)}")
-        args, axes = self.presets[name]
-        return dict(args), np.array(list(itertools.product(*axes)), dtype=np.float64)
+        values = self.space.preset(name)  # refuses an unknown name in one line
+        return dict(self.presets[name][0]), values
 
     # ------------------------------------------------------------------ equations
     @abstractmethod

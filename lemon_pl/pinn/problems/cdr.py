@@ -129,7 +129,8 @@ class ConvectionDiffusionReaction(Problem):
 
     name = "cdr"
     domain = Domain(("x", "t"), ((0.0, TWO_PI), (0.0, 1.0)), (True, False), time="t")
-    params = (Param("beta", 1.0, 0.0, 40.0, 1.0), Param("nu", 1.0, 0.0, 5.0, 1.0), Param("rho", 1.0, 0.0, 5.0, 1.0))
+    params = (Param("beta", low=0.0, high=40.0, step=1.0, default=1.0), Param("nu", low=0.0, high=5.0, step=1.0, default=1.0),
+              Param("rho", low=0.0, high=5.0, step=1.0, default=1.0))
     default_grid = (256, 100)
     presets = {name: ({"ic": ic}, axes) for name, (ic, axes) in CDR_PRESETS.items()}
     max_dt = 1e-3  # default splitting step

@@ -31,7 +31,8 @@ class Helmholtz2D(Problem):
 
     name = "helmholtz"
     domain = Domain(("x", "y"), ((-1.0, 1.0), (-1.0, 1.0)), (False, False))
-    params = (Param("a1", 2.5, 2.0, 3.0, 0.1), Param("a2", 2.5, 2.0, 3.0, 0.1))
+    params = (Param("a1", low=2.0, high=3.0, step=0.1, default=2.5),
+              Param("a2", low=2.0, high=3.0, step=0.1, default=2.5))
     default_grid = (101, 101)
 
     def __init__(self, k: float = 1.0):
