@@ -107,7 +107,7 @@ def _target(mu: list[float], ic: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"data.init_args.mu": [float(v) for v in mu], "data.init_args.preset": None,
                            "data.init_args.mu_ranges": None}
     if ic is not None:
-        out["data.init_args.problem_args"] = f'{{"ic": "{ic}"}}'
+        out["data.init_args.problem.init_args.ic"] = ic
     return out
 
 

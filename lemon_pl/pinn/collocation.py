@@ -52,7 +52,7 @@ LIMITS = {
     "points": 10_000_000,  # n_collocation, n_ic, n_bc, n_test each
     "steps_per_epoch": 10_000_000,
     "seed": 2 ** 63 - 1,
-    "problem_args": 1e6,  # |a numeric constructor argument|
+    "problem_init_args": 1e6,  # |a numeric constructor argument of the problem|
 }
 #: the arrays a run builds (references on the grid of every μ, the grid's node indices) at most
 MAX_BUILD_BYTES = 8 * 2 ** 30
@@ -136,8 +136,8 @@ class _Repeat(Dataset):
 
 def build_problem(spec: Any, overrides: Mapping[str, Any] | None = None) -> Problem:
     """The problem of ``data.init_args.problem``: a :class:`Problem`, or ``{class_path, init_args}``
-    (built here, for Python callers; the CLI's parser builds it). ``overrides`` (the older
-    ``problem_args``) replace constructor arguments."""
+    (built here, for Python callers; the CLI's parser builds it). ``overrides`` (a preset's)
+    replace constructor arguments."""
     if isinstance(spec, Problem) and not overrides:
         return spec
     if isinstance(spec, Problem):
@@ -194,9 +194,8 @@ class CollocationDataModule(pl.LightningDataModule):
         problem: the problem, ``{class_path: lemon_pl.pinn.problems.ConvectionDiffusionReaction,
             init_args: {ic: gauss_pi_2}}`` (default: that class with its default IC, or the
             preset's).
-        problem_args: replaces some of the problem's constructor arguments (the older spelling
-            of ``problem.init_args``).
-        mu, mu_ranges, preset: the μ set (exactly one).
+        mu, mu_ranges, preset: the μ set (exactly one). A preset also fixes the constructor
+            arguments it was defined with (CDR's ``table4_*`` presets: the ``gauss_pi_2`` IC).
         n_grid: grid points per axis (default: the problem's ``default_grid``; CDR 256 x 100).
         n_collocation, n_ic, n_bc, n_test: points of the interior, initial, boundary (edges,
             periodic pairs) regions and the test set (release: 1000, 256, 100, 1000).
@@ -212,7 +211,7 @@ class CollocationDataModule(pl.LightningDataModule):
 
     model_links = ("in_dim", "out_dim", "mu_dim", "problem", "mu_values", "evaluation_grid")
 
-    def __init__(self, problem: Optional[Problem] = None, problem_args: dict[str, Any] | None = None,
+    def __init__(self, problem: Optional[Problem] = None,
                  mu: list[float] | list[list[float]] | None = None, mu_ranges: dict[str, list[float]] | None = None,
                  preset: str | None = None, n_grid: list[int] | None = None, n_collocation: int = 1000,
                  n_ic: int = 256, n_bc: int = 100, n_test: int = 1000, points: dict[str, int] | None = None,
@@ -222,13 +221,10 @@ class CollocationDataModule(pl.LightningDataModule):
             ic = ConvectionDiffusionReaction.presets[preset][0]["ic"] if preset in ConvectionDiffusionReaction.presets \
                 else "1+sin"
             problem = ConvectionDiffusionReaction(ic)
-        for key, value in dict(problem_args or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                _check_number(f"problem_args.{key}", value, -LIMITS["problem_args"], LIMITS["problem_args"])
-        self.pde = build_problem(problem, problem_args)
+        self.pde = build_problem(problem)
         for key, value in self.pde.config()["init_args"].items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                _check_number(f"problem.init_args.{key}", value, -LIMITS["problem_args"], LIMITS["problem_args"])
+                _check_number(f"problem.init_args.{key}", value, -LIMITS["problem_init_args"], LIMITS["problem_init_args"])
         if preset is not None:
             if not self.pde.presets:
                 raise ValueError(f"data.init_args.preset: the {self.pde.name} problem has no presets")
@@ -237,7 +233,10 @@ class CollocationDataModule(pl.LightningDataModule):
             if preset not in self.pde.presets:
                 raise ValueError(f"data.init_args.preset: unknown preset {preset!r}; choose from "
                                  f"{sorted(self.pde.presets)}")
-            self.mu_values = [[float(v) for v in r] for r in self.pde.preset_mu(preset)[1]]
+            args, values = self.pde.preset_mu(preset)
+            if any(self.pde.config()["init_args"].get(k) != v for k, v in args.items()):
+                self.pde = build_problem(self.pde, args)  # the preset's IC, as the paper's table has it
+            self.mu_values = [[float(v) for v in r] for r in values]
         else:
             self.mu_values = mu_table(self.pde, mu, mu_ranges)
         for m in self.mu_values:

@@ -100,3 +100,17 @@ def test_an_epoch_repeats_the_full_batch():
     assert batches[0]["points"]["residual"].dtype == torch.float32
     (val,) = list(dm.val_dataloader())
     assert set(val) == {"mu", "x_test", "u_test"}
+
+
+def test_a_preset_fixes_its_initial_condition_over_the_configured_one():
+    """Table 4's presets are defined with the gauss_pi_2 IC: a config whose problem says 1+sin
+    gets the preset's IC (and its references), never 1+sin with Table 4's parameters."""
+    configured = {"class_path": "lemon_pl.pinn.problems.ConvectionDiffusionReaction", "init_args": {"ic": "1+sin"}}
+    dm = CollocationDataModule(problem=configured, preset="table4_convection", n_grid=[16, 5], n_collocation=10,
+                               n_ic=16, n_bc=5, n_test=10)
+    assert dm.problem.ic == "gauss_pi_2" and len(dm.mu_values) == 5
+    x = np.linspace(0, 2 * math.pi, 7)
+    assert np.array_equal(dm.problem.initial_condition(x), ConvectionDiffusionReaction("gauss_pi_2").initial_condition(x))
+    same = CollocationDataModule(problem=configured, preset="table2_convection", n_grid=[16, 5], n_collocation=10,
+                                 n_ic=16, n_bc=5, n_test=10)
+    assert same.problem.ic == "1+sin" and len(same.mu_values) == 11

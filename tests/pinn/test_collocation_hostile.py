@@ -32,7 +32,7 @@ from tests.conftest import CONFIGS
     (["--data.init_args.seed", "-1"], "data.init_args.seed must be an integer from 0 to"),
     (["--data.init_args.problem", "{class_path: lemon_pl.pinn.problems.Helmholtz2D, init_args: {k: 1e300}}",
       "--data.init_args.mu", "[2.5, 2.5]"], "data.init_args.problem.init_args.k must be a finite number from -1e+06 to 1e+06"),
-    (["--data.init_args.problem_args", "{ic: gauss_pi_2, k: 2}"], "data.init_args.problem.init_args: "),
+    (["--data.init_args.problem.init_args", "{ic: gauss_pi_2, k: 2}"], "data.init_args.problem"),
 ])
 def test_hostile_pinn_values_are_one_line_before_anything_is_built(flags, expect, tmp_path, capsys):
     start = time.perf_counter()
