@@ -57,9 +57,44 @@ def translate_class_path(path: str) -> str:
     return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else path
 
 
+#: the physics-informed problems earlier configs named (``data.init_args.problem: cdr``)
+OLD_PROBLEMS = {"cdr": "lemon_pl.pinn.problems.ConvectionDiffusionReaction",
+                "helmholtz": "lemon_pl.pinn.problems.Helmholtz2D"}
+PINN_DATA = "lemon_pl.pinn.collocation.CollocationDataModule"
+PINN_STAGES = {f"lemon_pl.pinn.stages.{n}" for n in ("PINNModule", "HyperLRPINNAdapt", "MetaPINNModule",
+                                                     "TimeMarchingPINN")}
+#: the loss weights of earlier PINN stages -> the condition they weighted
+OLD_WEIGHTS = {"weight_residual": "residual", "weight_ic": "ic", "weight_bc": "bc"}
+
+
+def _pinn_init_args(class_path: str, args: dict[str, Any], changed: list[tuple[str, str]]) -> dict[str, Any]:
+    """Earlier physics-informed settings as today's: a problem named by a string (plus
+    ``problem_args``) becomes ``{class_path, init_args}``; the stages' own ``problem`` /
+    ``problem_args`` go (the problem is linked from the data); ``weight_residual/ic/bc`` become
+    ``weights`` by condition (1.0, the old default, is every problem's own weight and is left out)."""
+    args = dict(args)
+    if class_path == PINN_DATA and isinstance(args.get("problem"), str) and args["problem"] in OLD_PROBLEMS:
+        old = args["problem"]
+        args["problem"] = {"class_path": OLD_PROBLEMS[old], "init_args": dict(args.pop("problem_args", None) or {})}
+        changed.append((f"problem: {old}", f"problem: {{class_path: {OLD_PROBLEMS[old]}}}"))
+    if class_path in PINN_STAGES:
+        if isinstance(args.get("problem"), str):
+            args.pop("problem")  # linked from the data module now
+        args.pop("problem_args", None)
+        weights = {OLD_WEIGHTS[k]: float(args.pop(k)) for k in list(args) if k in OLD_WEIGHTS}
+        kept = {k: v for k, v in weights.items() if v != 1.0}
+        if weights:
+            args["weights"] = {**kept, **dict(args.get("weights") or {})}
+            if not args["weights"]:
+                args.pop("weights")
+            changed.append(("weight_residual/ic/bc", f"weights: {kept}"))
+    return args
+
+
 def translate_config(tree: Any) -> tuple[Any, list[tuple[str, str]]]:
-    """``tree`` (a config's mapping, or any part of it) with every ``class_path`` value translated,
-    and the ``(old, new)`` pairs that changed. ``tree`` itself is not modified."""
+    """``tree`` (a config's mapping, or any part of it) with every ``class_path`` value translated
+    (and earlier physics-informed settings, :func:`_pinn_init_args`), and the ``(old, new)`` pairs
+    that changed. ``tree`` itself is not modified."""
     changed: list[tuple[str, str]] = []
 
     def walk(node: Any) -> Any:
@@ -73,6 +108,8 @@ def translate_config(tree: Any) -> tuple[Any, list[tuple[str, str]]]:
                     out[k] = new
                 else:
                     out[k] = walk(v)
+            if isinstance(out.get("class_path"), str) and isinstance(out.get("init_args"), dict):
+                out["init_args"] = _pinn_init_args(out["class_path"], out["init_args"], changed)
             return out
         if isinstance(node, list):
             return [walk(v) for v in node]

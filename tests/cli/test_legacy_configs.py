@@ -134,3 +134,48 @@ def test_predict_with_an_old_run_config_predicts_as_with_todays(old_run, tmp_pat
     new, old = np.load(outs["new"] / "prediction.npz"), np.load(outs["old"] / "prediction.npz")
     np.testing.assert_array_equal(old["u"], new["u"])
     assert str(old["model_class"]) == "PretrainModule"
+
+
+def old_pinn_config(tmp_path, weight_bc: float = 2.0):
+    """A physics-informed run config as lemon-pl wrote it before issue 23: the problem named by a
+    string on both sides of the link, its arguments in problem_args, three loss weights."""
+    import yaml
+
+    from lemon_pl.cli.lightning import compose
+
+    cfg, _ = compose(["fit", "--config", str(CONFIGS / "pinn" / "pinn.yaml")])
+    cfg = json.loads(json.dumps(cfg, default=str))
+    cfg.pop("defaults", None)  # a run's config.yaml is the composed config
+    data, model = cfg["data"]["init_args"], cfg["model"]["init_args"]
+    data["problem"], data["problem_args"] = "cdr", {"ic": "gauss_pi_2"}
+    data.update(n_grid=[32, 11], n_collocation=64, n_ic=32, n_bc=11, n_test=64, steps_per_epoch=2)
+    for key in ("problem", "mu_values", "evaluation_grid", "in_dim", "out_dim", "mu_dim"):
+        model.pop(key, None)
+    model.update(problem="cdr", problem_args={"ic": "gauss_pi_2"}, weight_residual=1.0, weight_ic=1.0,
+                 weight_bc=weight_bc)
+    cfg["model"]["class_path"] = "lemon_pl.modules.PINNModule"
+    cfg["trainer"].update(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          callbacks=None, default_root_dir=str(tmp_path))
+    path = tmp_path / "old_pinn.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_an_old_physics_informed_config_is_read_as_todays(tmp_path):
+    import yaml
+
+    tree = yaml.safe_load(old_pinn_config(tmp_path).read_text())
+    out, changed = translate_config(tree)
+    data, model = out["data"]["init_args"], out["model"]["init_args"]
+    assert data["problem"] == {"class_path": "lemon_pl.pinn.problems.ConvectionDiffusionReaction",
+                               "init_args": {"ic": "gauss_pi_2"}} and "problem_args" not in data
+    assert out["model"]["class_path"] == "lemon_pl.pinn.stages.PINNModule"
+    assert model["weights"] == {"bc": 2.0}  # 1.0 was the old default and is every condition's own weight
+    assert not {"problem", "problem_args", "weight_residual", "weight_ic", "weight_bc"} & set(model)
+    assert len(changed) == 3
+
+
+def test_an_old_physics_informed_config_trains(tmp_path, capsys):
+    path = old_pinn_config(tmp_path)
+    assert main(["fit", "--config", str(path)]) == 0
+    assert "names classes of an earlier lemon-pl" in capsys.readouterr().err
