@@ -33,19 +33,24 @@ def run(*args):
     assert main(list(args)) == 0
 
 
-@pytest.mark.parametrize("inner_lr", ["fixed", "learned", "learned_symbolic"])
+# Smoke runs of meta-learning variants (exit code only): the slow tier. The configs as shipped
+# (inner_lr fixed) run through fit and test in the contract test, tests/test_contract.py.
+@pytest.mark.slow
+@pytest.mark.parametrize("inner_lr", ["learned", "learned_symbolic"])
 def test_meta_config_fast_dev_run(inner_lr, tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run("fit", *common(tiny_root, tmp_path, "meta.yaml"), *TASKS, *META, "--model.init_args.inner_lr", inner_lr,
         "--trainer.fast_dev_run", "2")
 
 
+@pytest.mark.slow
 def test_vmap_meta_fit(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run("fit", *common(tiny_root, tmp_path, "meta.yaml"), *TASKS, *META, "--model.init_args.vmap_tasks", "true",
         "--model.init_args.inner_lr", "learned_symbolic", "--trainer.fast_dev_run", "2")
 
 
+@pytest.mark.slow
 def test_second_order_meta_fit(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run("fit", *common(tiny_root, tmp_path, "meta.yaml"), *TASKS, *META, "--model.init_args.first_order", "false",

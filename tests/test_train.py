@@ -74,6 +74,7 @@ def test_fit_writes_run_folder_then_test_writes_tables(tiny_root, tmp_path, monk
     assert table["group"] == "family" and table["metrics"][0] == "rel_l2" and table["mode"] == "zero-shot"
 
 
+@pytest.mark.slow  # the default tier keeps resume == uninterrupted through tests/test_resume_mid_epoch.py[sample]
 def test_resumed_run_equals_uninterrupted_run(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _fit(tiny_root, tmp_path / "a", "--trainer.max_epochs", "2")

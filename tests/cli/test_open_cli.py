@@ -113,17 +113,16 @@ def test_a_new_kind_of_stage_and_data_module_run_through_fit(tmp_path, monkeypat
 
 
 def test_lbfgs_from_the_config_trains(tmp_path, monkeypatch):
-    """L-BFGS (closure-based, needs Lightning's automatic optimisation) chosen in the config
-    beats 10 AdamW steps by far on a smooth regression."""
+    """L-BFGS (closure-based, needs Lightning's automatic optimisation) chosen in the config of any
+    LightningModule is the optimiser that runs and lowers the error (the one L-BFGS-versus-Adam
+    comparison is the physics-informed one, tests/pinn/test_stages.py, slow tier)."""
     monkeypatch.chdir(tmp_path)
     lbfgs = {"optimizer": {"class_path": "torch.optim.LBFGS",
                            "init_args": {"lr": 1.0, "max_iter": 20, "line_search_fn": "strong_wolfe"}},
              "lr_scheduler": {"class_path": "torch.optim.lr_scheduler.ConstantLR", "init_args": {"factor": 1.0}}}
     assert main(["fit", "--config", _write_config(tmp_path, lbfgs, 10)]) == 0
-    assert main(["fit", "--config", _write_config(tmp_path, None, 10)]) == 0
-    with_lbfgs, with_adam = _result(tmp_path, 0), _result(tmp_path, 1)
-    assert with_lbfgs["optimizer"] == "LBFGS" and with_adam["optimizer"] == "AdamW"
-    assert with_lbfgs["rel_l2"] < 0.5 * with_adam["rel_l2"]
+    with_lbfgs = _result(tmp_path, 0)
+    assert with_lbfgs["optimizer"] == "LBFGS" and with_lbfgs["rel_l2"] < 0.3, with_lbfgs  # 10 AdamW steps: > 0.36
 
 
 def test_operator_stage_takes_an_optimizer_from_the_config(tiny_root, tmp_path, monkeypatch):

@@ -186,6 +186,7 @@ def test_a_step_that_does_not_write_a_declared_output_fails(tmp_path):
                   log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_multi_process_launch_rank0_generates_and_records(tmp_path):
     """Under srun/torchrun every rank runs the pipeline: rank 0 alone runs non-Lightning steps and
     writes the records; rank 1 joins every Lightning step and waits for rank 0's records."""

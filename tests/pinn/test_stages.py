@@ -222,18 +222,8 @@ def test_hyper_lr_pinn_phase_1_then_adaptive_phase_2_through_the_cli(tmp_path):
     assert payload["trainable_params"] <= 351 and "beta=35,nu=0,rho=0" in payload["families"]
 
 
-@pytest.mark.parametrize("config", ["pinn/pinn_p.yaml", "pinn/meta_lr_pinn.yaml", "pinn/pinn_s2s.yaml"])
-def test_each_pinn_stage_runs_through_the_cli(tmp_path, config):
-    extra = ["--data.init_args.preset", "null", "--data.init_args.mu",
-             "[[1,0,0],[3,0,0]]" if "s2s" not in config else "[1,0,0]"]
-    if "meta" in config:
-        extra += ["--model.init_args.inner_steps", "1", "--model.init_args.net.init_args.rank", "4"]
-    if "s2s" in config:
-        extra += ["--model.init_args.segments", "2"]
-    _, test_dir = _fit_and_test(tmp_path, config, *extra)
-    assert (test_dir / "test_metrics.json").exists()
 
-
+@pytest.mark.slow
 def test_lbfgs_from_the_config_beats_adam_in_as_many_steps(tmp_path):
     errs = {}
     for name, extra in (("adam", []), ("lbfgs", ["--config", str(CONFIGS / "optim/lbfgs.yaml")])):
