@@ -50,6 +50,8 @@ class EvaluationReport:
         curve: ``{step count: rows}`` (errors after k adaptation steps), optional.
         extras: run-level values: JSON keys, and constant CSV / printed columns when scalar.
         seconds: wall time of the evaluation.
+        arrays: what the rows were computed from, for a method's own files and figures (e.g. the
+            physics-informed predictions on the evaluation grid); never written by :meth:`write`.
     """
 
     stage: str
@@ -59,6 +61,7 @@ class EvaluationReport:
     curve: dict[str, Rows] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    arrays: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.metrics:

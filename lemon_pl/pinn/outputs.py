@@ -28,6 +28,7 @@ import numpy as np
 from lightning.pytorch import Callback
 
 from lemon_pl.core.checkpointing import atomic_write
+from lemon_pl.core.callbacks import stage_report
 from lemon_pl.core.figures import pyplot, save_figure
 from lemon_pl.pinn.metrics import mu_label
 
@@ -125,11 +126,11 @@ class PINNOutputs(Callback):
 
     def on_test_end(self, trainer, pl_module) -> None:
         log_dir = trainer.log_dir  # collective under DDP
-        if not trainer.is_global_zero:
+        report = stage_report(pl_module, "test")
+        if not trainer.is_global_zero or report is None or "predictions" not in report.arrays:
             return
         folder = Path(log_dir or ".")
-        pred = getattr(pl_module, "predictions", None)
-        if pred is not None:
-            write_predictions(pred, folder)
-            train = np.asarray(getattr(pl_module, "mu_values", []), dtype=np.float64)
-            write_figures(pred, folder / "figures", int(getattr(pl_module.hparams, "max_figures", 6)), train)
+        arrays = report.arrays
+        write_predictions(arrays["predictions"], folder)
+        train = np.asarray(arrays.get("train_mu", []), dtype=np.float64)
+        write_figures(arrays["predictions"], folder / "figures", int(arrays.get("max_figures", 6)), train)

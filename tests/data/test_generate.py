@@ -69,6 +69,7 @@ def test_splits_draw_disjoint_operators(tmp_path):
             seen |= rows
 
 
+@pytest.mark.slow  # 9 s; the seed -> bytes pin of a tiny run stays in the default tier (test_generate_digest.py)
 def test_bit_identical_whatever_the_workers(tmp_path):
     fams = ["heat", "fplanck", "burgers", "cahnhilliard_1D"]
     gen.generate(tmp_path / "w1", "tiny", fams, workers=1, **SMALL)

@@ -266,8 +266,12 @@ class PINNModule(Stage):
         for k in PINN_METRICS:
             self.log(f"test/{k}", float(metrics[k].mean()), batch_size=batch["mu"].shape[0])
         self.predictions = self.grid_predictions(batch["mu"])
+        arrays = {} if self.predictions is None else {
+            "predictions": self.predictions, "train_mu": [list(m) for m in self.mu_values],
+            "max_figures": int(self.hparams.max_figures)}
         report = EvaluationReport(stage="test", group="mu", rows=rows, metrics=PINN_METRICS,
-                                  extras=self.table_extra_columns(), seconds=time.perf_counter() - self._t_test)
+                                  extras=self.table_extra_columns(), seconds=time.perf_counter() - self._t_test,
+                                  arrays=arrays)
         self.publish_report(report, log=False)  # logged above, as the mean over μ of each metric
 
     def grid_predictions(self, mu: Tensor) -> dict[str, Any] | None:
