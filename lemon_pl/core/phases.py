@@ -28,11 +28,13 @@ class PhaseSchedule:
 
     @classmethod
     def even(cls, total: int, phases: int) -> "PhaseSchedule":
-        """``phases`` phases over ``total`` units, the remainder spread over the first ones."""
+        """``phases`` near-equal phases over ``total`` units: unit s belongs to phase
+        floor(s * phases / total) (so phase k starts at ceil(k * total / phases))."""
         if phases < 1:
             raise ValueError(f"phases must be >= 1, got {phases}")
-        base, extra = divmod(int(total), phases)
-        return cls([base + (1 if k < extra else 0) for k in range(phases)])
+        total = max(int(total), 1)
+        starts = [-(-k * total // phases) for k in range(phases + 1)]
+        return cls([b - a for a, b in zip(starts, starts[1:])])
 
     @property
     def total(self) -> int:

@@ -27,9 +27,13 @@ def test_starts_ends_and_progress():
     assert s.is_first(3) and not s.is_first(4) and s.is_last(7) and s.total == 10
 
 
-def test_even_split_spreads_the_remainder_and_covers_every_unit():
-    s = PhaseSchedule.even(11, 3)
-    assert s.lengths == (4, 4, 3) and s.total == 11
+@pytest.mark.parametrize("total,phases", [(11, 3), (10, 4), (7, 7), (5, 8), (1000, 5), (1, 1)])
+def test_even_split_puts_unit_s_in_phase_s_times_phases_over_total(total, phases):
+    """The time-marching PINN's rule (segment of step s = min(K - 1, s K // T)) is the oracle."""
+    s = PhaseSchedule.even(total, phases)
+    assert s.total == max(total, 1) and len(s) == phases
+    for unit in range(total + 3):
+        assert s.phase_at(unit) == min(phases - 1, unit * phases // total)
 
 
 @pytest.mark.parametrize("bad", [(), (-1, 2)])

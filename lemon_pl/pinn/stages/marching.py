@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lemon_pl.core.phases import PhaseSchedule
 from lemon_pl.pinn.stages.pinn import IGNORED, Field, PINNModule
+
 
 class TimeMarchingPINN(PINNModule):
     """PINN-S2S: ``segments`` copies of ``net``, network k owning t ∈ [k/K, (k+1)/K] (of the
@@ -44,8 +46,7 @@ class TimeMarchingPINN(PINNModule):
     def _segment_of_step(self) -> int:
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else \
             int(self.trainer.estimated_stepping_batches)
-        k = len(self.nets)
-        return min(k - 1, self.global_step * k // max(total, 1))
+        return PhaseSchedule.even(total, len(self.nets)).phase_at(self.global_step)
 
     def _map_t(self, pts: Tensor, k: int) -> Tensor:
         """Points of [t0, t1] mapped into segment k."""
