@@ -19,7 +19,7 @@ import re
 import torch
 from torch import nn
 
-from lemon_pl.core.adapters import ADAPTER_SUFFIXES, is_adapter, lora_state_dict, merge_state, merged_weight
+from lemon_pl.core.adapters import ADAPTER_SUFFIXES, is_adapter, lora_state_dict, merge_state, merged_weight  # noqa: F401 (re-exported: the LoRA API in one place)
 
 
 class LoRALinear(nn.Module):

@@ -18,16 +18,13 @@ It holds what every stage shares, so that a stage adds only its network, loss an
 from __future__ import annotations
 
 import inspect
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-
 
 #: constructor arguments that are not hyperparameters (objects, not primitives)
 NOT_HPARAMS = ["net", "optimizer", "lr_scheduler"]
@@ -55,10 +52,10 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
         hi = "" if high is None else f" and <= {high:g}"
         raise ValueError(f"model.init_args.{name} must be a finite number{lo}{hi}, got {value!r}")
 
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of (unique) parameters, optionally only those with requires_grad."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
 
 
 def uses_grad_scaler(trainer: Any) -> bool:

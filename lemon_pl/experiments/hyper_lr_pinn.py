@@ -29,7 +29,6 @@ step times that every fit records in ``fit_summary.json``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

@@ -16,7 +16,6 @@ own code path (``adapt_then_predict`` with the stage's adapted parameters and ra
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
