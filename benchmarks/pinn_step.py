@@ -25,6 +25,21 @@ A_ms / B_ms, i.e. how many times faster B is than A:
                       process (``--worker pinn --threads N``, OMP_NUM_THREADS=N,
                       OMP_WAIT_POLICY=PASSIVE) that reports the median of its timed steps as JSON.
 
+5. ``engine``        loss + backward per step (zero_grad, loss, backward; no optimiser step) with the
+                      input derivatives of the residual from ``lemon_pl.pinn.jets.derivatives``:
+                      nested autograd (A: ``engine="autograd"``, the same requested derivatives) vs
+                      the jet (B: ``engine="jet"``, one Taylor-mode forward), and, where a stage
+                      exists, today's stage loss (``PINNModule.loss_terms``, which always forms u_xx)
+                      as a third variant in the same rounds (its ratio stage/jet printed too), for
+                      (a) Hyper-LR-PINN phase 1 over the 11 μ of table2_convection (release point sets;
+                      convection: u_x, u_t only; orthogonality penalty included), (b) phase 2 (one μ,
+                      ``adapt([30, 0, 0])``, 351 trainable), (c) a 2-D Helmholtz PINN (10,401
+                      parameters, u_xx + u_yy, 1000 interior + 400 boundary points, a1 = a2 = 2.5).
+                      Each at every thread count of ``--engine-threads`` (default 1 and 2, set with
+                      ``torch.set_num_threads`` in this process), the load average printed per row;
+                      the losses of the variants are checked equal once before timing.
+                      Keys ``engine/a/1thr`` ... ``engine/c/2thr``; ``--only engine`` runs just these.
+
 Method: in-process comparisons run at ``--threads`` torch threads (default 1). Each variant gets
 ``--warmup`` untimed steps, then the variants alternate in ``--rounds`` rounds, A B A B ..., so that
 drift and load from other jobs hit both alike; a round times ``--steps`` consecutive steps of one
@@ -60,7 +75,8 @@ MU = [30.0, 0.0, 0.0]  # comparisons 1 and 4: β = 30, the first μ of table2_co
 DERIV_MU = [30.0, 1.0, 1.0]  # comparison 3: every term of the residual non-zero
 ORTH_WEIGHT = 0.0016  # phase 1: orth_weight_u = orth_weight_v
 LR = 2.5e-4  # Adam, as the release
-TARGETS = {"pinn/phase2": 4.0, "loop/batched": 3.0}  # the stated targets (ratios, not timings)
+TARGETS = {"pinn/phase2": 4.0, "loop/batched": 3.0,  # the stated targets (ratios, not timings)
+           "engine/a": 4.0, "engine/b": 4.0, "engine/c": 4.0}
 
 
 # ============================================================================ set-up
@@ -156,7 +172,7 @@ def summarise(key: str, title: str, name_a: str, name_b: str, ms_a: list[float],
            "a_ms": statistics.median(ms_a), "a_min": min(ms_a), "a_max": max(ms_a), "a_rounds": ms_a,
            "b_ms": statistics.median(ms_b), "b_min": min(ms_b), "b_max": max(ms_b), "b_rounds": ms_b,
            "ratio": statistics.median(a / b for a, b in zip(ms_a, ms_b)),
-           "target": TARGETS.get(key), **extra}
+           "target": TARGETS.get(key, TARGETS.get(key.rsplit("/", 1)[0])), **extra}
     verdict = ""
     if row["target"] is not None:
         verdict = f"  (target >= {row['target']:g}x: {'met' if row['ratio'] >= row['target'] else 'MISSED'})"
@@ -279,6 +295,164 @@ def compare_threads(args) -> dict:
                      worker_threads=seen)
 
 
+def time_variants(fns: dict, rounds: int, steps: int, warmup: int) -> dict[str, list[float]]:
+    """ms per step of every variant in each of ``rounds`` rounds, the variants alternating."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    ms: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            ms[name].append(1e3 * (time.perf_counter() - t0) / steps)
+    return ms
+
+
+def cdr_wanted(mu):
+    """The multi-indices the CDR residual needs for the μ rows of a batch: u_t always, u_x
+    where some β != 0, u_xx where some ν != 0 (zero-coefficient terms dropped)."""
+    wanted = [(0, 1)]
+    if bool((mu[:, 0] != 0).any()):
+        wanted.append((1, 0))
+    if bool((mu[:, 1] != 0).any()):
+        wanted.append((2, 0))
+    return wanted
+
+
+def cdr_engine_loss(module, batch: dict, engine: str):
+    """The stage's CDR loss (residual + IC + periodic BC [+ penalty]) with the residual's
+    derivatives from ``jets.derivatives(engine=...)``."""
+    import torch
+
+    from lemon_pl.pinn.jets import derivatives
+
+    net, mu = module.net, batch["mu"]
+    m = mu.shape[0]
+    x, idx = module.tile(batch["points"]["residual"], m)
+    d = derivatives(net, x, mu, idx, cdr_wanted(mu), engine=engine)
+    cols = mu[idx]
+    u = d[(0, 0)][:, 0]
+    r = d[(0, 1)][:, 0]
+    if (1, 0) in d:
+        r = r + cols[:, 0] * d[(1, 0)][:, 0]
+    if (2, 0) in d:
+        r = r - cols[:, 1] * d[(2, 0)][:, 0]
+    if bool((mu[:, 2] != 0).any()):
+        r = r - cols[:, 2] * u * (1 - u)
+    ic, bc, pairs = batch["points"]["ic"], batch["points"]["bc"], batch["pairs"]["bc"]
+    xb, ib = module.tile(torch.cat([ic, bc, pairs]), m)
+    ub = net(xb, mu, ib).view(m, -1)
+    n_ic, n_bc = ic.shape[0], bc.shape[0]
+    loss = (r.square().mean() + (ub[:, :n_ic] - batch["targets"]["ic"]).square().mean()
+            + (ub[:, n_ic:n_ic + n_bc] - ub[:, n_ic + n_bc:]).square().mean())
+    pen = module.penalty()
+    return loss if pen is None else loss + pen
+
+
+def stage_loss(module, batch: dict):
+    """Today's stage loss: ``loss_terms`` (nested autograd, u_xx always) + ``total_loss``."""
+    return module.total_loss(module.loss_terms(module.field(mu=batch["mu"]), batch), module.penalty())
+
+
+def helmholtz_setup():
+    """A 2-D Helmholtz PINN (10,401 parameters) with 1000 interior and 400 boundary points."""
+    import torch
+
+    from lemon_pl.pinn.networks import PINN
+    from lemon_pl.pinn.problems.helmholtz import Helmholtz2D
+
+    torch.manual_seed(0)
+    pde = Helmholtz2D()
+    mu = [2.5, 2.5]
+    g = torch.Generator().manual_seed(0)
+    inner = torch.rand(1000, 2, generator=g) * 2 - 1
+    side = torch.rand(100, generator=g) * 2 - 1
+    one = torch.ones(100)
+    edge = torch.cat([torch.stack([s1, s2], 1) for s1, s2 in
+                      ((side, one), (side, -one), (one, side), (-one, side))])
+    forcing = pde.forcing(inner, mu).detach()
+    target = pde.boundary_value(edge, mu).detach()
+    return PINN(), pde, inner, edge, forcing, target
+
+
+def helmholtz_loss(net, pde, inner, edge, forcing, target, engine: str):
+    from lemon_pl.pinn.jets import derivatives
+
+    d = derivatives(net, inner, None, None, [(2, 0), (0, 2)], engine=engine)
+    r = d[(2, 0)][:, 0] + d[(0, 2)][:, 0] + pde.k ** 2 * d[(0, 0)][:, 0] - forcing
+    return r.square().mean() + (net(edge)[:, 0] - target).square().mean()
+
+
+def compare_engine(args, pde, batch) -> list[dict]:
+    import torch
+
+    from lemon_pl.pinn.networks import HyperLRPINN
+    from lemon_pl.pinn.stages import PINNModule
+
+    m = batch["mu"].shape[0]
+    print(f"\n[5] loss + backward per step: nested autograd vs jet (and today's stage loss), "
+          f"threads {args.engine_threads}", flush=True)
+    torch.manual_seed(0)
+    phase1 = PINNModule(HyperLRPINN(), problem=pde, mu_values=batch["mu"].tolist(), orth_weight_u=ORTH_WEIGHT,
+                        orth_weight_v=ORTH_WEIGHT)
+    torch.manual_seed(0)
+    phase2 = PINNModule(HyperLRPINN().adapt(MU, rank="full"), problem=pde, mu_values=[MU])
+    one = one_mu(batch, mu_row(batch, MU))
+    hnet, hpde, *hdata = helmholtz_setup()
+    setups = {
+        "a": (f"phase 1 over {m} μ (u_x, u_t)", phase1, {
+            "stage": lambda: stage_loss(phase1, batch),
+            "autograd": lambda: cdr_engine_loss(phase1, batch, "autograd"),
+            "jet": lambda: cdr_engine_loss(phase1, batch, "jet")}),
+        "b": ("phase 2, one μ (u_x, u_t)", phase2, {
+            "stage": lambda: stage_loss(phase2, one),
+            "autograd": lambda: cdr_engine_loss(phase2, one, "autograd"),
+            "jet": lambda: cdr_engine_loss(phase2, one, "jet")}),
+        "c": ("2-D Helmholtz PINN (u_xx + u_yy)", hnet, {
+            "autograd": lambda: helmholtz_loss(hnet, hpde, *hdata, engine="autograd"),
+            "jet": lambda: helmholtz_loss(hnet, hpde, *hdata, engine="jet")}),
+    }
+    rows = []
+    before = torch.get_num_threads()
+    try:
+        for key, (title, owner, losses) in setups.items():
+            values = {name: float(fn()) for name, fn in losses.items()}
+            ref = values["autograd"]
+            gap = max(abs(v - ref) for v in values.values()) / abs(ref)
+            params = [p for p in owner.parameters() if p.requires_grad]
+            print(f"  ({key}) {title}: {sum(p.numel() for p in params):,} trainable; losses "
+                  + ", ".join(f"{n} {v:.6g}" for n, v in values.items()) + f" (max rel gap {gap:.1e})", flush=True)
+
+            def step(fn, params=params):
+                def run() -> None:
+                    for p in params:
+                        p.grad = None
+                    fn().backward()
+                return run
+
+            for n in args.engine_threads:
+                torch.set_num_threads(n)
+                load = os.getloadavg()
+                print(f"  ({key}) threads {n}, load average {' '.join(f'{x:.2f}' for x in load)}", flush=True)
+                ms = time_variants({name: step(fn) for name, fn in losses.items()}, args.rounds, args.steps,
+                                   args.warmup)
+                extra = {"threads": n, "loadavg": load, "loss_rel_gap": gap}
+                if "stage" in ms:
+                    extra.update(stage_ms=statistics.median(ms["stage"]), stage_min=min(ms["stage"]),
+                                 stage_max=max(ms["stage"]), stage_rounds=ms["stage"],
+                                 stage_ratio=statistics.median(a / b for a, b in zip(ms["stage"], ms["jet"])))
+                    print(f"  stage: {extra['stage_ms']:.2f} ({extra['stage_min']:.2f}-{extra['stage_max']:.2f}) "
+                          f"ms/step; stage/jet = {extra['stage_ratio']:.2f}x", flush=True)
+                row = summarise(f"engine/{key}/{n}thr", f"({key}) {title}, {n} thr", "autograd", "jet",
+                                ms["autograd"], ms["jet"], **extra)
+                rows.append(row)
+    finally:
+        torch.set_num_threads(before)
+    return rows
+
+
 # ============================================================================ worker
 def worker_main(args) -> None:
     """One fresh process: the PINN train step of comparison 1 at ``--threads`` threads; prints
@@ -315,6 +489,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads of the in-process comparisons")
     p.add_argument("--timeout", type=int, default=300, help="per-process timeout of comparison 4, seconds")
     p.add_argument("--json", type=str, default=None, help="also write the results to this JSON file")
+    p.add_argument("--engine-threads", type=int, nargs="+", default=[1, 2],
+                   help="torch thread counts of the engine rows (comparison 5; default 1 2)")
+    p.add_argument("--only", choices=["all", "engine", "existing"], default="all",
+                   help="run every comparison (default), only the engine rows (5) or only 1-4")
     p.add_argument("--worker", choices=["pinn"], default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
@@ -342,13 +520,20 @@ def main(argv=None) -> None:
     pde, batch = table2_batch()
     print(f"set-up (imports, point sets) {time.perf_counter() - t_start:.1f}s", flush=True)
     rows = []
-    for compare in (compare_pinn_vs_phase2, compare_batched_phase1, compare_derivatives):
+    if args.only != "engine":
+        for compare in (compare_pinn_vs_phase2, compare_batched_phase1, compare_derivatives):
+            t0 = time.perf_counter()
+            rows.append(compare(args, pde, batch))
+            rows[-1]["seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        rows.append(compare(args, pde, batch))
+        rows.append(compare_threads(args))
         rows[-1]["seconds"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rows.append(compare_threads(args))
-    rows[-1]["seconds"] = time.perf_counter() - t0
+    if args.only != "existing":
+        t0 = time.perf_counter()
+        engine_rows = compare_engine(args, pde, batch)
+        for r in engine_rows:
+            r["seconds"] = (time.perf_counter() - t0) / len(engine_rows)  # the rows' mean share
+        rows += engine_rows
     load_after = os.getloadavg()
 
     head = f"{'comparison':44s} {'A':10s} {'A ms/step (min-max)':>22s} {'B':10s} {'B ms/step (min-max)':>22s} " \
@@ -361,15 +546,21 @@ def main(argv=None) -> None:
             target = f">= {r['target']:g}x {'met' if r['ratio'] >= r['target'] else 'MISSED'}"
         print(f"{r['title']:44s} {r['a']:10s} {fmt_ms(r, 'a'):>22s} {r['b']:10s} {fmt_ms(r, 'b'):>22s} "
               f"{r['ratio']:6.2f}x  {r['seconds']:5.1f}s  {target}")
+    for r in rows:
+        if "stage_ratio" in r:
+            print(f"{r['title']:44s} stage {r['stage_ms']:.2f} ({r['stage_min']:.2f}-{r['stage_max']:.2f}) ms/step, "
+                  f"stage/jet {r['stage_ratio']:.2f}x")
     first = rows[0]
-    print(f"trainable parameters: PINN {first['a_trainable']:,} vs phase 2 {first['b_trainable']:,}")
+    if "a_trainable" in first:
+        print(f"trainable parameters: PINN {first['a_trainable']:,} vs phase 2 {first['b_trainable']:,}")
     print(f"load average after {' '.join(f'{x:.2f}' for x in load_after)} | total wall time "
           f"{time.perf_counter() - t_start:.1f}s")
     if args.json:
         out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": cpus,
                "usable_cpus": usable, "loadavg_before": load_before, "loadavg_after": load_after,
                "settings": {k: getattr(args, k) for k in ("quick", "rounds", "steps", "warmup", "proc_rounds",
-                                                          "worker_steps", "threads")},
+                                                          "worker_steps", "threads", "engine_threads",
+                                                          "only")},
                "rows": rows}
         Path(args.json).write_text(json.dumps(out, indent=2))
 

@@ -12,6 +12,8 @@ Modules:
 * ``collocation``: the data module (the problem built once from its ``class_path``, every
   condition's points and targets, all μ in one batch) and ``select_mu``;
 * ``derivatives``: autograd and torch.func derivative helpers for residuals;
+* ``jets``: opt-in Taylor-mode (jet) engine, ``derivatives(net, coords, mu, mu_index, wanted, engine)``: the
+  output and exactly the requested input derivatives (orders 1-2) in one forward, autograd fallback;
 * ``networks``: PINN, PINN-P, low-rank and Hyper-LR-PINN networks and the hooks stages call;
 * ``stages``: PINNModule, HyperLRPINNAdapt (phase 2), MetaPINNModule, TimeMarchingPINN;
 * ``metrics``: relative L2, MAE, max error, explained variance per μ (``PINN_METRICS``, ``mu_label``);

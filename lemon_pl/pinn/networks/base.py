@@ -86,6 +86,13 @@ class PINNNetwork(nn.Module):
     def parameter_groups(self) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
+    def forward_jet(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None,
+                    wanted=()) -> Optional[dict]:
+        """The output and the ``wanted`` input derivatives in one Taylor-mode forward
+        (:mod:`lemon_pl.pinn.jets`), ``{multi-index: (N, out_dim)}``; None (the default): this
+        network has no jet, :func:`lemon_pl.pinn.jets.derivatives` falls back to nested autograd."""
+        return None
+
     def reports(self, mu: Tensor) -> dict[str, Tensor]:
         """Arrays describing the network at each row of ``mu`` (M, mu_dim) (nothing by default)."""
         return {}

@@ -159,6 +159,19 @@ class NaiveLRPINN(PINNNetwork):
         u = self.last(h)
         return self.act(u) if self.layout == "paper" else u
 
+    def forward_jet(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None,
+                    wanted=()) -> Optional[dict]:
+        from lemon_pl.pinn.jets import Jet, JetPlan, supports
+
+        if not supports(self.act):
+            return None
+        plan = JetPlan.of(coords.shape[-1], wanted)
+        jet = Jet.seed(coords[None], self.first.weight, self.first.bias, plan).act(self.act)
+        for layer in self.layers:
+            jet = jet.lowrank(layer.U, layer.V, layer.s, layer.bias).act(self.act)
+        jet = jet.linear(self.last.weight, self.last.bias)
+        return (jet.act(self.act) if self.layout == "paper" else jet).result()
+
 
 class Hypernetwork(nn.Module):
     """μ -> the diagonals of every low-rank layer: e⁰ = scaler(μ), e^m = tanh(W^m e^{m−1} + b^m)
@@ -249,6 +262,34 @@ class HyperLRPINN(PINNNetwork):
             h = self.act(layer(h, s[..., l, :]))
         u = self.last(h)
         return self.act(u) if self.layout == "paper" else u
+
+    def forward_jet(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None,
+                    wanted=()) -> Optional[dict]:
+        """As :meth:`forward`, by jet: the hypernetwork once per μ row (no jet: it reads μ only);
+        equal blocks of points per μ row give one batched product per low-rank layer."""
+        from lemon_pl.pinn.jets import Jet, JetPlan, supports
+
+        if not supports(self.act):
+            return None
+        plan = JetPlan.of(coords.shape[-1], wanted)
+        rows, index = mu_groups(mu, coords.shape[0], mu_index)
+        s = self.diagonals(rows)  # (M, L, rank)
+        m = rows.shape[0]
+        if index is not None and m > 1 and equal_blocks(index, m):
+            groups, per = coords.view(m, -1, coords.shape[-1]), "group"
+        else:
+            groups = coords[None]
+            if index is not None:
+                s, per = s[index], "point"
+            elif m == 1:
+                s, per = s[0], "shared"
+            else:
+                per = "point"  # one μ row per point already
+        jet = Jet.seed(groups, self.first.weight, self.first.bias, plan).act(self.act)
+        for l, layer in enumerate(self.layers):
+            jet = jet.lowrank(layer.U, layer.V, s[..., l, :], layer.bias, per=per).act(self.act)
+        jet = jet.linear(self.last.weight, self.last.bias)
+        return (jet.act(self.act) if self.layout == "paper" else jet).result()
 
     @torch.no_grad()
     def adapt(self, mu: Union[Tensor, Sequence[float]], rank: str = "full", threshold: float = 0.0) -> NaiveLRPINN:

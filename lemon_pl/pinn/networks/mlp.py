@@ -34,6 +34,23 @@ class PINN(PINNNetwork):
     def forward(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None) -> Tensor:
         return self.trunk(coords)
 
+    def trunk_jet(self, inputs: Tensor, plan) -> Optional[dict]:
+        """The trunk's jet on ``inputs`` (N, in) whose first ``plan.d`` columns are the coordinates."""
+        from lemon_pl.pinn.jets import Jet, supports
+
+        if not supports(self.act):
+            return None
+        jet = Jet.seed(inputs[None], self.first.weight, self.first.bias, plan).act(self.act)
+        for layer in self.hidden:
+            jet = jet.linear(layer.weight, layer.bias).act(self.act)
+        return jet.linear(self.last.weight, self.last.bias).result()
+
+    def forward_jet(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None,
+                    wanted=()) -> Optional[dict]:
+        from lemon_pl.pinn.jets import JetPlan
+
+        return self.trunk_jet(coords, JetPlan.of(coords.shape[-1], wanted))
+
 
 class PINNP(PINN):
     """PINN-P: the PINN MLP on ``[coords, μ]``, trained across μ.  ``mu_low``/``mu_high``
@@ -51,6 +68,13 @@ class PINNP(PINN):
     def forward(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None) -> Tensor:
         mu = self.scaler(mu_per_point(mu, coords, mu_index))
         return self.trunk(torch.cat([coords, mu.to(coords.dtype)], dim=-1))
+
+    def forward_jet(self, coords: Tensor, mu: Optional[Tensor] = None, mu_index: Optional[Tensor] = None,
+                    wanted=()) -> Optional[dict]:
+        from lemon_pl.pinn.jets import JetPlan
+
+        mu = self.scaler(mu_per_point(mu, coords, mu_index))  # constant in the coordinates
+        return self.trunk_jet(torch.cat([coords, mu.to(coords.dtype)], dim=-1), JetPlan.of(coords.shape[-1], wanted))
 
 
 __all__ = ["PINN", "PINNP"]
