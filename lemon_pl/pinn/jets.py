@@ -55,6 +55,8 @@ from lemon_pl.pinn.derivatives import grad as _grad
 from lemon_pl.pinn.networks.base import PINNNetwork, Sine
 
 MultiIndex = tuple[int, ...]
+#: fused activation steps (hand-written backward) for tanh and sin; False: plain autograd ops
+FUSED = True
 ENGINES = ("auto", "jet", "autograd")
 
 
@@ -136,6 +138,57 @@ def activation_derivatives(act: nn.Module):
     return None
 
 
+def _third(act: nn.Module):
+    """``(σ, σ', σ'') -> σ'''`` where a fused activation step knows it (tanh, sin), else None."""
+    if isinstance(act, nn.Tanh):
+        return lambda s0, s1, s2: -2 * (s1 * s1 + s0 * s2)
+    if isinstance(act, Sine):
+        return lambda s0, s1, s2: -s1
+    return None
+
+
+class _FusedAct(torch.autograd.Function):
+    """One activation step of a jet with a hand-written backward: no per-component temporaries,
+    no concatenation.  Forward: out = [σ(a), σ'·a_i, σ''·a_i·a_j + σ'·a_ij]; backward (first order
+    only, which is all a parameter gradient needs): d a_i = g_i σ' + Σ_(i,j) g_ij σ'' a_j (and
+    symmetrically for j), d a_ij = g_ij σ', d a = g σ' + σ''·Σ_c g_c a_c (over every derivative
+    component c) + σ'''·Σ_(i,j) g_ij a_i a_j."""
+
+    @staticmethod
+    def forward(ctx, data, bias, fn, third, k1, left, right):
+        a0 = data[:, :1] if bias is None else data[:, :1] + bias
+        s0, s1, s2 = fn(a0)
+        out = torch.empty_like(data)
+        out[:, :1] = s0
+        torch.mul(data[:, 1:], s1, out=out[:, 1:])
+        for c, (l, r) in enumerate(zip(left, right)):
+            out[:, 1 + k1 + c:2 + k1 + c].addcmul_(data[:, l:l + 1] * data[:, r:r + 1], s2)
+        ctx.save_for_backward(data, s0, s1, s2)
+        ctx.third, ctx.k1, ctx.pairs, ctx.has_bias = third, k1, list(zip(left, right)), bias is not None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        data, s0, s1, s2 = ctx.saved_tensors
+        k1 = ctx.k1
+        grad = torch.empty_like(data)
+        torch.mul(gout[:, 1:], s1, out=grad[:, 1:])
+        da0 = gout[:, :1] * s1 + (gout[:, 1:] * data[:, 1:]).sum(dim=1, keepdim=True) * s2
+        if ctx.pairs:
+            s3 = ctx.third(s0, s1, s2)
+            acc = torch.zeros_like(da0)
+            for c, (l, r) in enumerate(ctx.pairs):
+                g2 = gout[:, 1 + k1 + c:2 + k1 + c] * s2
+                grad[:, l:l + 1].addcmul_(g2, data[:, r:r + 1])
+                grad[:, r:r + 1].addcmul_(g2, data[:, l:l + 1])
+                acc.addcmul_(gout[:, 1 + k1 + c:2 + k1 + c], data[:, l:l + 1] * data[:, r:r + 1])
+            da0 = da0 + acc * s3
+        grad[:, :1] = da0
+        gbias = da0.sum(dim=(0, 1, 2)) if ctx.has_bias else None
+        return grad, gbias, None, None, None, None, None
+
+
 def supports(act: nn.Module) -> bool:
     """Whether the jet knows σ' and σ'' of this activation module."""
     return activation_derivatives(act) is not None
@@ -213,6 +266,9 @@ class Jet:
         if fn is None:
             raise ValueError(f"no jet rule for activation {type(act).__name__}")
         p = self.plan
+        third = _third(act)
+        if FUSED and third is not None and p.n_components > 1:
+            return Jet(_FusedAct.apply(self.data, self.bias, fn, third, p.k1, p.pair_left, p.pair_right), p)
         value, firsts, seconds = self.data.split([1, p.k1, p.k2], dim=1)
         a0 = value if self.bias is None else value + self.bias
         s0, s1, s2 = fn(a0)  # (G, 1, n, w) each

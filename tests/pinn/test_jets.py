@@ -40,6 +40,9 @@ def _networks():
             (f"hyper-paper-{act}", lambda a=act: HyperLRPINN(width=16, rank=16, hyper_width=8, lowrank_layers=2,
                                                             layout="paper", activation=a)),
         ]
+    cases += [("pinn-silu", lambda: PINN(width=16, hidden_layers=2, activation="silu")),
+              ("hyper-release-silu", lambda: HyperLRPINN(width=16, rank=16, hyper_width=8, lowrank_layers=2,
+                                                         activation="silu"))]
     return cases
 
 
@@ -108,6 +111,26 @@ def test_parameter_gradients_equal_autograd(name, make):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for n in grads[1]:
         _close(grads[0][n], grads[1][n])
+
+
+@pytest.mark.parametrize("name,make", [c for c in NETS if c[0] in ("pinn-tanh", "hyper-paper-sin")],
+                         ids=["pinn-tanh", "hyper-paper-sin"])
+def test_fused_and_plain_activation_steps_agree(name, make, monkeypatch):
+    import lemon_pl.pinn.jets as jets
+
+    net = _randomise(make().double())
+    coords, mu, index = _batch()
+    out = {}
+    for fused in (True, False):
+        monkeypatch.setattr(jets, "FUSED", fused)
+        net.zero_grad(set_to_none=True)
+        d = derivatives(net, coords, mu, index, ALL2D, engine="jet")
+        sum(v.square().sum() for v in d.values()).backward()
+        out[fused] = (d, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
+    for key in out[False][0]:
+        _close(out[True][0][key], out[False][0][key], 1e-12)
+    for n in out[False][1]:
+        _close(out[True][1][n], out[False][1][n], 1e-12)
 
 
 def test_only_the_requested_subset_is_formed():
