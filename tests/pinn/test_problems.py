@@ -210,3 +210,27 @@ def test_helmholtz_reference_grid_and_boundary_values():
     edge = torch.tensor([[-1.0, 0.3], [1.0, -0.2], [0.4, 1.0], [0.1, -1.0]], dtype=torch.float64)
     assert h.boundary_value(edge, (2.0, 3.0)).abs().max() < 1e-14  # integer a: u = 0 on the boundary
     assert h.boundary_value(edge, (2.5, 2.5)).abs().max() > 0.5  # sin(2.5 pi) = 1: it is not
+
+
+@pytest.mark.parametrize("nu_rows", [(0.0, 0.0), (0.0, 2.0)])
+def test_cdr_residual_skips_u_xx_only_when_no_point_diffuses(nu_rows):
+    """nu = 0 everywhere: u_xx is not formed, and the residual and its parameter gradients are the
+    full formula's bit for bit; one diffusing row brings the term back."""
+    from lemon_pl.pinn.derivatives import grad, partial
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    coords = torch.rand(6, 2, dtype=torch.float64, requires_grad=True)
+    mu = torch.tensor([[30.0, nu_rows[0], 1.0]] * 3 + [[35.0, nu_rows[1], 2.0]] * 3, dtype=torch.float64)
+    pde = ConvectionDiffusionReaction()
+
+    def full(u):
+        g = grad(u, coords)
+        u_flat = u.reshape(-1)
+        return g[:, 1] + mu[:, 0] * g[:, 0] - mu[:, 1] * partial(g[:, 0], coords, 0) - mu[:, 2] * u_flat * (1 - u_flat)
+
+    got, want = pde.residual(net(coords), coords, mu), full(net(coords))
+    assert torch.equal(got, want)
+    g_got = torch.autograd.grad(got.square().sum(), list(net.parameters()))
+    g_want = torch.autograd.grad(want.square().sum(), list(net.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(g_got, g_want))

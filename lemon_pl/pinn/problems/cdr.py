@@ -171,11 +171,16 @@ class ConvectionDiffusionReaction(Problem):
         return p
 
     def residual(self, u: Tensor, coords: Tensor, mu: Mu = None) -> Tensor:
+        """The residual at ``coords``; u_xx (a second backward pass, about half of a convection
+        step's cost) is formed only when some point of the batch has nu != 0."""
         p = self.mu_columns(mu, coords.shape[0])
         g = grad(u, coords)
-        u_xx = partial(g[:, 0], coords, 0)
         u = u.reshape(-1)
-        return g[:, 1] + p["beta"] * g[:, 0] - p["nu"] * u_xx - p["rho"] * u * (1 - u)
+        r = g[:, 1] + p["beta"] * g[:, 0]
+        nu = p["nu"]
+        if bool((nu != 0).any()) if isinstance(nu, Tensor) else nu != 0:
+            r = r - nu * partial(g[:, 0], coords, 0)
+        return r - p["rho"] * u * (1 - u)
 
     # ------------------------------------------------------------------ references
 
