@@ -10,6 +10,7 @@ import yaml
 
 from tests.conftest import CONFIGS
 from lemon_pl.cli import main
+from lemon_pl.core.yamlio import merged
 
 STAGES = sorted(p for p in CONFIGS.glob("*.yaml"))
 #: the overlays of the physics-informed stages (composed with configs/pinn/pinn.yaml)
@@ -55,15 +56,6 @@ def _leaves(tree: dict, prefix: tuple = ()) -> dict[tuple, object]:
     return out
 
 
-def _merged(into: dict, new: dict) -> dict:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merged(into[key], value)
-        else:
-            into[key] = value
-    return into
-
-
 @pytest.mark.parametrize("path", STAGES, ids=lambda p: p.name)
 def test_operator_stage_holds_only_what_differs_from_the_base(path, tmp_path):
     raw = yaml.safe_load(path.read_text())
@@ -73,7 +65,7 @@ def test_operator_stage_holds_only_what_differs_from_the_base(path, tmp_path):
     assert not repeated, f"{path.name} repeats what configs/operators/base.yaml sets: {repeated}"
     # the resolved config is the one of the single flat file the stage was before the base existed:
     # the network and callbacks as defaults, the base's keys and the stage's own in one file
-    flat = _merged({k: v for k, v in base.items() if k != "defaults"}, {k: v for k, v in raw.items() if k != "defaults"})
+    flat = merged({k: v for k, v in base.items() if k != "defaults"}, {k: v for k, v in raw.items() if k != "defaults"})
     flat = {"defaults": [str(CONFIGS / "model/prose.yaml"), str(CONFIGS / "callbacks/default.yaml")], **flat}
     (tmp_path / path.name).write_text(yaml.safe_dump(flat, sort_keys=False))
     resolved, before = print_config(path), print_config(tmp_path / path.name)

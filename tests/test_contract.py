@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from lemon_pl.cli import main
+from lemon_pl.core.yamlio import merged
 from tests.conftest import CONFIGS
 
 LEVELS = "32,64,128,256"
@@ -39,19 +40,10 @@ def _resolved_raw(path: Path) -> dict:
     """The file merged over its ``defaults:`` (paths relative to it), later keys winning: enough to
     read the class paths without starting the CLI."""
     raw = yaml.safe_load(path.read_text()) or {}
-    merged: dict = {}
+    out: dict = {}
     for dep in raw.get("defaults") or []:
-        _merge(merged, _resolved_raw(path.parent / dep))
-    _merge(merged, {k: v for k, v in raw.items() if k != "defaults"})
-    return merged
-
-
-def _merge(into: dict, new: dict) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
+        out = merged(out, _resolved_raw(path.parent / dep))
+    return merged(out, {k: v for k, v in raw.items() if k != "defaults"})
 
 
 def _class(path: str):

@@ -146,4 +146,14 @@ def config_chain(path: str | os.PathLike, what: str = "config file", empty_ok: b
     return out + [(path, data)]
 
 
-__all__ = ["MAX_BYTES", "YamlFileError", "config_chain", "defaults_of", "read_yaml"]
+def merged(base: dict, over: dict | None) -> dict:
+    """``base`` with ``over`` laid on top, mappings merged key by key at every depth (later wins);
+    neither input is modified. How the sections of one YAML file combine (e.g. an experiment
+    config's ``common`` and a scale)."""
+    out = dict(base)
+    for key, value in (over or {}).items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+__all__ = ["MAX_BYTES", "YamlFileError", "config_chain", "defaults_of", "merged", "read_yaml"]

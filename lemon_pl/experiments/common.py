@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-
+from lemon_pl.core.yamlio import merged
 from lemon_pl.experiments.runner import Step
 
 SCALES = ("tiny", "cpu", "paper")
@@ -62,13 +62,6 @@ def config_file(name: str, configs: str | Path | None = None) -> Path:
     return configs_dir(configs) / "experiments" / f"{name.replace('-', '_')}.yaml"
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in (over or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_scale(path: str | Path, scale: str) -> dict:
     """The merged settings of one scale of an experiment config file."""
     if scale not in SCALES:
@@ -82,7 +75,7 @@ def load_scale(path: str | Path, scale: str) -> dict:
         if raw.get(section) is not None and not isinstance(raw[section], dict):
             raise YamlFileError(f"{path}: section '{section}' must be a mapping of settings, not "
                                 f"{type(raw[section]).__name__} {raw[section]!r}"[:300], path)
-    return _merge(raw.get("common") or {}, raw[scale] or {})
+    return merged(raw.get("common") or {}, raw[scale] or {})
 
 
 def _value(v: Any) -> str:
