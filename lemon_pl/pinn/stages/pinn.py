@@ -84,7 +84,6 @@ class PINNModule(Stage):
         self.check_network()
         self.val_curve: list[dict[str, float]] = []
         self.steps_to_target: int | None = None
-        self.predictions: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ set-up
     def record_problem(self) -> None:
@@ -265,9 +264,9 @@ class PINNModule(Stage):
         rows = table(names, batch["mu"].cpu(), {k: metrics[k] for k in PINN_METRICS})
         for k in PINN_METRICS:
             self.log(f"test/{k}", float(metrics[k].mean()), batch_size=batch["mu"].shape[0])
-        self.predictions = self.grid_predictions(batch["mu"])
-        arrays = {} if self.predictions is None else {
-            "predictions": self.predictions, "train_mu": [list(m) for m in self.mu_values],
+        predictions = self.grid_predictions(batch["mu"])
+        arrays = {} if predictions is None else {
+            "predictions": predictions, "train_mu": [list(m) for m in self.mu_values],
             "max_figures": int(self.hparams.max_figures)}
         report = EvaluationReport(stage="test", group="mu", rows=rows, metrics=PINN_METRICS,
                                   extras=self.table_extra_columns(), seconds=time.perf_counter() - self._t_test,
